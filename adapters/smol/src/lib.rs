@@ -1,0 +1,1 @@
+//! procwire adapter (in progress).

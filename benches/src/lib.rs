@@ -1,0 +1,1 @@
+//! procwire benchmarks (in progress).

@@ -1,0 +1,102 @@
+//! Every limit and interval of a proc, with defaults.
+
+use crate::frame::DEFAULT_MAX_FRAME_LEN;
+use crate::time::Duration;
+
+/// Limits and timings of a proc and its sessions. Both ends of a link should agree on
+/// `max_frame_len`; the smaller of the two is enforced (learned at the handshake).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Largest frame body sent or accepted. A message whose envelope exceeds it fails at
+    /// its sender with `TooLarge`.
+    pub max_frame_len: u32,
+    /// Unacknowledged bytes one outbound link may hold before sends are told to wait.
+    /// A single message larger than this is still taken when the link holds nothing else.
+    pub window_bytes: usize,
+    /// Unacknowledged messages one outbound link may hold.
+    pub window_msgs: usize,
+    /// The receiver acknowledges after this many messages...
+    pub ack_every_msgs: u64,
+    /// ...or this many bytes...
+    pub ack_every_bytes: usize,
+    /// ...or this long after the first unacknowledged message, whichever comes first.
+    pub ack_delay: Duration,
+    /// A dialer pings this often on an open connection.
+    pub heartbeat_interval: Duration,
+    /// A connection on which nothing at all arrived for this long is closed. Any byte
+    /// counts, so a slowly arriving large frame keeps the link alive.
+    pub idle_timeout: Duration,
+    /// Dial plus handshake must complete within this.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt...
+    pub backoff_base: Duration,
+    /// ...up to this.
+    pub backoff_max: Duration,
+    /// Up to this many percent of the delay are added at random (from the proc's seed).
+    pub backoff_jitter_pct: u64,
+    /// With messages waiting, a peer that cannot be (re)connected for this long is given
+    /// up: everything for it returns as `Unreachable`.
+    pub unreachable_timeout: Duration,
+    /// A receiver keeps a disconnected session's position this long for the dialer to
+    /// resume.
+    pub session_retention: Duration,
+    /// Inbound sessions one proc keeps at most; further hellos are refused.
+    pub max_inbound_sessions: usize,
+    /// Graceful shutdown waits this long for acknowledgements, then returns the rest.
+    pub shutdown_timeout: Duration,
+    /// Small frames for one connection are coalesced into writes of up to this many bytes.
+    pub coalesce_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            window_bytes: 32 * 1024 * 1024,
+            window_msgs: 8192,
+            ack_every_msgs: 128,
+            ack_every_bytes: 1024 * 1024,
+            ack_delay: Duration::from_millis(2),
+            heartbeat_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(5),
+            backoff_max: Duration::from_secs(1),
+            backoff_jitter_pct: 25,
+            unreachable_timeout: Duration::from_secs(30),
+            session_retention: Duration::from_secs(300),
+            max_inbound_sessions: 4096,
+            shutdown_timeout: Duration::from_secs(5),
+            coalesce_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): exponential from `backoff_base`,
+/// capped at `backoff_max`, plus up to `backoff_jitter_pct` percent chosen by `jitter`.
+/// A pure function of its inputs.
+pub fn backoff_delay(config: &Config, attempt: u32, jitter: u64) -> Duration {
+    let exp = config
+        .backoff_base
+        .saturating_mul(1u64 << attempt.min(20))
+        .min(config.backoff_max);
+    let span = exp.as_micros() / 100 * config.backoff_jitter_pct.min(100);
+    exp + Duration::from_micros(jitter % (span + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_bounds() {
+        let c = Config::default();
+        assert_eq!(backoff_delay(&c, 0, 0), Duration::from_millis(5));
+        assert_eq!(backoff_delay(&c, 1, 0), Duration::from_millis(10));
+        assert_eq!(backoff_delay(&c, 30, 0), Duration::from_secs(1));
+        for j in [1u64, 999, u64::MAX] {
+            let d = backoff_delay(&c, 30, j);
+            assert!(d >= Duration::from_secs(1) && d <= Duration::from_millis(1250), "{d}");
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Envelopes: who sent a message, where it goes, and its opaque payload.
+//!
+//! An envelope travels as the body of one [`FrameKind::Data`] frame. The body is the
+//! postcard encoding of the metadata followed directly by the payload bytes; the payload is
+//! not length-prefixed (it runs to the end of the frame) and decodes as a `Bytes` slice of
+//! the received frame, so it is never copied.
+//!
+//! # Short ids on a link
+//!
+//! A proc id holds an address and a name, often 30–100 bytes. Envelopes on a link almost
+//! always name the two procs at its ends, so the metadata refers to a proc as
+//! [`ProcRef::LinkSender`] (the proc that wrote the frame), [`ProcRef::LinkReceiver`] (the
+//! proc that reads it) or, for anyone else, the full id. A 64-byte message between actors
+//! with short names costs about 20 bytes of metadata plus the 6-byte frame header. The enum
+//! leaves room for a per-session id cache (an index assigned on first use) as a further
+//! variant without changing the other encodings.
+//!
+//! # Byte-level example
+//!
+//! Actor `client[0]` in the sending proc sends the payload `hi` to port 7 of `echo[0]` in
+//! the receiving proc, TTL 16, no headers:
+//!
+//! ```text
+//! 04 00 16 00 00 00                 frame header: Data, flags 0, body 22 bytes
+//! 00 06 'c' 'l' 'i' 'e' 'n' 't' 00  sender: LinkSender, name "client", pid 0
+//! 01 04 'e' 'c' 'h' 'o' 00 07       dest: LinkReceiver, name "echo", pid 0, port 7
+//! 10                                ttl 16
+//! 00                                returned: none
+//! 00                                headers: none
+//! 'h' 'i'                           payload
+//! ```
+//!
+//! The test `byte_level_example` checks these exact bytes.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+pub use crate::frame::RefuseReason;
+use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
+use crate::id::{ActorId, Name, PortId, ProcId};
+
+/// Default hop budget of a new envelope.
+pub const DEFAULT_TTL: u8 = 16;
+
+/// A message in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The actor that sent it; failures go back here.
+    pub sender: ActorId,
+    /// The port it is addressed to.
+    pub dest: PortId,
+    /// Hops left; a proc that would forward an envelope with TTL 0 returns it instead.
+    pub ttl: u8,
+    /// Set when this is a message coming back to its sender, with the reason.
+    pub returned: Option<Undeliverable>,
+    /// Optional key/value metadata, opaque to procwire.
+    pub headers: Vec<(Name, Bytes)>,
+    /// The message itself, opaque to procwire.
+    pub payload: Bytes,
+}
+
+impl Envelope {
+    /// A fresh envelope with the default TTL and no headers.
+    pub fn new(sender: ActorId, dest: PortId, payload: Bytes) -> Self {
+        Envelope {
+            sender,
+            dest,
+            ttl: DEFAULT_TTL,
+            returned: None,
+            headers: Vec::new(),
+            payload,
+        }
+    }
+
+    /// The proc this envelope is travelling to: the destination's proc, or the sender's when
+    /// it is being returned.
+    pub fn next_proc(&self) -> &ProcId {
+        match self.returned {
+            None => self.dest.actor().proc(),
+            Some(_) => self.sender.proc(),
+        }
+    }
+}
+
+/// Why a message came back to its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Undeliverable {
+    /// The destination proc has no actor with that id.
+    NoSuchActor,
+    /// The actor exists but has no such port bound (or a once-port was already used).
+    NoSuchPort,
+    /// The hop budget ran out.
+    TtlExhausted,
+    /// The destination proc could not be reached within the configured limits.
+    Unreachable,
+    /// The destination proc restarted (new incarnation) before confirming delivery.
+    PeerRestarted,
+    /// The destination proc refused the session.
+    Refused(RefuseReason),
+    /// The message exceeds the frame limit in force on the link.
+    TooLarge {
+        /// Encoded size.
+        len: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The sending or receiving proc is shutting down.
+    ShuttingDown,
+    /// The receiving proc no longer knew the session, so delivery cannot be proven either way.
+    SessionLost,
+}
+
+impl fmt::Display for Undeliverable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Undeliverable::NoSuchActor => f.write_str("no such actor"),
+            Undeliverable::NoSuchPort => f.write_str("no such port"),
+            Undeliverable::TtlExhausted => f.write_str("hop budget exhausted"),
+            Undeliverable::Unreachable => f.write_str("peer unreachable"),
+            Undeliverable::PeerRestarted => f.write_str("peer restarted"),
+            Undeliverable::Refused(r) => write!(f, "refused: {r}"),
+            Undeliverable::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
+            Undeliverable::ShuttingDown => f.write_str("shutting down"),
+            Undeliverable::SessionLost => {
+                f.write_str("peer lost the session; delivery unknown, not retried")
+            }
+        }
+    }
+}
+
+/// The two procs at the ends of a link, for short ids.
+#[derive(Clone, Copy, Debug)]
+pub struct Link<'a> {
+    /// The proc writing the frames.
+    pub sender: &'a ProcId,
+    /// The proc reading them.
+    pub receiver: &'a ProcId,
+}
+
+/// A proc as named inside envelope metadata.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum ProcRef<'a> {
+    /// The proc that wrote the frame.
+    LinkSender,
+    /// The proc that reads the frame.
+    LinkReceiver,
+    /// Any other proc, in full.
+    Full(ProcRefFull<'a>),
+}
+
+/// A full proc id inside metadata, borrowed when encoding and owned when decoding.
+#[derive(Debug)]
+pub enum ProcRefFull<'a> {
+    /// Borrowed (encoding).
+    Borrowed(&'a ProcId),
+    /// Owned (decoding).
+    Owned(ProcId),
+}
+
+impl Serialize for ProcRefFull<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ProcRefFull::Borrowed(p) => p.serialize(s),
+            ProcRefFull::Owned(p) => p.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProcRefFull<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ProcId::deserialize(d).map(ProcRefFull::Owned)
+    }
+}
+
+impl<'a> ProcRef<'a> {
+    fn new(p: &'a ProcId, link: Option<Link<'_>>) -> Self {
+        match link {
+            Some(l) if l.sender == p => ProcRef::LinkSender,
+            Some(l) if l.receiver == p => ProcRef::LinkReceiver,
+            _ => ProcRef::Full(ProcRefFull::Borrowed(p)),
+        }
+    }
+
+    fn resolve(self, link: Option<Link<'_>>) -> Result<ProcId, EnvelopeError> {
+        match (self, link) {
+            (ProcRef::Full(ProcRefFull::Owned(p)), _) => Ok(p),
+            (ProcRef::Full(ProcRefFull::Borrowed(p)), _) => Ok(p.clone()),
+            (ProcRef::LinkSender, Some(l)) => Ok(l.sender.clone()),
+            (ProcRef::LinkReceiver, Some(l)) => Ok(l.receiver.clone()),
+            (_, None) => Err(EnvelopeError::NoLink),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ActorRef<'a> {
+    proc: ProcRef<'a>,
+    name: Name,
+    pid: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta<'a> {
+    sender: ActorRef<'a>,
+    dest: ActorRef<'a>,
+    port: u64,
+    ttl: u8,
+    returned: Option<Undeliverable>,
+    #[serde(borrow)]
+    headers: Vec<(Name, &'a [u8])>,
+}
+
+fn actor_ref<'a>(a: &'a ActorId, link: Option<Link<'_>>) -> ActorRef<'a> {
+    ActorRef {
+        proc: ProcRef::new(a.proc(), link),
+        name: a.name().clone(),
+        pid: a.pid(),
+    }
+}
+
+/// Why a frame body is not a valid envelope. The peer's fault; fatal for the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The metadata does not decode.
+    Malformed(postcard::Error),
+    /// The metadata uses a link-relative id outside a link.
+    NoLink,
+}
+
+impl fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvelopeError::Malformed(e) => write!(f, "malformed envelope metadata: {e}"),
+            EnvelopeError::NoLink => f.write_str("link-relative id outside a link"),
+        }
+    }
+}
+
+impl core::error::Error for EnvelopeError {}
+
+/// Appends `env` to `out` as one whole Data frame (header included). If the body would
+/// exceed `max` bytes, nothing is appended and the error carries the size and the limit.
+pub fn append_envelope(
+    env: &Envelope,
+    link: Option<Link<'_>>,
+    max: u32,
+    out: &mut BytesMut,
+) -> Result<(), Undeliverable> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    let headers: Vec<(Name, &[u8])> = env
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), &v[..]))
+        .collect();
+    let meta = Meta {
+        sender: actor_ref(&env.sender, link),
+        dest: actor_ref(env.dest.actor(), link),
+        port: env.dest.index(),
+        ttl: env.ttl,
+        returned: env.returned,
+        headers,
+    };
+    let w = core::mem::take(out);
+    *out = match postcard::to_extend(&meta, w) {
+        Ok(w) => w,
+        // Writing into memory cannot fail; should it, the message is refused, not lost.
+        Err(_) => unreachable_encode(),
+    };
+    let body = out.len() - start - HEADER_LEN + env.payload.len();
+    match u32::try_from(body) {
+        Ok(len) if len <= max => {
+            out.extend_from_slice(&env.payload);
+            let mut h = [0u8; HEADER_LEN];
+            FrameHeader { kind: FrameKind::Data, flags: 0, len }.write(&mut h);
+            out[start..start + HEADER_LEN].copy_from_slice(&h);
+            Ok(())
+        }
+        _ => {
+            out.truncate(start);
+            Err(Undeliverable::TooLarge {
+                len: u32::try_from(body).unwrap_or(u32::MAX),
+                max,
+            })
+        }
+    }
+}
+
+#[cold]
+fn unreachable_encode() -> BytesMut {
+    // postcard's Extend flavor has no failure path for in-memory writers.
+    BytesMut::new()
+}
+
+/// Decodes a Data frame body. The payload (and header values) are slices of `body`.
+pub fn decode_envelope(body: Bytes, link: Option<Link<'_>>) -> Result<Envelope, EnvelopeError> {
+    let (meta, rest) =
+        postcard::take_from_bytes::<Meta<'_>>(&body).map_err(EnvelopeError::Malformed)?;
+    let payload = body.slice_ref(rest);
+    let headers = meta
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k, body.slice_ref(v)))
+        .collect();
+    let sender = ActorId::new(meta.sender.proc.resolve(link)?, meta.sender.name, meta.sender.pid);
+    let dest_actor = ActorId::new(meta.dest.proc.resolve(link)?, meta.dest.name, meta.dest.pid);
+    Ok(Envelope {
+        sender,
+        dest: PortId::new(dest_actor, meta.port),
+        ttl: meta.ttl,
+        returned: meta.returned,
+        headers,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameDecoder, Item};
+    use crate::id::strategy;
+    use proptest::prelude::*;
+
+    fn reason() -> impl Strategy<Value = Option<Undeliverable>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(Undeliverable::NoSuchPort)),
+            Just(Some(Undeliverable::Refused(RefuseReason::WrongProc))),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(len, max)| Some(Undeliverable::TooLarge { len, max })),
+        ]
+    }
+
+    fn envelope() -> impl Strategy<Value = Envelope> {
+        (
+            strategy::actor_id(),
+            strategy::port_id(),
+            any::<u8>(),
+            reason(),
+            prop::collection::vec(
+                (strategy::name(), prop::collection::vec(any::<u8>(), 0..20)),
+                0..3,
+            ),
+            prop::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(|(sender, dest, ttl, returned, headers, payload)| Envelope {
+                sender,
+                dest,
+                ttl,
+                returned,
+                headers: headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+                payload: Bytes::from(payload),
+            })
+    }
+
+    fn roundtrip(env: &Envelope, link: Option<Link<'_>>) -> Envelope {
+        let mut out = BytesMut::new();
+        append_envelope(env, link, u32::MAX, &mut out).unwrap();
+        let mut d = FrameDecoder::frames_only(u32::MAX, BytesMut::new());
+        let p = d.decode(&out).unwrap();
+        assert_eq!(p.consumed, out.len());
+        assert!(matches!(p.item, Some(Item::Frame(h)) if h.kind == FrameKind::Data));
+        decode_envelope(d.take_body(), link).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn envelopes_roundtrip_with_and_without_link(env in envelope(), use_sender in any::<bool>()) {
+            prop_assert_eq!(&roundtrip(&env, None), &env);
+            // A link whose ends are the envelope's procs: ids are sent short.
+            let a = env.sender.proc().clone();
+            let b = env.dest.actor().proc().clone();
+            let link = if use_sender { Link { sender: &a, receiver: &b } } else { Link { sender: &b, receiver: &a } };
+            prop_assert_eq!(&roundtrip(&env, Some(link)), &env);
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let p = ProcId::new(crate::id::ChannelAddr::Local(1), Name::new("p").unwrap());
+            let _ = decode_envelope(Bytes::from(bytes.clone()), None);
+            let _ = decode_envelope(Bytes::from(bytes), Some(Link { sender: &p, receiver: &p }));
+        }
+    }
+
+    fn example() -> (ProcId, ProcId, Envelope) {
+        let a = ProcId::new(crate::id::ChannelAddr::Local(1), Name::new("a").unwrap());
+        let b = ProcId::new(crate::id::ChannelAddr::Local(2), Name::new("b").unwrap());
+        let env = Envelope::new(
+            a.actor(Name::new("client").unwrap(), 0),
+            b.actor(Name::new("echo").unwrap(), 0).port(7),
+            Bytes::from_static(b"hi"),
+        );
+        (a, b, env)
+    }
+
+    #[test]
+    fn byte_level_example() {
+        let (a, b, env) = example();
+        let mut out = BytesMut::new();
+        let link = Link { sender: &a, receiver: &b };
+        append_envelope(&env, Some(link), u32::MAX, &mut out).unwrap();
+        let mut want = std::vec![4u8, 0, 22, 0, 0, 0];
+        want.extend_from_slice(&[0, 6]);
+        want.extend_from_slice(b"client");
+        want.extend_from_slice(&[0, 1, 4]);
+        want.extend_from_slice(b"echo");
+        want.extend_from_slice(&[0, 7, 16, 0, 0]);
+        want.extend_from_slice(b"hi");
+        assert_eq!(&out[..], &want[..]);
+    }
+
+    #[test]
+    fn payload_is_a_slice_of_the_frame() {
+        let (a, b, env) = example();
+        let mut out = BytesMut::new();
+        append_envelope(&env, Some(Link { sender: &a, receiver: &b }), u32::MAX, &mut out)
+            .unwrap();
+        let body = Bytes::copy_from_slice(&out[HEADER_LEN..]);
+        let range = body.as_ptr_range();
+        let got = decode_envelope(body.clone(), Some(Link { sender: &a, receiver: &b })).unwrap();
+        assert!(range.contains(&got.payload.as_ptr()));
+        assert_eq!(got.payload, Bytes::from_static(b"hi"));
+    }
+
+    #[test]
+    fn too_large_leaves_buffer_untouched_and_names_the_limit() {
+        let (a, b, mut env) = example();
+        env.payload = Bytes::from(std::vec![0u8; 100]);
+        let mut out = BytesMut::from(&b"xyz"[..]);
+        let err = append_envelope(&env, Some(Link { sender: &a, receiver: &b }), 64, &mut out)
+            .unwrap_err();
+        assert_eq!(err, Undeliverable::TooLarge { len: 120, max: 64 });
+        assert_eq!(&out[..], b"xyz");
+    }
+
+    #[test]
+    fn link_relative_ids_need_a_link() {
+        let (a, b, env) = example();
+        let mut out = BytesMut::new();
+        append_envelope(&env, Some(Link { sender: &a, receiver: &b }), u32::MAX, &mut out)
+            .unwrap();
+        let body = Bytes::copy_from_slice(&out[HEADER_LEN..]);
+        assert_eq!(decode_envelope(body, None), Err(EnvelopeError::NoLink));
+    }
+}

@@ -1,0 +1,740 @@
+//! Framing: the connection preamble, the fixed frame header, an incremental decoder and
+//! encoders into caller-owned buffers.
+//!
+//! # Wire layout (protocol version 1)
+//!
+//! Each side of a connection first writes an 8-byte preamble, then frames:
+//!
+//! ```text
+//! preamble: 'P' 'W' 'I' 'R' | version: u16 LE | reserved: u16 (zero)
+//! frame:    kind: u8 | flags: u8 | len: u32 LE | body: len bytes
+//! ```
+//!
+//! For example, an [`FrameKind::Ack`] frame whose body is the single byte `0x2a`:
+//!
+//! ```text
+//! 05 00 01 00 00 00 2a
+//! ^kind ^flags ^len=1  ^body
+//! ```
+//!
+//! The length is checked against the decoder's maximum (and its storage's capacity) as soon
+//! as the six header bytes are in, before a single body byte is buffered, so a peer cannot
+//! make us allocate by announcing a large frame. Unknown kinds are refused: they mean the
+//! peer speaks a protocol we do not.
+//!
+//! The decoder takes arbitrary chunks: it reports exactly how many bytes of each chunk it
+//! consumed, keeps partial input between calls, and yields at most one item per call. Its
+//! errors are sticky: once the stream is known bad, every later call returns the same error,
+//! and the connection should be closed.
+//!
+//! The decoder is generic over its body storage ([`BodyBuf`]): a fixed-capacity
+//! `heapless::Vec` needs no allocator; with the `alloc` feature, `bytes::BytesMut` lets
+//! [`FrameDecoder::take_body`] hand the body out as a `Bytes` without copying it again.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::ProcId;
+
+/// First four bytes of every connection.
+pub const MAGIC: [u8; 4] = *b"PWIR";
+/// The protocol version this crate speaks.
+pub const VERSION: u16 = 1;
+/// Bytes in the preamble.
+pub const PREAMBLE_LEN: usize = 8;
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 6;
+/// Default largest frame body accepted or sent: 16 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// Dialer → acceptor: who I am, whom I want, which session I resume.
+    Hello = 1,
+    /// Acceptor → dialer: the session is open; how far the acceptor has received.
+    Welcome = 2,
+    /// Acceptor → dialer: the session is refused, with a reason. The acceptor then closes.
+    Refuse = 3,
+    /// Dialer → acceptor: one envelope; sequence numbers are implicit and consecutive.
+    Data = 4,
+    /// Acceptor → dialer: cumulative acknowledgement (next sequence number expected).
+    Ack = 5,
+    /// Either way: liveness probe.
+    Ping = 6,
+    /// Either way: answer to a ping.
+    Pong = 7,
+    /// Dialer → acceptor: the session ends here; forget it.
+    Close = 8,
+}
+
+impl FrameKind {
+    /// Decodes a kind byte.
+    pub const fn from_u8(b: u8) -> Option<FrameKind> {
+        Some(match b {
+            1 => FrameKind::Hello,
+            2 => FrameKind::Welcome,
+            3 => FrameKind::Refuse,
+            4 => FrameKind::Data,
+            5 => FrameKind::Ack,
+            6 => FrameKind::Ping,
+            7 => FrameKind::Pong,
+            8 => FrameKind::Close,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrameHeader {
+    /// What the body is.
+    pub kind: FrameKind,
+    /// Reserved for extensions; carried as-is.
+    pub flags: u8,
+    /// Body length in bytes.
+    pub len: u32,
+}
+
+impl FrameHeader {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    pub fn write(&self, out: &mut [u8; HEADER_LEN]) {
+        out[0] = self.kind as u8;
+        out[1] = self.flags;
+        out[2..6].copy_from_slice(&self.len.to_le_bytes());
+    }
+
+    /// Parses and checks a header against `max` body bytes.
+    pub fn parse(b: &[u8; HEADER_LEN], max: u32) -> Result<FrameHeader, FrameError> {
+        let kind = FrameKind::from_u8(b[0]).ok_or(FrameError::UnknownKind(b[0]))?;
+        let len = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        if len > max {
+            return Err(FrameError::TooLarge { len, max });
+        }
+        Ok(FrameHeader { kind, flags: b[1], len })
+    }
+}
+
+/// Why a byte stream cannot be decoded. Every variant is the peer's fault and fatal for
+/// that connection only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The stream does not start with [`MAGIC`].
+    BadMagic([u8; 4]),
+    /// The peer speaks a protocol version we do not.
+    UnsupportedVersion {
+        /// What the peer announced.
+        got: u16,
+        /// What we speak.
+        supported: u16,
+    },
+    /// A frame kind byte we do not know.
+    UnknownKind(u8),
+    /// A frame announced a body larger than allowed.
+    TooLarge {
+        /// Announced body length.
+        len: u32,
+        /// The limit in force.
+        max: u32,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::BadMagic(m) => write!(f, "bad preamble magic {m:02x?}"),
+            FrameError::UnsupportedVersion { got, supported } => {
+                write!(f, "unsupported protocol version {got} (we speak {supported})")
+            }
+            FrameError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the limit of {max}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for FrameError {}
+
+/// An output buffer was too small; nothing was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferTooSmall {
+    /// Bytes the encoding needs.
+    pub needed: usize,
+}
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "output buffer too small: {} bytes needed", self.needed)
+    }
+}
+
+impl core::error::Error for BufferTooSmall {}
+
+/// Storage for the body of the frame being decoded.
+pub trait BodyBuf {
+    /// Largest body this storage can hold.
+    fn capacity_limit(&self) -> usize;
+    /// Empties the storage and prepares room for `len` bytes (`len` is within the limit).
+    fn begin(&mut self, len: usize);
+    /// Appends bytes; never beyond the length given to `begin`.
+    fn append(&mut self, bytes: &[u8]);
+    /// The bytes held.
+    fn as_slice(&self) -> &[u8];
+}
+
+impl<const N: usize> BodyBuf for heapless::Vec<u8, N> {
+    fn capacity_limit(&self) -> usize {
+        N
+    }
+    fn begin(&mut self, _len: usize) {
+        self.clear();
+    }
+    fn append(&mut self, bytes: &[u8]) {
+        // The decoder never appends past the checked length, which is within N.
+        let room = N - self.len();
+        let _ = self.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl BodyBuf for bytes::BytesMut {
+    fn capacity_limit(&self) -> usize {
+        usize::MAX
+    }
+    fn begin(&mut self, len: usize) {
+        self.clear();
+        // Amortise allocations over many small frames: bodies handed out earlier keep their
+        // part of the allocation alive, so ask for a block rather than an exact fit.
+        if self.capacity() < len {
+            self.reserve(len.max(16 * 1024));
+        }
+    }
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+/// One unit yielded by [`FrameDecoder::decode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// The peer's preamble was read; it speaks `version`.
+    Preamble {
+        /// The peer's protocol version (always [`VERSION`] today).
+        version: u16,
+    },
+    /// A whole frame was read; its body is in [`FrameDecoder::body`].
+    Frame(FrameHeader),
+}
+
+/// Result of one [`FrameDecoder::decode`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of the input consumed; the caller passes the rest on the next call.
+    pub consumed: usize,
+    /// The item completed by this call, if any.
+    pub item: Option<Item>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Preamble,
+    Header,
+    Body(FrameHeader),
+    Failed(FrameError),
+}
+
+/// Incremental decoder for one direction of one connection.
+#[derive(Debug)]
+pub struct FrameDecoder<B> {
+    max: u32,
+    state: State,
+    /// Preamble or header bytes collected so far.
+    head: [u8; PREAMBLE_LEN],
+    have: usize,
+    body: B,
+}
+
+impl<B: BodyBuf> FrameDecoder<B> {
+    /// A decoder that expects the preamble first, then frames of at most `max` body bytes
+    /// (further capped by the storage's capacity).
+    pub fn new(max: u32, body: B) -> Self {
+        let cap = u32::try_from(body.capacity_limit()).unwrap_or(u32::MAX);
+        FrameDecoder {
+            max: max.min(cap),
+            state: State::Preamble,
+            head: [0; PREAMBLE_LEN],
+            have: 0,
+            body,
+        }
+    }
+
+    /// A decoder for a stream whose preamble was already handled.
+    pub fn frames_only(max: u32, body: B) -> Self {
+        let mut d = Self::new(max, body);
+        d.state = State::Header;
+        d
+    }
+
+    /// The effective body limit.
+    pub fn max_len(&self) -> u32 {
+        self.max
+    }
+
+    /// The sticky error, if the stream has failed.
+    pub fn error(&self) -> Option<FrameError> {
+        match self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True when no partial preamble, header or body is held.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Header | State::Preamble) && self.have == 0
+    }
+
+    /// The body of the frame last yielded (valid until the next call to `decode`).
+    pub fn body(&self) -> &[u8] {
+        self.body.as_slice()
+    }
+
+    /// Consumes bytes from `input` until one item is complete or the input runs out.
+    pub fn decode(&mut self, input: &[u8]) -> Result<Progress, FrameError> {
+        let mut consumed = 0;
+        loop {
+            match self.state {
+                State::Failed(e) => return Err(e),
+                State::Preamble => {
+                    consumed += self.fill_head(&input[consumed..], PREAMBLE_LEN);
+                    if self.have < PREAMBLE_LEN {
+                        return Ok(Progress { consumed, item: None });
+                    }
+                    self.have = 0;
+                    let magic = [self.head[0], self.head[1], self.head[2], self.head[3]];
+                    if magic != MAGIC {
+                        return Err(self.fail(FrameError::BadMagic(magic)));
+                    }
+                    let version = u16::from_le_bytes([self.head[4], self.head[5]]);
+                    if version != VERSION {
+                        return Err(self.fail(FrameError::UnsupportedVersion {
+                            got: version,
+                            supported: VERSION,
+                        }));
+                    }
+                    self.state = State::Header;
+                    let item = Some(Item::Preamble { version });
+                    return Ok(Progress { consumed, item });
+                }
+                State::Header => {
+                    if consumed == input.len() {
+                        return Ok(Progress { consumed, item: None });
+                    }
+                    consumed += self.fill_head(&input[consumed..], HEADER_LEN);
+                    if self.have < HEADER_LEN {
+                        return Ok(Progress { consumed, item: None });
+                    }
+                    self.have = 0;
+                    let mut h = [0u8; HEADER_LEN];
+                    h.copy_from_slice(&self.head[..HEADER_LEN]);
+                    let header = match FrameHeader::parse(&h, self.max) {
+                        Ok(header) => header,
+                        Err(e) => return Err(self.fail(e)),
+                    };
+                    self.body.begin(header.len as usize);
+                    self.state = State::Body(header);
+                }
+                State::Body(header) => {
+                    let want = header.len as usize - self.body.as_slice().len();
+                    let take = want.min(input.len() - consumed);
+                    self.body.append(&input[consumed..consumed + take]);
+                    consumed += take;
+                    if take < want {
+                        return Ok(Progress { consumed, item: None });
+                    }
+                    self.state = State::Header;
+                    let item = Some(Item::Frame(header));
+                    return Ok(Progress { consumed, item });
+                }
+            }
+        }
+    }
+
+    fn fill_head(&mut self, input: &[u8], upto: usize) -> usize {
+        let take = (upto - self.have).min(input.len());
+        self.head[self.have..self.have + take].copy_from_slice(&input[..take]);
+        self.have += take;
+        take
+    }
+
+    fn fail(&mut self, e: FrameError) -> FrameError {
+        self.state = State::Failed(e);
+        e
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl FrameDecoder<bytes::BytesMut> {
+    /// Takes the body of the frame last yielded, without copying.
+    pub fn take_body(&mut self) -> bytes::Bytes {
+        self.body.split().freeze()
+    }
+}
+
+/// Writes the preamble into `out`.
+pub fn encode_preamble(out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    let out = out
+        .get_mut(..PREAMBLE_LEN)
+        .ok_or(BufferTooSmall { needed: PREAMBLE_LEN })?;
+    out[..4].copy_from_slice(&MAGIC);
+    out[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    out[6..8].copy_from_slice(&[0, 0]);
+    Ok(PREAMBLE_LEN)
+}
+
+/// The preamble as bytes.
+pub const fn preamble() -> [u8; PREAMBLE_LEN] {
+    let v = VERSION.to_le_bytes();
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], 0, 0]
+}
+
+/// Encodes one frame into `out`. A too-small buffer is left untouched and the error says
+/// how many bytes are needed. Bodies over `u32::MAX` bytes cannot be framed at all and are
+/// refused the same way the decoder would refuse them.
+pub fn encode_frame(
+    kind: FrameKind,
+    flags: u8,
+    body: &[u8],
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let len = frame_len(body.len())?;
+    let needed = HEADER_LEN + body.len();
+    let out = out
+        .get_mut(..needed)
+        .ok_or(EncodeError::BufferTooSmall(BufferTooSmall { needed }))?;
+    let mut h = [0u8; HEADER_LEN];
+    FrameHeader { kind, flags, len }.write(&mut h);
+    out[..HEADER_LEN].copy_from_slice(&h);
+    out[HEADER_LEN..].copy_from_slice(body);
+    Ok(needed)
+}
+
+/// Appends one frame whose body is the concatenation of `parts` to `out`.
+#[cfg(feature = "alloc")]
+pub fn append_frame(
+    kind: FrameKind,
+    flags: u8,
+    parts: &[&[u8]],
+    out: &mut bytes::BytesMut,
+) -> Result<(), EncodeError> {
+    let body_len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = frame_len(body_len)?;
+    let mut h = [0u8; HEADER_LEN];
+    FrameHeader { kind, flags, len }.write(&mut h);
+    out.reserve(HEADER_LEN + body_len);
+    out.extend_from_slice(&h);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    Ok(())
+}
+
+fn frame_len(len: usize) -> Result<u32, EncodeError> {
+    u32::try_from(len).map_err(|_| EncodeError::TooLarge {
+        len,
+        max: u32::MAX as usize,
+    })
+}
+
+/// Why a frame could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The caller's buffer is too small; nothing was written.
+    BufferTooSmall(BufferTooSmall),
+    /// The body is larger than the limit.
+    TooLarge {
+        /// Body length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::BufferTooSmall(b) => b.fmt(f),
+            EncodeError::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for EncodeError {}
+
+// ---- Handshake bodies (postcard) ----
+
+/// Body of [`FrameKind::Hello`]: the dialer introduces itself and names whom it expects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The dialing proc.
+    pub from: ProcId,
+    /// The proc the dialer expects to reach; the acceptor refuses another name.
+    pub to: ProcId,
+    /// Random per start of the dialing proc.
+    pub incarnation: u64,
+    /// The dialer's session with this acceptor.
+    pub session: u64,
+    /// False on a session's first handshake; true when resuming it.
+    pub resume: bool,
+    /// Largest frame body the dialer accepts.
+    pub max_frame_len: u32,
+}
+
+/// Body of [`FrameKind::Welcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Random per start of the accepting proc.
+    pub incarnation: u64,
+    /// Next sequence number the acceptor expects; `None` when it does not know the session
+    /// the dialer asked to resume.
+    pub next: Option<u64>,
+    /// Largest frame body the acceptor accepts.
+    pub max_frame_len: u32,
+}
+
+/// Why an acceptor refused a session (body of [`FrameKind::Refuse`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseReason {
+    /// The dialer expected a proc of another name at this address.
+    WrongProc,
+    /// The dialer speaks a protocol version the acceptor does not.
+    UnsupportedVersion {
+        /// What the acceptor speaks.
+        supported: u16,
+    },
+    /// The acceptor is shutting down.
+    ShuttingDown,
+    /// The hello could not be decoded.
+    BadHello,
+}
+
+impl fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefuseReason::WrongProc => f.write_str("no proc of that name at this address"),
+            RefuseReason::UnsupportedVersion { supported } => {
+                write!(f, "unsupported protocol version (peer speaks {supported})")
+            }
+            RefuseReason::ShuttingDown => f.write_str("peer is shutting down"),
+            RefuseReason::BadHello => f.write_str("malformed hello"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Small = heapless::Vec<u8, 256>;
+
+    fn kind() -> impl Strategy<Value = FrameKind> {
+        (1u8..=8).prop_map(|b| FrameKind::from_u8(b).unwrap())
+    }
+
+    fn stream(frames: &[(FrameKind, u8, std::vec::Vec<u8>)]) -> std::vec::Vec<u8> {
+        let mut out = std::vec::Vec::from(preamble());
+        for (k, f, body) in frames {
+            let mut buf = std::vec![0u8; HEADER_LEN + body.len()];
+            let n = encode_frame(*k, *f, body, &mut buf).unwrap();
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// Decodes `input` cut at `cuts`; returns the items (frames with their bodies) and the
+    /// error, if any.
+    #[allow(clippy::type_complexity)]
+    fn decode_chunked(
+        input: &[u8],
+        cuts: &[usize],
+        max: u32,
+    ) -> (
+        std::vec::Vec<(Item, std::vec::Vec<u8>)>,
+        Option<FrameError>,
+    ) {
+        let mut d = FrameDecoder::new(max, Small::new());
+        let mut out = std::vec::Vec::new();
+        let mut bounds: std::vec::Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        bounds.push(0);
+        bounds.push(input.len());
+        bounds.sort();
+        for w in bounds.windows(2) {
+            let mut chunk = &input[w[0]..w[1]];
+            loop {
+                match d.decode(chunk) {
+                    Ok(p) => {
+                        assert!(p.consumed <= chunk.len());
+                        chunk = &chunk[p.consumed..];
+                        match p.item {
+                            Some(item) => out.push((item, d.body().to_vec())),
+                            None => {
+                                assert!(chunk.is_empty(), "stalled with input left");
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+        (out, None)
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_yields_the_same_frames(
+            frames in prop::collection::vec((kind(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..200)), 0..12),
+            cuts in prop::collection::vec(any::<usize>(), 0..20),
+        ) {
+            let bytes = stream(&frames);
+            let (whole, err) = decode_chunked(&bytes, &[], 256);
+            prop_assert_eq!(err, None);
+            let (split, err2) = decode_chunked(&bytes, &cuts, 256);
+            prop_assert_eq!(err2, None);
+            prop_assert_eq!(&whole, &split);
+            prop_assert_eq!(whole.len(), frames.len() + 1);
+            for ((item, body), (k, f, b)) in whole[1..].iter().zip(&frames) {
+                prop_assert_eq!(*item, Item::Frame(FrameHeader { kind: *k, flags: *f, len: b.len() as u32 }));
+                prop_assert_eq!(body, b);
+            }
+        }
+
+        #[test]
+        fn garbage_errors_identically_under_any_chunking(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            valid_prefix in any::<bool>(),
+            cuts in prop::collection::vec(any::<usize>(), 0..20),
+        ) {
+            let mut input = if valid_prefix { std::vec::Vec::from(preamble()) } else { std::vec::Vec::new() };
+            input.extend_from_slice(&bytes);
+            let whole = decode_chunked(&input, &[], 100);
+            let split = decode_chunked(&input, &cuts, 100);
+            prop_assert_eq!(whole, split);
+        }
+
+        #[test]
+        fn truncated_input_never_yields_the_cut_frame(
+            body in prop::collection::vec(any::<u8>(), 0..200),
+            cut in any::<usize>(),
+        ) {
+            let bytes = stream(&[(FrameKind::Data, 0, body.clone())]);
+            let cut = PREAMBLE_LEN + cut % (HEADER_LEN + body.len());
+            let (items, err) = decode_chunked(&bytes[..cut], &[], 256);
+            prop_assert_eq!(err, None);
+            prop_assert_eq!(items.len(), 1, "only the preamble");
+        }
+
+        #[test]
+        fn encode_into_small_buffer_reports_need_and_writes_nothing(
+            body in prop::collection::vec(any::<u8>(), 0..64),
+            size in 0usize..80,
+        ) {
+            let mut buf = [0xAAu8; 80];
+            let needed = HEADER_LEN + body.len();
+            match encode_frame(FrameKind::Data, 0, &body, &mut buf[..size]) {
+                Ok(n) => { prop_assert!(size >= needed); prop_assert_eq!(n, needed); }
+                Err(e) => {
+                    prop_assert!(size < needed);
+                    prop_assert_eq!(e, EncodeError::BufferTooSmall(BufferTooSmall { needed }));
+                    prop_assert!(buf.iter().all(|b| *b == 0xAA));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_any_body_byte() {
+        let mut d = FrameDecoder::new(1000, Small::new());
+        assert_eq!(d.max_len(), 256, "capped by storage");
+        let mut input = std::vec::Vec::from(preamble());
+        input.extend_from_slice(&[FrameKind::Data as u8, 0]);
+        input.extend_from_slice(&257u32.to_le_bytes());
+        input.extend_from_slice(&[7; 10]);
+        let p = d.decode(&input).unwrap();
+        assert_eq!(p.item, Some(Item::Preamble { version: VERSION }));
+        let err = d.decode(&input[p.consumed..]).unwrap_err();
+        assert_eq!(err, FrameError::TooLarge { len: 257, max: 256 });
+        assert!(d.body().is_empty());
+        // Sticky.
+        assert_eq!(d.decode(&[1, 2, 3]), Err(err));
+        assert_eq!(d.error(), Some(err));
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn growable_decoder_refuses_huge_length_without_allocating() {
+        let mut d = FrameDecoder::frames_only(DEFAULT_MAX_FRAME_LEN, bytes::BytesMut::new());
+        let mut h = [0u8; HEADER_LEN];
+        FrameHeader { kind: FrameKind::Data, flags: 0, len: u32::MAX }.write(&mut h);
+        assert_eq!(
+            d.decode(&h),
+            Err(FrameError::TooLarge { len: u32::MAX, max: DEFAULT_MAX_FRAME_LEN })
+        );
+        assert_eq!(d.body.capacity(), 0);
+    }
+
+    #[test]
+    fn preamble_errors() {
+        let mut d = FrameDecoder::new(10, Small::new());
+        assert_eq!(d.decode(b"HTTP/1.1"), Err(FrameError::BadMagic(*b"HTTP")));
+        let mut d = FrameDecoder::new(10, Small::new());
+        let mut p = preamble();
+        p[4] = 9;
+        assert_eq!(
+            d.decode(&p),
+            Err(FrameError::UnsupportedVersion { got: 9, supported: VERSION })
+        );
+        let mut d = FrameDecoder::frames_only(10, Small::new());
+        assert_eq!(d.decode(&[0, 0, 0, 0, 0, 0]), Err(FrameError::UnknownKind(0)));
+    }
+
+    #[test]
+    fn byte_level_example_from_the_docs() {
+        let mut buf = [0u8; 7];
+        assert_eq!(encode_frame(FrameKind::Ack, 0, &[0x2a], &mut buf), Ok(7));
+        assert_eq!(buf, [5, 0, 1, 0, 0, 0, 0x2a]);
+        let mut d = FrameDecoder::frames_only(16, Small::new());
+        let p = d.decode(&buf).unwrap();
+        assert_eq!(p.consumed, 7);
+        assert_eq!(
+            p.item,
+            Some(Item::Frame(FrameHeader { kind: FrameKind::Ack, flags: 0, len: 1 }))
+        );
+        assert_eq!(d.body(), &[0x2a]);
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn append_matches_encode_and_take_body_is_the_body() {
+        let mut out = bytes::BytesMut::new();
+        append_frame(FrameKind::Data, 3, &[b"ab", b"", b"cde"], &mut out).unwrap();
+        let mut buf = [0u8; 11];
+        encode_frame(FrameKind::Data, 3, b"abcde", &mut buf).unwrap();
+        assert_eq!(&out[..], &buf[..]);
+        let mut d = FrameDecoder::frames_only(100, bytes::BytesMut::new());
+        let p = d.decode(&out).unwrap();
+        assert!(matches!(p.item, Some(Item::Frame(_))));
+        assert_eq!(&d.take_body()[..], b"abcde");
+    }
+}

@@ -1,0 +1,319 @@
+//! The registry: which actors and ports exist in one proc.
+//!
+//! Root names are unique per proc; reserving a name that is held is
+//! [`RegistryError::Duplicate`]. A root actor is `ActorId(proc, name, 0)`; its children are
+//! `ActorId(proc, name, n)` with `n` from a per-root counter that never goes back, even after
+//! the root is released and the name reserved again, so a stale id never reaches a newer
+//! actor.
+//!
+//! Ports below [`FIRST_EPHEMERAL_PORT`] are well-known and bound explicitly
+//! ([`Registry::bind_port`]); [`Registry::open_port`] hands out ephemeral ports counting up
+//! from there, never reused while the actor lives. A once-port is retired by its first
+//! delivery.
+
+use alloc::collections::BTreeMap;
+use core::fmt;
+
+use crate::id::{validate_name, ActorId, Name, NameError, PortId, ProcId};
+
+/// Ports `0..FIRST_EPHEMERAL_PORT` are reserved for well-known uses.
+pub const FIRST_EPHEMERAL_PORT: u64 = 1024;
+
+/// How a port behaves on delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// Takes any number of messages.
+    Stream,
+    /// Takes one message, then is gone.
+    Once,
+}
+
+/// Why a registry operation failed. The caller's fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryError {
+    /// The root name is already held in this proc.
+    Duplicate(Name),
+    /// The name is not valid.
+    BadName(NameError),
+    /// The actor is not (or no longer) in this proc.
+    NoSuchActor(ActorId),
+    /// The port is bound already.
+    PortInUse(PortId),
+    /// Well-known ports are below [`FIRST_EPHEMERAL_PORT`].
+    NotWellKnown(u64),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::Duplicate(n) => write!(f, "root name {n} is already in use"),
+            RegistryError::BadName(e) => write!(f, "bad name: {e}"),
+            RegistryError::NoSuchActor(a) => write!(f, "no actor {a} in this proc"),
+            RegistryError::PortInUse(p) => write!(f, "port {p} is already bound"),
+            RegistryError::NotWellKnown(i) => write!(
+                f,
+                "port {i} is not well-known (well-known ports are below {FIRST_EPHEMERAL_PORT})"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for RegistryError {}
+
+#[derive(Debug, Default)]
+struct Root {
+    /// Whether an actor holds the root name now.
+    held: bool,
+    /// Next child pid; 0 is the root itself.
+    next_pid: u64,
+}
+
+#[derive(Debug)]
+struct Actor {
+    ports: BTreeMap<u64, PortKind>,
+    next_port: u64,
+}
+
+/// Actors and ports of one proc.
+#[derive(Debug)]
+pub struct Registry {
+    proc: ProcId,
+    roots: BTreeMap<Name, Root>,
+    actors: BTreeMap<(Name, u64), Actor>,
+}
+
+impl Registry {
+    /// An empty registry for `proc`.
+    pub fn new(proc: ProcId) -> Self {
+        Registry {
+            proc,
+            roots: BTreeMap::new(),
+            actors: BTreeMap::new(),
+        }
+    }
+
+    /// The proc this registry belongs to.
+    pub fn proc(&self) -> &ProcId {
+        &self.proc
+    }
+
+    /// Reserves a root name: the new actor is `ActorId(proc, name, 0)`.
+    pub fn reserve_root(&mut self, name: &str) -> Result<ActorId, RegistryError> {
+        validate_name(name).map_err(RegistryError::BadName)?;
+        let name = Name::new(name).map_err(RegistryError::BadName)?;
+        let root = self.roots.entry(name.clone()).or_default();
+        if root.held {
+            return Err(RegistryError::Duplicate(name));
+        }
+        root.held = true;
+        root.next_pid = root.next_pid.max(1);
+        self.actors.insert((name.clone(), 0), Actor::new());
+        Ok(self.proc.actor(name, 0))
+    }
+
+    /// Creates a child of `parent`: same root name, the next pid of that root.
+    pub fn child(&mut self, parent: &ActorId) -> Result<ActorId, RegistryError> {
+        self.check_local(parent)?;
+        let root = self
+            .roots
+            .get_mut(parent.name())
+            .ok_or_else(|| RegistryError::NoSuchActor(parent.clone()))?;
+        let pid = root.next_pid;
+        root.next_pid += 1;
+        self.actors.insert((parent.name().clone(), pid), Actor::new());
+        Ok(self.proc.actor(parent.name().clone(), pid))
+    }
+
+    /// Opens an ephemeral port on `actor`.
+    pub fn open_port(&mut self, actor: &ActorId, kind: PortKind) -> Result<PortId, RegistryError> {
+        let a = self.actor_mut(actor)?;
+        let index = a.next_port;
+        a.next_port += 1;
+        a.ports.insert(index, kind);
+        Ok(actor.port(index))
+    }
+
+    /// Binds a well-known port (below [`FIRST_EPHEMERAL_PORT`]).
+    pub fn bind_port(&mut self, port: &PortId, kind: PortKind) -> Result<(), RegistryError> {
+        if port.index() >= FIRST_EPHEMERAL_PORT {
+            return Err(RegistryError::NotWellKnown(port.index()));
+        }
+        let a = self.actor_mut(port.actor())?;
+        if a.ports.contains_key(&port.index()) {
+            return Err(RegistryError::PortInUse(port.clone()));
+        }
+        a.ports.insert(port.index(), kind);
+        Ok(())
+    }
+
+    /// Unbinds a port; later messages to it come back as `NoSuchPort`.
+    pub fn close_port(&mut self, port: &PortId) {
+        if let Ok(a) = self.actor_mut(port.actor()) {
+            a.ports.remove(&port.index());
+        }
+    }
+
+    /// Removes an actor and all its ports. Removing a root (pid 0) frees its name; its pid
+    /// counter is kept.
+    pub fn remove_actor(&mut self, actor: &ActorId) {
+        if self.check_local(actor).is_err() {
+            return;
+        }
+        self.actors.remove(&(actor.name().clone(), actor.pid()));
+        if actor.pid() == 0 {
+            if let Some(root) = self.roots.get_mut(actor.name()) {
+                root.held = false;
+            }
+        }
+    }
+
+    /// Whether the actor is registered here.
+    pub fn contains_actor(&self, actor: &ActorId) -> bool {
+        self.check_local(actor).is_ok()
+            && self.actors.contains_key(&(actor.name().clone(), actor.pid()))
+    }
+
+    /// Accounts for one delivery to `port`: `Err` says why it cannot be delivered; a
+    /// once-port is retired by a successful delivery.
+    pub fn deliver(&mut self, port: &PortId) -> Result<(), crate::envelope::Undeliverable> {
+        use crate::envelope::Undeliverable;
+        let a = self
+            .actor_mut(port.actor())
+            .map_err(|_| Undeliverable::NoSuchActor)?;
+        match a.ports.get(&port.index()) {
+            None => Err(Undeliverable::NoSuchPort),
+            Some(PortKind::Stream) => Ok(()),
+            Some(PortKind::Once) => {
+                a.ports.remove(&port.index());
+                Ok(())
+            }
+        }
+    }
+
+    /// Number of live actors.
+    pub fn actor_count(&self) -> usize {
+        self.actors.len()
+    }
+
+    fn check_local(&self, actor: &ActorId) -> Result<(), RegistryError> {
+        // Compare by name only: the address a peer used may be an alias of ours.
+        if actor.proc().name() == self.proc.name() {
+            Ok(())
+        } else {
+            Err(RegistryError::NoSuchActor(actor.clone()))
+        }
+    }
+
+    fn actor_mut(&mut self, actor: &ActorId) -> Result<&mut Actor, RegistryError> {
+        self.check_local(actor)?;
+        self.actors
+            .get_mut(&(actor.name().clone(), actor.pid()))
+            .ok_or_else(|| RegistryError::NoSuchActor(actor.clone()))
+    }
+}
+
+impl Actor {
+    fn new() -> Self {
+        Actor {
+            ports: BTreeMap::new(),
+            next_port: FIRST_EPHEMERAL_PORT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Undeliverable;
+    use crate::id::ChannelAddr;
+
+    fn reg() -> Registry {
+        Registry::new(ProcId::new(ChannelAddr::Local(1), Name::new("p").unwrap()))
+    }
+
+    #[test]
+    fn duplicate_root_is_refused_until_released() {
+        let mut r = reg();
+        let a = r.reserve_root("client").unwrap();
+        assert_eq!(a.pid(), 0);
+        assert_eq!(
+            r.reserve_root("client"),
+            Err(RegistryError::Duplicate(Name::new("client").unwrap()))
+        );
+        r.remove_actor(&a);
+        assert_eq!(r.reserve_root("client").unwrap(), a);
+    }
+
+    #[test]
+    fn bad_names_are_refused_with_the_parser_error() {
+        let mut r = reg();
+        for bad in ["", "1abc", "a b", "a,b"] {
+            let want = crate::id::validate_name(bad).unwrap_err();
+            assert_eq!(r.reserve_root(bad), Err(RegistryError::BadName(want)));
+        }
+    }
+
+    #[test]
+    fn child_pids_count_up_per_root_and_survive_release() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        let b = r.reserve_root("b").unwrap();
+        let a1 = r.child(&a).unwrap();
+        let a2 = r.child(&a1).unwrap();
+        let b1 = r.child(&b).unwrap();
+        assert_eq!((a1.pid(), a2.pid(), b1.pid()), (1, 2, 1));
+        assert_eq!(a2.name().as_str(), "a");
+        r.remove_actor(&a);
+        let again = r.reserve_root("a").unwrap();
+        assert_eq!(r.child(&again).unwrap().pid(), 3);
+    }
+
+    #[test]
+    fn ephemeral_ports_are_never_reused() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        let p1 = r.open_port(&a, PortKind::Stream).unwrap();
+        assert_eq!(p1.index(), FIRST_EPHEMERAL_PORT);
+        r.close_port(&p1);
+        let p2 = r.open_port(&a, PortKind::Stream).unwrap();
+        assert_eq!(p2.index(), FIRST_EPHEMERAL_PORT + 1);
+        assert_eq!(r.deliver(&p1), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&p2), Ok(()));
+    }
+
+    #[test]
+    fn once_ports_retire_after_one_delivery() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        let p = r.open_port(&a, PortKind::Once).unwrap();
+        assert_eq!(r.deliver(&p), Ok(()));
+        assert_eq!(r.deliver(&p), Err(Undeliverable::NoSuchPort));
+    }
+
+    #[test]
+    fn well_known_ports_bind_once_and_only_below_the_range() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        r.bind_port(&a.port(0), PortKind::Stream).unwrap();
+        assert_eq!(
+            r.bind_port(&a.port(0), PortKind::Stream),
+            Err(RegistryError::PortInUse(a.port(0)))
+        );
+        assert_eq!(
+            r.bind_port(&a.port(FIRST_EPHEMERAL_PORT), PortKind::Stream),
+            Err(RegistryError::NotWellKnown(FIRST_EPHEMERAL_PORT))
+        );
+    }
+
+    #[test]
+    fn removing_an_actor_unbinds_its_ports() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        let c = r.child(&a).unwrap();
+        let p = r.open_port(&c, PortKind::Stream).unwrap();
+        r.remove_actor(&c);
+        assert_eq!(r.deliver(&p), Err(Undeliverable::NoSuchActor));
+        assert!(r.contains_actor(&a));
+        assert_eq!(r.actor_count(), 1);
+    }
+}
