@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(backoff_delay(&c, 30, 0), Duration::from_secs(1));
         for j in [1u64, 999, u64::MAX] {
             let d = backoff_delay(&c, 30, j);
-            assert!(d >= Duration::from_secs(1) && d <= Duration::from_millis(1250), "{d}");
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_millis(1250),
+                "{d}"
+            );
         }
     }
 }

@@ -277,7 +277,12 @@ pub fn append_envelope(
         Ok(len) if len <= max => {
             out.extend_from_slice(&env.payload);
             let mut h = [0u8; HEADER_LEN];
-            FrameHeader { kind: FrameKind::Data, flags: 0, len }.write(&mut h);
+            FrameHeader {
+                kind: FrameKind::Data,
+                flags: 0,
+                len,
+            }
+            .write(&mut h);
             out[start..start + HEADER_LEN].copy_from_slice(&h);
             Ok(())
         }
@@ -307,7 +312,11 @@ pub fn decode_envelope(body: Bytes, link: Option<Link<'_>>) -> Result<Envelope, 
         .into_iter()
         .map(|(k, v)| (k, body.slice_ref(v)))
         .collect();
-    let sender = ActorId::new(meta.sender.proc.resolve(link)?, meta.sender.name, meta.sender.pid);
+    let sender = ActorId::new(
+        meta.sender.proc.resolve(link)?,
+        meta.sender.name,
+        meta.sender.pid,
+    );
     let dest_actor = ActorId::new(meta.dest.proc.resolve(link)?, meta.dest.name, meta.dest.pid);
     Ok(Envelope {
         sender,
@@ -353,7 +362,10 @@ mod tests {
                 dest,
                 ttl,
                 returned,
-                headers: headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| (k, Bytes::from(v)))
+                    .collect(),
                 payload: Bytes::from(payload),
             })
     }
@@ -402,7 +414,10 @@ mod tests {
     fn byte_level_example() {
         let (a, b, env) = example();
         let mut out = BytesMut::new();
-        let link = Link { sender: &a, receiver: &b };
+        let link = Link {
+            sender: &a,
+            receiver: &b,
+        };
         append_envelope(&env, Some(link), u32::MAX, &mut out).unwrap();
         let mut want = std::vec![4u8, 0, 22, 0, 0, 0];
         want.extend_from_slice(&[0, 6]);
@@ -418,11 +433,26 @@ mod tests {
     fn payload_is_a_slice_of_the_frame() {
         let (a, b, env) = example();
         let mut out = BytesMut::new();
-        append_envelope(&env, Some(Link { sender: &a, receiver: &b }), u32::MAX, &mut out)
-            .unwrap();
+        append_envelope(
+            &env,
+            Some(Link {
+                sender: &a,
+                receiver: &b,
+            }),
+            u32::MAX,
+            &mut out,
+        )
+        .unwrap();
         let body = Bytes::copy_from_slice(&out[HEADER_LEN..]);
         let range = body.as_ptr_range();
-        let got = decode_envelope(body.clone(), Some(Link { sender: &a, receiver: &b })).unwrap();
+        let got = decode_envelope(
+            body.clone(),
+            Some(Link {
+                sender: &a,
+                receiver: &b,
+            }),
+        )
+        .unwrap();
         assert!(range.contains(&got.payload.as_ptr()));
         assert_eq!(got.payload, Bytes::from_static(b"hi"));
     }
@@ -432,8 +462,16 @@ mod tests {
         let (a, b, mut env) = example();
         env.payload = Bytes::from(std::vec![0u8; 100]);
         let mut out = BytesMut::from(&b"xyz"[..]);
-        let err = append_envelope(&env, Some(Link { sender: &a, receiver: &b }), 64, &mut out)
-            .unwrap_err();
+        let err = append_envelope(
+            &env,
+            Some(Link {
+                sender: &a,
+                receiver: &b,
+            }),
+            64,
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(err, Undeliverable::TooLarge { len: 120, max: 64 });
         assert_eq!(&out[..], b"xyz");
     }
@@ -442,8 +480,16 @@ mod tests {
     fn link_relative_ids_need_a_link() {
         let (a, b, env) = example();
         let mut out = BytesMut::new();
-        append_envelope(&env, Some(Link { sender: &a, receiver: &b }), u32::MAX, &mut out)
-            .unwrap();
+        append_envelope(
+            &env,
+            Some(Link {
+                sender: &a,
+                receiver: &b,
+            }),
+            u32::MAX,
+            &mut out,
+        )
+        .unwrap();
         let body = Bytes::copy_from_slice(&out[HEADER_LEN..]);
         assert_eq!(decode_envelope(body, None), Err(EnvelopeError::NoLink));
     }

@@ -113,7 +113,11 @@ impl FrameHeader {
         if len > max {
             return Err(FrameError::TooLarge { len, max });
         }
-        Ok(FrameHeader { kind, flags: b[1], len })
+        Ok(FrameHeader {
+            kind,
+            flags: b[1],
+            len,
+        })
     }
 }
 
@@ -146,7 +150,10 @@ impl fmt::Display for FrameError {
         match self {
             FrameError::BadMagic(m) => write!(f, "bad preamble magic {m:02x?}"),
             FrameError::UnsupportedVersion { got, supported } => {
-                write!(f, "unsupported protocol version {got} (we speak {supported})")
+                write!(
+                    f,
+                    "unsupported protocol version {got} (we speak {supported})"
+                )
             }
             FrameError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
             FrameError::TooLarge { len, max } => {
@@ -316,7 +323,10 @@ impl<B: BodyBuf> FrameDecoder<B> {
                 State::Preamble => {
                     consumed += self.fill_head(&input[consumed..], PREAMBLE_LEN);
                     if self.have < PREAMBLE_LEN {
-                        return Ok(Progress { consumed, item: None });
+                        return Ok(Progress {
+                            consumed,
+                            item: None,
+                        });
                     }
                     self.have = 0;
                     let magic = [self.head[0], self.head[1], self.head[2], self.head[3]];
@@ -336,11 +346,17 @@ impl<B: BodyBuf> FrameDecoder<B> {
                 }
                 State::Header => {
                     if consumed == input.len() {
-                        return Ok(Progress { consumed, item: None });
+                        return Ok(Progress {
+                            consumed,
+                            item: None,
+                        });
                     }
                     consumed += self.fill_head(&input[consumed..], HEADER_LEN);
                     if self.have < HEADER_LEN {
-                        return Ok(Progress { consumed, item: None });
+                        return Ok(Progress {
+                            consumed,
+                            item: None,
+                        });
                     }
                     self.have = 0;
                     let mut h = [0u8; HEADER_LEN];
@@ -358,7 +374,10 @@ impl<B: BodyBuf> FrameDecoder<B> {
                     self.body.append(&input[consumed..consumed + take]);
                     consumed += take;
                     if take < want {
-                        return Ok(Progress { consumed, item: None });
+                        return Ok(Progress {
+                            consumed,
+                            item: None,
+                        });
                     }
                     self.state = State::Header;
                     let item = Some(Item::Frame(header));
@@ -391,9 +410,9 @@ impl FrameDecoder<bytes::BytesMut> {
 
 /// Writes the preamble into `out`.
 pub fn encode_preamble(out: &mut [u8]) -> Result<usize, BufferTooSmall> {
-    let out = out
-        .get_mut(..PREAMBLE_LEN)
-        .ok_or(BufferTooSmall { needed: PREAMBLE_LEN })?;
+    let out = out.get_mut(..PREAMBLE_LEN).ok_or(BufferTooSmall {
+        needed: PREAMBLE_LEN,
+    })?;
     out[..4].copy_from_slice(&MAGIC);
     out[4..6].copy_from_slice(&VERSION.to_le_bytes());
     out[6..8].copy_from_slice(&[0, 0]);
@@ -569,10 +588,7 @@ mod tests {
         input: &[u8],
         cuts: &[usize],
         max: u32,
-    ) -> (
-        std::vec::Vec<(Item, std::vec::Vec<u8>)>,
-        Option<FrameError>,
-    ) {
+    ) -> (std::vec::Vec<(Item, std::vec::Vec<u8>)>, Option<FrameError>) {
         let mut d = FrameDecoder::new(max, Small::new());
         let mut out = std::vec::Vec::new();
         let mut bounds: std::vec::Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
@@ -686,10 +702,18 @@ mod tests {
     fn growable_decoder_refuses_huge_length_without_allocating() {
         let mut d = FrameDecoder::frames_only(DEFAULT_MAX_FRAME_LEN, bytes::BytesMut::new());
         let mut h = [0u8; HEADER_LEN];
-        FrameHeader { kind: FrameKind::Data, flags: 0, len: u32::MAX }.write(&mut h);
+        FrameHeader {
+            kind: FrameKind::Data,
+            flags: 0,
+            len: u32::MAX,
+        }
+        .write(&mut h);
         assert_eq!(
             d.decode(&h),
-            Err(FrameError::TooLarge { len: u32::MAX, max: DEFAULT_MAX_FRAME_LEN })
+            Err(FrameError::TooLarge {
+                len: u32::MAX,
+                max: DEFAULT_MAX_FRAME_LEN
+            })
         );
         assert_eq!(d.body.capacity(), 0);
     }
@@ -703,10 +727,16 @@ mod tests {
         p[4] = 9;
         assert_eq!(
             d.decode(&p),
-            Err(FrameError::UnsupportedVersion { got: 9, supported: VERSION })
+            Err(FrameError::UnsupportedVersion {
+                got: 9,
+                supported: VERSION
+            })
         );
         let mut d = FrameDecoder::frames_only(10, Small::new());
-        assert_eq!(d.decode(&[0, 0, 0, 0, 0, 0]), Err(FrameError::UnknownKind(0)));
+        assert_eq!(
+            d.decode(&[0, 0, 0, 0, 0, 0]),
+            Err(FrameError::UnknownKind(0))
+        );
     }
 
     #[test]
@@ -719,7 +749,11 @@ mod tests {
         assert_eq!(p.consumed, 7);
         assert_eq!(
             p.item,
-            Some(Item::Frame(FrameHeader { kind: FrameKind::Ack, flags: 0, len: 1 }))
+            Some(Item::Frame(FrameHeader {
+                kind: FrameKind::Ack,
+                flags: 0,
+                len: 1
+            }))
         );
         assert_eq!(d.body(), &[0x2a]);
     }

@@ -162,14 +162,21 @@ impl Inbound {
                     return Fate::Ended;
                 }
                 _ => {
-                    self.fail_conn(now, sh, ConnError::Protocol("unexpected frame on accepted link"));
+                    self.fail_conn(
+                        now,
+                        sh,
+                        ConnError::Protocol("unexpected frame on accepted link"),
+                    );
                     return Fate::Live;
                 }
             }
         }
         self.timers.set(InTimer::Idle, now + sh.config.idle_timeout);
         let pending = self.next - self.acked;
-        if ping || pending >= sh.config.ack_every_msgs || self.unacked_bytes >= sh.config.ack_every_bytes {
+        if ping
+            || pending >= sh.config.ack_every_msgs
+            || self.unacked_bytes >= sh.config.ack_every_bytes
+        {
             self.ack(sh);
         } else if pending > 0 && !self.timers.is_set(InTimer::Ack) {
             self.timers.set(InTimer::Ack, now + sh.config.ack_delay);
@@ -215,7 +222,8 @@ impl Inbound {
     fn detached(&mut self, now: Instant, sh: &mut Shared) {
         self.timers.clear(InTimer::Ack);
         self.timers.clear(InTimer::Idle);
-        self.timers.set(InTimer::Retention, now + sh.config.session_retention);
+        self.timers
+            .set(InTimer::Retention, now + sh.config.session_retention);
     }
 
     /// Closes the connection without forgetting the position (shutdown).

@@ -16,13 +16,12 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod frame;
-pub mod id;
-pub mod time;
 #[cfg(feature = "alloc")]
 pub mod config;
 #[cfg(feature = "alloc")]
 pub mod envelope;
+pub mod frame;
+pub mod id;
 #[cfg(feature = "alloc")]
 mod inbound;
 #[cfg(feature = "alloc")]
@@ -33,4 +32,5 @@ pub mod proc;
 pub mod registry;
 #[cfg(feature = "alloc")]
 mod session;
+pub mod time;
 pub mod timer;

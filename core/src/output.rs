@@ -90,6 +90,8 @@ pub enum Event {
         dest: PortId,
         /// Why it was returned in the first place.
         reason: Undeliverable,
+        /// The message itself.
+        payload: Bytes,
     },
     /// `handle_shutdown` has finished: everything was delivered or returned.
     ShutdownComplete,
@@ -195,7 +197,8 @@ impl Outputs {
         }
         let mut buf = BytesMut::with_capacity(data.len().max(4096));
         buf.extend_from_slice(data);
-        self.open.insert(conn, self.popped + self.queue.len() as u64);
+        self.open
+            .insert(conn, self.popped + self.queue.len() as u64);
         self.queue.push_back(Slot::Building { conn, buf });
     }
 

@@ -71,7 +71,9 @@ use core::fmt;
 use bytes::BytesMut;
 
 use crate::envelope::{Envelope, Undeliverable, DEFAULT_TTL};
-use crate::frame::{preamble, FrameDecoder, FrameError, FrameKind, Hello, Item, RefuseReason, Welcome};
+use crate::frame::{
+    preamble, FrameDecoder, FrameError, FrameKind, Hello, Item, RefuseReason, Welcome,
+};
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
 use crate::inbound::{Fate, Inbound};
 use crate::output::Outputs;
@@ -342,7 +344,8 @@ impl Proc {
         self.sh.out.write(conn, &preamble());
         let decoder = FrameDecoder::new(self.sh.config.max_frame_len, BytesMut::new());
         let deadline = now + self.sh.config.connect_timeout;
-        self.conns.insert(conn, Role::Accepting { decoder, deadline });
+        self.conns
+            .insert(conn, Role::Accepting { decoder, deadline });
         conn
     }
 
@@ -498,7 +501,10 @@ impl Proc {
             }
             self.outbound.insert(peer.clone(), s);
         }
-        let s = self.outbound.get_mut(&peer).ok_or(SendError::ShuttingDown)?;
+        let s = self
+            .outbound
+            .get_mut(&peer)
+            .ok_or(SendError::ShuttingDown)?;
         let result = s.send(now, &mut self.sh, &env, force);
         if let Some(conn) = s.conn() {
             self.conns.entry(conn).or_insert(Role::Out(peer));
@@ -559,6 +565,7 @@ impl Proc {
             sender: env.sender,
             dest: env.dest,
             reason,
+            payload: env.payload,
         });
     }
 
@@ -575,7 +582,9 @@ impl Proc {
         }
         for s in self.outbound.values() {
             if let Some(conn) = s.conn() {
-                self.conns.entry(conn).or_insert_with(|| Role::Out(s.peer().clone()));
+                self.conns
+                    .entry(conn)
+                    .or_insert_with(|| Role::Out(s.peer().clone()));
             }
         }
         if self.life == Lifecycle::Draining && self.outbound.values().all(|s| s.is_closed()) {
@@ -659,7 +668,13 @@ impl Proc {
         self.sh.out.push(Output::Close { conn });
     }
 
-    fn on_hello(&mut self, now: Instant, conn: ConnId, hello: Hello, decoder: FrameDecoder<BytesMut>) {
+    fn on_hello(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        hello: Hello,
+        decoder: FrameDecoder<BytesMut>,
+    ) {
         if hello.to.name() != self.sh.id.name() {
             return self.refuse(conn, RefuseReason::WrongProc);
         }
@@ -693,8 +708,10 @@ impl Proc {
             if self.inbound.len() >= self.sh.config.max_inbound_sessions {
                 return self.refuse(conn, RefuseReason::ShuttingDown);
             }
-            self.inbound
-                .insert(key.clone(), Inbound::new(hello.from.clone(), hello.incarnation));
+            self.inbound.insert(
+                key.clone(),
+                Inbound::new(hello.from.clone(), hello.incarnation),
+            );
         }
         if let Some(s) = self.inbound.get_mut(&key) {
             s.attach(now, &mut self.sh, conn, decoder);

@@ -120,7 +120,8 @@ impl Registry {
             .ok_or_else(|| RegistryError::NoSuchActor(parent.clone()))?;
         let pid = root.next_pid;
         root.next_pid += 1;
-        self.actors.insert((parent.name().clone(), pid), Actor::new());
+        self.actors
+            .insert((parent.name().clone(), pid), Actor::new());
         Ok(self.proc.actor(parent.name().clone(), pid))
     }
 
@@ -170,7 +171,9 @@ impl Registry {
     /// Whether the actor is registered here.
     pub fn contains_actor(&self, actor: &ActorId) -> bool {
         self.check_local(actor).is_ok()
-            && self.actors.contains_key(&(actor.name().clone(), actor.pid()))
+            && self
+                .actors
+                .contains_key(&(actor.name().clone(), actor.pid()))
     }
 
     /// Accounts for one delivery to `port`: `Err` says why it cannot be delivered; a

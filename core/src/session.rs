@@ -13,11 +13,15 @@
 //! `Unreachable` and the session starts afresh.
 //!
 //! Failures, by what the welcome says:
-//! - another incarnation than before: the peer restarted; every queued message comes back
-//!   as `PeerRestarted` (it was accepted for the old incarnation), and a new session begins;
+//! - another incarnation than before: the peer restarted; every message ever transmitted
+//!   to the old incarnation and not acknowledged comes back as `PeerRestarted`;
 //! - `next: None`: the peer forgot the session; messages that were ever transmitted come
-//!   back as `SessionLost` (delivery cannot be proven either way and they are never
-//!   retried, so never duplicated); messages never transmitted go on in a new session;
+//!   back as `SessionLost`.
+//!
+//! In both cases delivery of the returned messages cannot be proven either way, and they
+//! are never retried, so never duplicated. Messages never transmitted cannot have reached
+//! anyone: they go on, in order, in a new session with the peer as it is now (a return
+//! addressed to a restarted sender must reach its new incarnation, not die with the old).
 //! - refused: every queued message comes back with the refusal.
 
 use alloc::collections::VecDeque;
@@ -26,8 +30,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::envelope::{append_envelope, decode_envelope, Envelope, Link, Undeliverable};
 use crate::frame::{
-    append_frame, preamble, FrameDecoder, FrameKind, Hello, Item, RefuseReason, Welcome,
-    HEADER_LEN,
+    append_frame, preamble, FrameDecoder, FrameKind, Hello, Item, RefuseReason, Welcome, HEADER_LEN,
 };
 use crate::id::{ChannelAddr, ProcId};
 use crate::output::{ConnError, ConnId, Event, Output};
@@ -213,7 +216,8 @@ impl Outbound {
         let conn = sh.new_conn();
         self.conn = Conn::Dialing(conn);
         self.timers.clear(OutTimer::Backoff);
-        self.timers.set(OutTimer::Connect, now + sh.config.connect_timeout);
+        self.timers
+            .set(OutTimer::Connect, now + sh.config.connect_timeout);
         sh.out.push(Output::Dial {
             conn,
             addr: self.addr.clone(),
@@ -240,7 +244,13 @@ impl Outbound {
     }
 
     /// Bytes arrived on `conn`.
-    pub(crate) fn on_bytes(&mut self, now: Instant, sh: &mut Shared, conn: ConnId, mut bytes: &[u8]) {
+    pub(crate) fn on_bytes(
+        &mut self,
+        now: Instant,
+        sh: &mut Shared,
+        conn: ConnId,
+        mut bytes: &[u8],
+    ) {
         while !bytes.is_empty() {
             let dec = match &mut self.conn {
                 Conn::Handshake(c, d) | Conn::Open(c, d) if *c == conn => d,
@@ -252,7 +262,8 @@ impl Outbound {
             };
             bytes = &bytes[progress.consumed..];
             if matches!(self.conn, Conn::Open(..)) {
-                self.timers.set(OutTimer::Idle, now + sh.config.idle_timeout);
+                self.timers
+                    .set(OutTimer::Idle, now + sh.config.idle_timeout);
             }
             let header = match progress.item {
                 Some(Item::Frame(h)) => h,
@@ -278,7 +289,11 @@ impl Outbound {
                 },
                 (FrameKind::Ping, true) => append(sh, conn, FrameKind::Pong, &[]),
                 (FrameKind::Pong, true) => {}
-                _ => self.fail_conn(now, sh, ConnError::Protocol("unexpected frame on dialed link")),
+                _ => self.fail_conn(
+                    now,
+                    sh,
+                    ConnError::Protocol("unexpected frame on dialed link"),
+                ),
             }
         }
     }
@@ -291,7 +306,7 @@ impl Outbound {
             sh.out.event(Event::PeerRestarted {
                 peer: self.peer.clone(),
             });
-            self.return_queued(sh, Undeliverable::PeerRestarted, true);
+            self.return_queued(sh, Undeliverable::PeerRestarted, false);
             return self.restart_session(now, sh, conn);
         }
         let end = self.base + self.queue.len() as u64;
@@ -312,8 +327,10 @@ impl Outbound {
         self.attempt = 0;
         self.timers.clear(OutTimer::Connect);
         self.timers.clear(OutTimer::GiveUp);
-        self.timers.set(OutTimer::Heartbeat, now + sh.config.heartbeat_interval);
-        self.timers.set(OutTimer::Idle, now + sh.config.idle_timeout);
+        self.timers
+            .set(OutTimer::Heartbeat, now + sh.config.heartbeat_interval);
+        self.timers
+            .set(OutTimer::Idle, now + sh.config.idle_timeout);
         let dec = match core::mem::replace(&mut self.conn, Conn::Idle) {
             Conn::Handshake(_, d) => d,
             _ => FrameDecoder::frames_only(sh.config.max_frame_len, BytesMut::new()),
@@ -471,7 +488,8 @@ impl Outbound {
             return self.check_closed(now, sh);
         }
         if !self.timers.is_set(OutTimer::GiveUp) {
-            self.timers.set(OutTimer::GiveUp, now + sh.config.unreachable_timeout);
+            self.timers
+                .set(OutTimer::GiveUp, now + sh.config.unreachable_timeout);
         }
         let delay = crate::config::backoff_delay(&sh.config, self.attempt, sh.rng.next_u64());
         self.attempt = self.attempt.saturating_add(1);
@@ -491,7 +509,8 @@ impl Outbound {
                 OutTimer::Heartbeat => {
                     if let Conn::Open(conn, _) = self.conn {
                         append(sh, conn, FrameKind::Ping, &[]);
-                        self.timers.set(OutTimer::Heartbeat, now + sh.config.heartbeat_interval);
+                        self.timers
+                            .set(OutTimer::Heartbeat, now + sh.config.heartbeat_interval);
                     }
                 }
                 OutTimer::Idle => self.fail_conn(now, sh, ConnError::IdleTimeout),
@@ -527,7 +546,8 @@ impl Outbound {
             return;
         }
         self.closing = true;
-        self.timers.set(OutTimer::Shutdown, now + sh.config.shutdown_timeout);
+        self.timers
+            .set(OutTimer::Shutdown, now + sh.config.shutdown_timeout);
         self.check_closed(now, sh);
     }
 

@@ -141,7 +141,10 @@ mod tests {
             Instant::from_micros(10) + Duration::from_millis(2),
             Instant::from_micros(2_010)
         );
-        assert_eq!(Duration::from_millis(3).saturating_sub(Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            Duration::from_millis(3).saturating_sub(Duration::from_secs(1)),
+            Duration::ZERO
+        );
     }
 
     #[test]

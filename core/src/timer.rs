@@ -55,7 +55,10 @@ impl<K: TimerKey, const N: usize> Timers<K, N> {
     }
     /// Disarms and returns one timer whose deadline is at or before `now`.
     pub fn expired(&mut self, now: Instant) -> Option<K> {
-        let i = self.at.iter().position(|t| matches!(t, Some(t) if *t <= now))?;
+        let i = self
+            .at
+            .iter()
+            .position(|t| matches!(t, Some(t) if *t <= now))?;
         self.at[i] = None;
         Some(K::from_index(i))
     }
