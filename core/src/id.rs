@@ -1002,7 +1002,7 @@ fn last_group(
     let Some(body) = region.strip_suffix(']') else {
         return Err(match (region.rfind('['), region.rfind(']')) {
             // `name[12`: an unclosed group.
-            (Some(o), c) if c.map_or(true, |c| c < o) => fail(end, ']'),
+            (Some(o), c) if c.is_none_or(|c| c < o) => fail(end, ']'),
             // `name`: no group at all.
             (None, None) if missing_is_last => fail(s.len(), '['),
             (None, None) => fail(end, '['),
@@ -1788,7 +1788,7 @@ mod tests {
         assert!(postcard::from_bytes::<Name>(&[2, 0xff, 0xfe]).is_err());
         assert!(postcard::from_bytes::<Name>(&[200]).is_err()); // truncated
         let mut long = vec![65u8];
-        long.extend(core::iter::repeat(b'a').take(65));
+        long.extend(core::iter::repeat_n(b'a', 65));
         assert!(postcard::from_bytes::<Name>(&long).is_err());
 
         // ProcId: ChannelAddr variant (Local = 2), u64 varint, then the name.
@@ -1809,7 +1809,7 @@ mod tests {
             Ok(ChannelTransport::Unix.any())
         );
         let mut too_long = vec![1u8, 0, 108, 1];
-        too_long.extend(core::iter::repeat(b'a').take(108));
+        too_long.extend(core::iter::repeat_n(b'a', 108));
         assert!(postcard::from_bytes::<ChannelAddr>(&too_long).is_err());
     }
 

@@ -21,7 +21,11 @@ impl fmt::Display for ConnId {
 }
 
 /// One action for the driver. Drain with `poll_output` until `None`.
+///
+/// Envelopes travel by value: each output is moved once, and boxing would cost an
+/// allocation per message.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// Place the envelope into the queue of the local port `env.dest`. The registry has
     /// accepted it (a once-port is already retired); if the driver finds the receiver gone
@@ -56,6 +60,7 @@ pub enum Output {
 
 /// Notable things that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // rare, moved once
 pub enum Event {
     /// The link to `peer` has window room again after a send was refused with `WouldBlock`.
     Writable {
@@ -149,6 +154,7 @@ pub(crate) struct Outputs {
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // see `Output`
 enum Slot {
     Ready(Output),
     Building { conn: ConnId, buf: BytesMut },

@@ -322,7 +322,7 @@ impl Proc {
             let max = self.sh.config.max_frame_len;
             match u32::try_from(env.payload.len()) {
                 Ok(len) if len <= max => {
-                    self.deliver_local(env);
+                    self.deliver_local(env, None);
                     Ok(())
                 }
                 _ => Err(SendError::TooLarge {
@@ -331,7 +331,7 @@ impl Proc {
                 }),
             }
         } else {
-            self.send_remote(now, env, false)
+            self.send_remote(now, env, false, None)
         };
         self.settle(now);
         result
@@ -411,7 +411,7 @@ impl Proc {
     /// to its sender with `reason`.
     pub fn handle_undeliverable(&mut self, now: Instant, env: Envelope, reason: Undeliverable) {
         self.now = now;
-        self.bounce(now, env, reason);
+        self.bounce(now, env, reason, None);
         self.settle(now);
     }
 
@@ -491,7 +491,15 @@ impl Proc {
         proc == &self.sh.id
     }
 
-    fn send_remote(&mut self, now: Instant, env: Envelope, force: bool) -> Result<(), SendError> {
+    /// Queues `env` on the session to its next proc. `origin` is the incarnation of the
+    /// proc a return goes back to, when known.
+    fn send_remote(
+        &mut self,
+        now: Instant,
+        env: Envelope,
+        force: bool,
+        origin: Option<u64>,
+    ) -> Result<(), SendError> {
         let peer = env.next_proc().clone();
         if !self.outbound.contains_key(&peer) {
             let addr = self.book.get(&peer).unwrap_or(peer.addr()).clone();
@@ -505,39 +513,42 @@ impl Proc {
             .outbound
             .get_mut(&peer)
             .ok_or(SendError::ShuttingDown)?;
-        let result = s.send(now, &mut self.sh, &env, force);
+        let result = s.send(now, &mut self.sh, &env, force, origin);
         if let Some(conn) = s.conn() {
             self.conns.entry(conn).or_insert(Role::Out(peer));
         }
         result
     }
 
-    /// Routes an envelope that arrived from a peer or came back from a session.
-    fn route(&mut self, now: Instant, mut env: Envelope) {
+    /// Routes an envelope that arrived from a peer (of incarnation `origin`) or came back
+    /// from a session.
+    fn route(&mut self, now: Instant, mut env: Envelope, origin: Option<u64>) {
         if self.is_local(env.next_proc()) {
-            return self.deliver_local(env);
+            return self.deliver_local(env, origin);
         }
         if env.ttl == 0 {
-            return self.bounce(now, env, Undeliverable::TtlExhausted);
+            return self.bounce(now, env, Undeliverable::TtlExhausted, origin);
         }
         env.ttl -= 1;
-        if let Err(e) = self.send_remote(now, env.clone(), true) {
+        // A forward's return, if any, goes to the original sender, not to `origin`.
+        let for_incarnation = env.returned.and(origin);
+        if let Err(e) = self.send_remote(now, env.clone(), true, for_incarnation) {
             let reason = match e {
                 SendError::TooLarge { len, max } => Undeliverable::TooLarge { len, max },
                 _ => Undeliverable::ShuttingDown,
             };
-            self.bounce(now, env, reason);
+            self.bounce(now, env, reason, None);
         }
     }
 
-    fn deliver_local(&mut self, env: Envelope) {
+    fn deliver_local(&mut self, env: Envelope, origin: Option<u64>) {
         match env.returned {
             None => match self.registry.deliver(&env.dest) {
                 Ok(()) => {
                     self.sh.stats.delivered += 1;
                     self.sh.out.push(Output::Deliver(env));
                 }
-                Err(reason) => self.bounce(self.now, env, reason),
+                Err(reason) => self.bounce(self.now, env, reason, origin),
             },
             Some(reason) => {
                 if self.registry.contains_actor(&env.sender) {
@@ -550,13 +561,22 @@ impl Proc {
         }
     }
 
-    fn bounce(&mut self, now: Instant, mut env: Envelope, reason: Undeliverable) {
+    /// Sends `env` back to its sender. `origin` is the incarnation of the proc it came
+    /// from when that proc is the sender's (a direct message), so the return cannot reach
+    /// a later incarnation.
+    fn bounce(
+        &mut self,
+        now: Instant,
+        mut env: Envelope,
+        reason: Undeliverable,
+        origin: Option<u64>,
+    ) {
         if let Some(first) = env.returned {
             return self.drop_return(env, first);
         }
         env.returned = Some(reason);
         env.ttl = DEFAULT_TTL;
-        self.route(now, env);
+        self.route(now, env, origin);
     }
 
     fn drop_return(&mut self, env: Envelope, reason: Undeliverable) {
@@ -574,7 +594,7 @@ impl Proc {
     fn settle(&mut self, now: Instant) {
         while !self.sh.failed.is_empty() {
             for (env, reason) in core::mem::take(&mut self.sh.failed) {
-                self.bounce(now, env, reason);
+                self.bounce(now, env, reason, None);
             }
         }
         for conn in self.sh.out.take_closed() {
@@ -725,8 +745,12 @@ impl Proc {
         };
         let mut received = core::mem::take(&mut self.received);
         let fate = s.on_bytes(now, &mut self.sh, conn, bytes, &mut received);
+        let origin = s.incarnation();
         for env in received.drain(..) {
-            self.route(now, env);
+            // Only a message whose sender lives in the dialing proc ties its return to
+            // that proc's incarnation.
+            let from_dialer = env.returned.is_none() && env.sender.proc() == &key.0;
+            self.route(now, env, from_dialer.then_some(origin));
         }
         self.received = received;
         if fate == Fate::Ended {

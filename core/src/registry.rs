@@ -36,9 +36,14 @@ pub enum RegistryError {
     /// The name is not valid.
     BadName(NameError),
     /// The actor is not (or no longer) in this proc.
-    NoSuchActor(ActorId),
+    NoSuchActor {
+        /// Its name.
+        name: Name,
+        /// Its pid.
+        pid: u64,
+    },
     /// The port is bound already.
-    PortInUse(PortId),
+    PortInUse(u64),
     /// Well-known ports are below [`FIRST_EPHEMERAL_PORT`].
     NotWellKnown(u64),
 }
@@ -48,7 +53,9 @@ impl fmt::Display for RegistryError {
         match self {
             RegistryError::Duplicate(n) => write!(f, "root name {n} is already in use"),
             RegistryError::BadName(e) => write!(f, "bad name: {e}"),
-            RegistryError::NoSuchActor(a) => write!(f, "no actor {a} in this proc"),
+            RegistryError::NoSuchActor { name, pid } => {
+                write!(f, "no actor {name}[{pid}] in this proc")
+            }
             RegistryError::PortInUse(p) => write!(f, "port {p} is already bound"),
             RegistryError::NotWellKnown(i) => write!(
                 f,
@@ -117,7 +124,7 @@ impl Registry {
         let root = self
             .roots
             .get_mut(parent.name())
-            .ok_or_else(|| RegistryError::NoSuchActor(parent.clone()))?;
+            .ok_or_else(|| no_such(parent))?;
         let pid = root.next_pid;
         root.next_pid += 1;
         self.actors
@@ -141,7 +148,7 @@ impl Registry {
         }
         let a = self.actor_mut(port.actor())?;
         if a.ports.contains_key(&port.index()) {
-            return Err(RegistryError::PortInUse(port.clone()));
+            return Err(RegistryError::PortInUse(port.index()));
         }
         a.ports.insert(port.index(), kind);
         Ok(())
@@ -203,7 +210,7 @@ impl Registry {
         if actor.proc().name() == self.proc.name() {
             Ok(())
         } else {
-            Err(RegistryError::NoSuchActor(actor.clone()))
+            Err(no_such(actor))
         }
     }
 
@@ -211,7 +218,14 @@ impl Registry {
         self.check_local(actor)?;
         self.actors
             .get_mut(&(actor.name().clone(), actor.pid()))
-            .ok_or_else(|| RegistryError::NoSuchActor(actor.clone()))
+            .ok_or_else(|| no_such(actor))
+    }
+}
+
+fn no_such(actor: &ActorId) -> RegistryError {
+    RegistryError::NoSuchActor {
+        name: actor.name().clone(),
+        pid: actor.pid(),
     }
 }
 
@@ -300,7 +314,7 @@ mod tests {
         r.bind_port(&a.port(0), PortKind::Stream).unwrap();
         assert_eq!(
             r.bind_port(&a.port(0), PortKind::Stream),
-            Err(RegistryError::PortInUse(a.port(0)))
+            Err(RegistryError::PortInUse(0))
         );
         assert_eq!(
             r.bind_port(&a.port(FIRST_EPHEMERAL_PORT), PortKind::Stream),

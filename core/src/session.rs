@@ -58,6 +58,16 @@ timer_keys! {
 
 type Decoder = FrameDecoder<BytesMut>;
 
+/// One message waiting for its acknowledgement.
+#[derive(Debug)]
+struct Queued {
+    /// The whole encoded data frame.
+    frame: Bytes,
+    /// For a return: the incarnation of the peer whose message it returns. A return must
+    /// not reach a later incarnation, whose actors merely share the names.
+    for_incarnation: Option<u64>,
+}
+
 #[derive(Debug)]
 enum Conn {
     Idle,
@@ -78,7 +88,7 @@ pub(crate) struct Outbound {
     peer_incarnation: Option<u64>,
     peer_max: u32,
     /// Encoded data frames; `queue[i]` has sequence number `base + i`.
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Queued>,
     base: u64,
     /// Next sequence number to write on the open connection.
     next_tx: u64,
@@ -159,13 +169,15 @@ impl Outbound {
     }
 
     /// Takes one message. `force` skips the window check (returns and forwards, which the
-    /// proc cannot make wait).
+    /// proc cannot make wait). `for_incarnation` ties a return to the incarnation of the
+    /// peer that sent the original.
     pub(crate) fn send(
         &mut self,
         now: Instant,
         sh: &mut Shared,
         env: &Envelope,
         force: bool,
+        for_incarnation: Option<u64>,
     ) -> Result<(), SendError> {
         if self.closing {
             return Err(SendError::ShuttingDown);
@@ -187,8 +199,17 @@ impl Outbound {
         if self.encode_buf.capacity() < 256 {
             self.encode_buf.reserve(16 * 1024);
         }
+        if let (Some(want), Some(now_is)) = (for_incarnation, self.peer_incarnation) {
+            if want != now_is {
+                sh.failed.push((env.clone(), Undeliverable::PeerRestarted));
+                return Ok(());
+            }
+        }
         self.queued_bytes += frame.len();
-        self.queue.push_back(frame);
+        self.queue.push_back(Queued {
+            frame,
+            for_incarnation,
+        });
         match self.conn {
             Conn::Open(conn, _) => self.flush(sh, conn),
             Conn::Idle => self.dial(now, sh),
@@ -201,7 +222,7 @@ impl Outbound {
     fn flush(&mut self, sh: &mut Shared, conn: ConnId) {
         let end = self.base + self.queue.len() as u64;
         while self.next_tx < end {
-            let frame = &self.queue[(self.next_tx - self.base) as usize];
+            let frame = &self.queue[(self.next_tx - self.base) as usize].frame;
             sh.out.write_bytes(conn, frame);
             sh.stats.data_frames_sent += 1;
             if self.next_tx < self.high_tx {
@@ -322,7 +343,7 @@ impl Outbound {
         // The peer is authoritative: what it has not received was not delivered.
         self.high_tx = next;
         self.next_tx = next;
-        self.drop_oversized(sh);
+        self.prune_unsent(sh, w.incarnation);
         self.resume = true;
         self.attempt = 0;
         self.timers.clear(OutTimer::Connect);
@@ -344,25 +365,33 @@ impl Outbound {
         self.after_release(sh);
     }
 
-    /// Frames larger than the peer accepts cannot be sent; none of them has been received,
-    /// so they can leave the sequence without renumbering anything the peer has seen.
-    fn drop_oversized(&mut self, sh: &mut Shared) {
+    /// Drops what the peer, as it is now, must not get: frames larger than it accepts,
+    /// and returns meant for an earlier incarnation. None of them has been received (they
+    /// are all past the peer's position), so they leave the sequence without renumbering
+    /// anything the peer has seen.
+    fn prune_unsent(&mut self, sh: &mut Shared, incarnation: u64) {
         let max = self.peer_max as usize + HEADER_LEN;
-        if self.queue.iter().all(|f| f.len() <= max) {
+        let keep =
+            |q: &Queued| q.frame.len() <= max && q.for_incarnation.is_none_or(|i| i == incarnation);
+        if self.queue.iter().all(keep) {
             return;
         }
         let mut kept = VecDeque::with_capacity(self.queue.len());
-        for frame in core::mem::take(&mut self.queue) {
-            if frame.len() <= max {
-                kept.push_back(frame);
+        for q in core::mem::take(&mut self.queue) {
+            if keep(&q) {
+                kept.push_back(q);
                 continue;
             }
-            self.queued_bytes -= frame.len();
-            let reason = Undeliverable::TooLarge {
-                len: (frame.len() - HEADER_LEN) as u32,
-                max: self.peer_max,
+            self.queued_bytes -= q.frame.len();
+            let reason = if q.frame.len() > max {
+                Undeliverable::TooLarge {
+                    len: (q.frame.len() - HEADER_LEN) as u32,
+                    max: self.peer_max,
+                }
+            } else {
+                Undeliverable::PeerRestarted
             };
-            self.return_frame(sh, frame, reason);
+            self.return_frame(sh, q.frame, reason);
         }
         self.queue = kept;
     }
@@ -390,8 +419,8 @@ impl Outbound {
 
     fn release(&mut self, upto: u64) {
         while self.base < upto {
-            if let Some(f) = self.queue.pop_front() {
-                self.queued_bytes -= f.len();
+            if let Some(q) = self.queue.pop_front() {
+                self.queued_bytes -= q.frame.len();
             }
             self.base += 1;
         }
@@ -413,9 +442,9 @@ impl Outbound {
         } else {
             (self.high_tx.saturating_sub(self.base) as usize).min(self.queue.len())
         };
-        for frame in self.queue.drain(..sent).collect::<VecDeque<_>>() {
-            self.queued_bytes -= frame.len();
-            self.return_frame(sh, frame, reason);
+        for q in self.queue.drain(..sent).collect::<VecDeque<_>>() {
+            self.queued_bytes -= q.frame.len();
+            self.return_frame(sh, q.frame, reason);
         }
         self.base += sent as u64;
         self.after_release(sh);

@@ -69,6 +69,7 @@ impl<K: TimerKey, const N: usize> Timers<K, N> {
 }
 
 /// Declares a timer-key enum with its [`TimerKey`] impl.
+#[allow(unused_macros)] // used by the alloc machines
 macro_rules! timer_keys {
     ($(#[$m:meta])* $vis:vis enum $name:ident { $($(#[$vm:meta])* $v:ident),+ $(,)? }) => {
         $(#[$m])*
@@ -84,6 +85,7 @@ macro_rules! timer_keys {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use timer_keys;
 
 #[cfg(test)]

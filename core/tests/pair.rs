@@ -1,0 +1,706 @@
+//! Procs wired together by an in-memory network with zero latency, time jumping to the
+//! next deadline: the timer rules of the drive-loop contract, routing decisions, and each
+//! failure path, one scenario per test.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use procwire_core::envelope::{append_envelope, Envelope, Link, RefuseReason, Undeliverable};
+use procwire_core::frame::{
+    append_frame, preamble, FrameDecoder, FrameKind, Hello, Item, Welcome, VERSION,
+};
+use procwire_core::id::{ActorId, ChannelAddr, Name, PortId, ProcId};
+use procwire_core::proc::{Config, ConnError, ConnId, Event, Output, Proc, SendError};
+use procwire_core::registry::PortKind;
+use procwire_core::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum End {
+    Node(usize, ConnId),
+    Raw(usize),
+}
+
+struct Node {
+    proc: Proc,
+    delivered: Vec<Envelope>,
+    returned: Vec<Envelope>,
+    events: Vec<(Instant, Event)>,
+    dials: Vec<Instant>,
+}
+
+struct Pair {
+    now: Instant,
+    nodes: Vec<Node>,
+    config: Config,
+    wires: BTreeMap<End, End>,
+    pending: VecDeque<(End, Option<Bytes>)>,
+    /// Dials to these nodes fail.
+    unreachable: BTreeSet<usize>,
+    /// Bytes from these nodes vanish (a peer gone silent).
+    silent: BTreeSet<usize>,
+    raw_rx: Vec<BytesMut>,
+    raw_closed: Vec<bool>,
+    incarnation: u64,
+}
+
+fn pid(i: usize) -> ProcId {
+    ProcId::new(
+        ChannelAddr::Local(i as u64 + 1),
+        Name::new(&format!("p{i}")).unwrap(),
+    )
+}
+
+fn actor(i: usize, name: &str) -> ActorId {
+    pid(i).actor(Name::new(name).unwrap(), 0)
+}
+
+impl Pair {
+    fn new(n: usize, config: Config) -> Pair {
+        let mut pair = Pair {
+            now: Instant::from_micros(1_000_000),
+            nodes: Vec::new(),
+            config,
+            wires: BTreeMap::new(),
+            pending: VecDeque::new(),
+            unreachable: BTreeSet::new(),
+            silent: BTreeSet::new(),
+            raw_rx: Vec::new(),
+            raw_closed: Vec::new(),
+            incarnation: 100,
+        };
+        for i in 0..n {
+            let node = pair.fresh(i);
+            pair.nodes.push(node);
+        }
+        pair
+    }
+
+    fn fresh(&mut self, i: usize) -> Node {
+        self.incarnation += 1;
+        let mut proc = Proc::new(pid(i), self.config.clone(), self.incarnation, i as u64);
+        let a = proc.reserve_root("a").unwrap();
+        proc.bind_port(&a.port(1), PortKind::Stream).unwrap();
+        Node {
+            proc,
+            delivered: Vec::new(),
+            returned: Vec::new(),
+            events: Vec::new(),
+            dials: Vec::new(),
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        let ends: Vec<End> = self
+            .wires
+            .keys()
+            .copied()
+            .filter(|e| matches!(e, End::Node(n, _) if *n == i))
+            .collect();
+        for e in ends {
+            if let Some(other) = self.wires.remove(&e) {
+                self.wires.remove(&other);
+                self.pending.push_back((other, None));
+            }
+        }
+        self.nodes[i] = self.fresh(i);
+    }
+
+    fn send(&mut self, from: usize, to: PortId, payload: &'static [u8]) -> Result<(), SendError> {
+        let env = Envelope::new(actor(from, "a"), to, Bytes::from_static(payload));
+        let r = self.nodes[from].proc.handle_send(self.now, env);
+        if r.is_ok() {
+            assert_eq!(
+                self.nodes[from].proc.poll_timeout(),
+                Some(self.now),
+                "now while output is queued"
+            );
+        }
+        r
+    }
+
+    /// Opens a raw connection to node `to`; returns its raw id.
+    fn raw_connect(&mut self, to: usize) -> usize {
+        let id = self.raw_rx.len();
+        self.raw_rx.push(BytesMut::new());
+        self.raw_closed.push(false);
+        let conn = self.nodes[to].proc.handle_accepted(self.now);
+        self.wires.insert(End::Raw(id), End::Node(to, conn));
+        self.wires.insert(End::Node(to, conn), End::Raw(id));
+        id
+    }
+
+    fn raw_write(&mut self, raw: usize, bytes: &[u8]) {
+        if let Some(&End::Node(n, conn)) = self.wires.get(&End::Raw(raw)) {
+            self.nodes[n].proc.handle_bytes(self.now, conn, bytes);
+        }
+        self.drive();
+    }
+
+    /// Carries out outputs and moves bytes until everything is quiet.
+    fn drive(&mut self) {
+        loop {
+            let mut busy = false;
+            for i in 0..self.nodes.len() {
+                while let Some(o) = self.nodes[i].proc.poll_output() {
+                    busy = true;
+                    self.carry_out(i, o);
+                }
+            }
+            while let Some((to, bytes)) = self.pending.pop_front() {
+                busy = true;
+                match (to, bytes) {
+                    (End::Node(n, conn), Some(b)) => {
+                        self.nodes[n].proc.handle_bytes(self.now, conn, &b)
+                    }
+                    (End::Node(n, conn), None) => self.nodes[n].proc.handle_closed(self.now, conn),
+                    (End::Raw(r), Some(b)) => self.raw_rx[r].extend_from_slice(&b),
+                    (End::Raw(r), None) => self.raw_closed[r] = true,
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, i: usize, o: Output) {
+        let now = self.now;
+        match o {
+            Output::Deliver(env) => self.nodes[i].delivered.push(env),
+            Output::Returned(env) => self.nodes[i].returned.push(env),
+            Output::Event(e) => self.nodes[i].events.push((now, e)),
+            Output::Dial { conn, addr } => {
+                self.nodes[i].dials.push(now);
+                let ChannelAddr::Local(k) = addr else {
+                    panic!("address {addr}")
+                };
+                let target = k as usize - 1;
+                if target >= self.nodes.len() || self.unreachable.contains(&target) {
+                    self.pending.push_back((End::Node(i, conn), None));
+                    return;
+                }
+                let tconn = self.nodes[target].proc.handle_accepted(now);
+                self.wires
+                    .insert(End::Node(i, conn), End::Node(target, tconn));
+                self.wires
+                    .insert(End::Node(target, tconn), End::Node(i, conn));
+                self.nodes[i].proc.handle_connected(now, conn);
+            }
+            Output::Transmit { conn, data } => {
+                if self.silent.contains(&i) {
+                    return;
+                }
+                if let Some(&to) = self.wires.get(&End::Node(i, conn)) {
+                    self.pending.push_back((to, Some(data)));
+                }
+            }
+            Output::Close { conn } => {
+                if let Some(to) = self.wires.remove(&End::Node(i, conn)) {
+                    self.wires.remove(&to);
+                    self.pending.push_back((to, None));
+                }
+            }
+        }
+    }
+
+    /// Runs until `until`, jumping to each deadline, checking the timer rules.
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        let mut spins = 0;
+        loop {
+            self.drive();
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.proc.poll_timeout())
+                .min();
+            let Some(next) = next.filter(|t| *t <= until) else {
+                self.now = until;
+                return;
+            };
+            assert!(
+                next >= self.now,
+                "deadline in the past: {next:?} < {:?}",
+                self.now
+            );
+            spins = if next == self.now { spins + 1 } else { 0 };
+            assert!(spins < 1000, "busy loop at {next:?}");
+            self.now = next;
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].proc.poll_timeout().is_some_and(|t| t <= next) {
+                    self.nodes[i].proc.handle_timeout(next);
+                    while let Some(o) = self.nodes[i].proc.poll_output() {
+                        self.carry_out(i, o);
+                    }
+                    let t = self.nodes[i].proc.poll_timeout();
+                    assert!(
+                        t.is_none_or(|t| t > next),
+                        "stale deadline {t:?} after handle_timeout({next:?})"
+                    );
+                }
+            }
+        }
+    }
+
+    fn payloads(&self, i: usize) -> Vec<Bytes> {
+        self.nodes[i]
+            .delivered
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect()
+    }
+
+    fn returns(&self, i: usize) -> Vec<(Bytes, Undeliverable)> {
+        self.nodes[i]
+            .returned
+            .iter()
+            .map(|e| (e.payload.clone(), e.returned.unwrap()))
+            .collect()
+    }
+
+    fn failures(&self, i: usize) -> Vec<ConnError> {
+        self.nodes[i]
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::ConnectionFailed { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn target(i: usize) -> PortId {
+    actor(i, "a").port(1)
+}
+
+fn quick() -> Config {
+    Config {
+        heartbeat_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(200),
+        unreachable_timeout: Duration::from_secs(2),
+        session_retention: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(1),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn messages_arrive_in_order_and_acks_empty_the_window() {
+    let mut p = Pair::new(2, quick());
+    for m in [&b"one"[..], b"two", b"three"] {
+        p.send(0, target(1), m).unwrap();
+    }
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.payloads(1), ["one", "two", "three"]);
+    assert_eq!(
+        p.nodes[0].proc.queued(&pid(1)),
+        (0, 0),
+        "acknowledged within the ack delay"
+    );
+    assert!(p.nodes[1].proc.stats().acks_sent >= 1);
+}
+
+#[test]
+fn small_sends_coalesce_into_one_transmit() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"warm-up").unwrap();
+    p.run_for(Duration::from_millis(10));
+    for _ in 0..50 {
+        p.send(0, target(1), b"x").unwrap();
+    }
+    let mut transmits = 0;
+    while let Some(o) = p.nodes[0].proc.poll_output() {
+        if matches!(o, Output::Transmit { .. }) {
+            transmits += 1;
+        }
+        p.carry_out(0, o);
+    }
+    assert_eq!(transmits, 1, "fifty frames, one write");
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1).len(), 51);
+}
+
+#[test]
+fn idle_link_stays_up_on_heartbeats_without_busy_looping() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"hi").unwrap();
+    p.run_for(Duration::from_secs(30));
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+    assert_eq!(p.nodes[0].dials.len(), 1, "one connection the whole time");
+    // While idle the next deadline is a heartbeat or ack, never "now".
+    let t = p.nodes[0].proc.poll_timeout().unwrap();
+    assert!(t > p.now && t <= p.now + quick().heartbeat_interval);
+}
+
+#[test]
+fn silent_peer_hits_the_idle_timeout_and_the_link_recovers() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"first").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.silent.insert(1);
+    p.send(0, target(1), b"second").unwrap();
+    p.run_for(Duration::from_millis(600));
+    assert!(p.failures(0).contains(&ConnError::IdleTimeout));
+    p.silent.clear();
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(
+        p.payloads(1),
+        ["first", "second"],
+        "resent once, delivered once"
+    );
+    assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0));
+}
+
+#[test]
+fn unreachable_peer_returns_everything_once_after_backing_off() {
+    let mut p = Pair::new(2, quick());
+    p.unreachable.insert(1);
+    p.send(0, target(1), b"a").unwrap();
+    p.send(0, target(1), b"b").unwrap();
+    p.run_for(Duration::from_secs(5));
+    assert_eq!(
+        p.returns(0),
+        [
+            (Bytes::from("a"), Undeliverable::Unreachable),
+            (Bytes::from("b"), Undeliverable::Unreachable)
+        ]
+    );
+    let dials = &p.nodes[0].dials;
+    assert!(dials.len() >= 5, "retried: {dials:?}");
+    let gaps: Vec<u64> = dials
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_micros())
+        .collect();
+    assert!(
+        gaps.windows(2).take(4).all(|g| g[1] >= g[0]),
+        "backoff grows: {gaps:?}"
+    );
+    assert!(dials.last().unwrap().as_micros() - dials[0].as_micros() <= 2_000_000);
+    // Nothing more happens: no dials while nothing waits.
+    let before = dials.len();
+    p.run_for(Duration::from_secs(10));
+    assert_eq!(p.nodes[0].dials.len(), before);
+}
+
+#[test]
+fn wrong_proc_name_is_refused_and_returned_with_the_reason() {
+    let mut p = Pair::new(2, quick());
+    let wrong = ProcId::new(pid(1).addr().clone(), Name::new("nobody").unwrap());
+    let dest = wrong.actor(Name::new("a").unwrap(), 0).port(1);
+    p.send(0, dest, b"lost?").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(
+        p.returns(0),
+        [(
+            Bytes::from("lost?"),
+            Undeliverable::Refused(RefuseReason::WrongProc)
+        )]
+    );
+    assert!(p
+        .failures(0)
+        .contains(&ConnError::Refused(RefuseReason::WrongProc)));
+}
+
+#[test]
+fn unknown_actor_and_port_come_back_from_the_remote_proc() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, actor(1, "ghost").port(1), b"actor").unwrap();
+    p.send(0, actor(1, "a").port(77), b"port").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(
+        p.returns(0),
+        [
+            (Bytes::from("actor"), Undeliverable::NoSuchActor),
+            (Bytes::from("port"), Undeliverable::NoSuchPort)
+        ]
+    );
+    assert!(p.payloads(1).is_empty());
+}
+
+#[test]
+fn once_port_takes_one_message_the_second_comes_back() {
+    let mut p = Pair::new(2, quick());
+    let b = actor(1, "a");
+    let once = p.nodes[1].proc.open_port(&b, PortKind::Once).unwrap();
+    p.send(0, once.clone(), b"1").unwrap();
+    p.send(0, once, b"2").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["1"]);
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from("2"), Undeliverable::NoSuchPort)]
+    );
+}
+
+#[test]
+fn local_sends_deliver_without_the_network() {
+    let mut p = Pair::new(1, quick());
+    p.send(0, target(0), b"self").unwrap();
+    p.send(0, actor(0, "a").port(5), b"none").unwrap();
+    p.drive();
+    assert_eq!(p.payloads(0), ["self"]);
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from("none"), Undeliverable::NoSuchPort)]
+    );
+    assert!(p.nodes[0].dials.is_empty());
+}
+
+#[test]
+fn oversized_message_fails_at_the_sender_with_the_limit() {
+    let config = Config {
+        max_frame_len: 100,
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    let big = Bytes::from(vec![0u8; 200]);
+    let env = Envelope::new(actor(0, "a"), target(1), big.clone());
+    let err = p.nodes[0].proc.handle_send(p.now, env).unwrap_err();
+    assert!(
+        matches!(err, SendError::TooLarge { len, max: 100 } if len > 200),
+        "{err:?}"
+    );
+    let env = Envelope::new(actor(0, "a"), target(0), big);
+    assert_eq!(
+        p.nodes[0].proc.handle_send(p.now, env),
+        Err(SendError::TooLarge { len: 200, max: 100 })
+    );
+    assert!(err.to_string().contains("limit of 100"));
+}
+
+#[test]
+fn full_window_blocks_then_announces_room() {
+    let config = Config {
+        window_msgs: 4,
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    for _ in 0..4 {
+        p.send(0, target(1), b"m").unwrap();
+    }
+    assert!(!p.nodes[0].proc.can_send(&pid(1)));
+    assert_eq!(p.send(0, target(1), b"m"), Err(SendError::WouldBlock));
+    p.run_for(Duration::from_millis(20));
+    assert!(p.nodes[0]
+        .events
+        .iter()
+        .any(|(_, e)| *e == Event::Writable { peer: pid(1) }));
+    assert!(p.nodes[0].proc.can_send(&pid(1)));
+    assert_eq!(p.payloads(1).len(), 4);
+}
+
+#[test]
+fn sender_must_be_a_live_local_actor() {
+    let mut p = Pair::new(2, quick());
+    let env = Envelope::new(actor(1, "a"), target(1), Bytes::new());
+    assert_eq!(
+        p.nodes[0].proc.handle_send(p.now, env),
+        Err(SendError::ForeignSender)
+    );
+}
+
+#[test]
+fn restarted_peer_is_detected_and_unacknowledged_messages_return() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"before").unwrap();
+    p.run_for(Duration::from_millis(10));
+    // Sent but never acknowledged: the peer dies with it.
+    p.silent.insert(1);
+    p.send(0, target(1), b"in flight").unwrap();
+    p.drive();
+    p.silent.clear();
+    p.restart(1);
+    p.run_for(Duration::from_millis(200));
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from("in flight"), Undeliverable::PeerRestarted)]
+    );
+    assert!(p.nodes[0]
+        .events
+        .iter()
+        .any(|(_, e)| *e == Event::PeerRestarted { peer: pid(1) }));
+    // The link works with the new incarnation.
+    p.send(0, target(1), b"after").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["after"]);
+}
+
+#[test]
+fn forgotten_session_returns_what_was_sent_as_session_lost() {
+    let config = Config {
+        session_retention: Duration::from_millis(300),
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    p.send(0, target(1), b"acked").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.silent.insert(1);
+    p.unreachable.insert(1);
+    p.send(0, target(1), b"unknown").unwrap();
+    // The idle timeout cuts the link; the receiver forgets the session after retention.
+    p.run_for(Duration::from_millis(1200));
+    p.silent.clear();
+    p.unreachable.clear();
+    // The next redial (backoff is at 640 ms by now) resumes; the receiver does not know it.
+    p.run_for(Duration::from_millis(1000));
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from("unknown"), Undeliverable::SessionLost)]
+    );
+    assert_eq!(
+        p.payloads(1),
+        ["acked", "unknown"],
+        "it was delivered; the sender could not know"
+    );
+}
+
+#[test]
+fn malformed_frame_closes_that_connection_only() {
+    let mut p = Pair::new(2, quick());
+    let raw = p.raw_connect(1);
+    p.raw_write(raw, &preamble());
+    p.raw_write(raw, &[0xEE, 0, 0, 0, 0, 0]);
+    assert!(p.raw_closed[raw], "the bad connection is closed");
+    assert!(p
+        .failures(1)
+        .iter()
+        .any(|e| matches!(e, ConnError::Frame(_))));
+    p.send(0, target(1), b"still serving").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["still serving"]);
+}
+
+#[test]
+fn unsupported_version_is_refused_with_a_reason() {
+    let mut p = Pair::new(1, quick());
+    let raw = p.raw_connect(0);
+    let mut pre = preamble();
+    pre[4..6].copy_from_slice(&(VERSION + 1).to_le_bytes());
+    p.raw_write(raw, &pre);
+    assert!(p.raw_closed[raw]);
+    let mut d = FrameDecoder::new(1024, BytesMut::new());
+    let rx = p.raw_rx[raw].clone();
+    let first = d.decode(&rx).unwrap();
+    assert_eq!(first.item, Some(Item::Preamble { version: VERSION }));
+    let second = d.decode(&rx[first.consumed..]).unwrap();
+    assert!(matches!(second.item, Some(Item::Frame(h)) if h.kind == FrameKind::Refuse));
+    let reason: RefuseReason = postcard::from_bytes(d.body()).unwrap();
+    assert_eq!(
+        reason,
+        RefuseReason::UnsupportedVersion { supported: VERSION }
+    );
+}
+
+/// A hand-driven dialer that speaks the protocol, to craft what a real proc never sends.
+fn raw_session(p: &mut Pair, to: usize, from: &ProcId) -> usize {
+    let raw = p.raw_connect(to);
+    let hello = Hello {
+        from: from.clone(),
+        to: pid(to),
+        incarnation: 9,
+        session: 42,
+        resume: false,
+        max_frame_len: 1 << 20,
+    };
+    let mut out = BytesMut::from(&preamble()[..]);
+    append_frame(
+        FrameKind::Hello,
+        0,
+        &[&postcard::to_allocvec(&hello).unwrap()],
+        &mut out,
+    )
+    .unwrap();
+    p.raw_write(raw, &out);
+    let mut d = FrameDecoder::new(1024, BytesMut::new());
+    let rx = p.raw_rx[raw].split();
+    let a = d.decode(&rx).unwrap();
+    let b = d.decode(&rx[a.consumed..]).unwrap();
+    assert!(matches!(b.item, Some(Item::Frame(h)) if h.kind == FrameKind::Welcome));
+    let w: Welcome = postcard::from_bytes(d.body()).unwrap();
+    assert_eq!(w.next, Some(0));
+    raw
+}
+
+#[test]
+fn envelope_for_another_proc_is_forwarded_and_ttl_stops_loops() {
+    let mut p = Pair::new(3, quick());
+    let outsider = ProcId::new(ChannelAddr::Local(99), Name::new("outsider").unwrap());
+    let raw = raw_session(&mut p, 1, &outsider);
+    // From proc 0's actor (so the return comes back to a live sender), via proc 1, to proc 2.
+    let mut fwd = Envelope::new(actor(0, "a"), target(2), Bytes::from_static(b"hop"));
+    fwd.ttl = 1;
+    let mut dead = Envelope::new(actor(0, "a"), target(2), Bytes::from_static(b"no hops"));
+    dead.ttl = 0;
+    let me = pid(1);
+    let link = Link {
+        sender: &outsider,
+        receiver: &me,
+    };
+    let mut out = BytesMut::new();
+    append_envelope(&fwd, Some(link), 1 << 20, &mut out).unwrap();
+    append_envelope(&dead, Some(link), 1 << 20, &mut out).unwrap();
+    p.raw_write(raw, &out);
+    p.run_for(Duration::from_millis(20));
+    assert_eq!(p.payloads(2), ["hop"]);
+    assert_eq!(p.nodes[2].delivered[0].ttl, 0, "one hop spent");
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from("no hops"), Undeliverable::TtlExhausted)]
+    );
+}
+
+#[test]
+fn shutdown_flushes_then_completes_and_refuses_new_sends() {
+    let mut p = Pair::new(2, quick());
+    for m in [&b"x"[..], b"y"] {
+        p.send(0, target(1), m).unwrap();
+    }
+    p.nodes[0].proc.handle_shutdown(p.now);
+    assert_eq!(p.send(0, target(1), b"late"), Err(SendError::ShuttingDown));
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.payloads(1), ["x", "y"]);
+    assert!(p.nodes[0]
+        .events
+        .iter()
+        .any(|(_, e)| *e == Event::ShutdownComplete));
+    assert!(p.returns(0).is_empty());
+}
+
+#[test]
+fn shutdown_returns_what_cannot_be_flushed_in_time() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"first").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.silent.insert(1);
+    p.unreachable.insert(1);
+    p.send(0, target(1), b"stuck").unwrap();
+    p.nodes[0].proc.handle_shutdown(p.now);
+    p.run_for(Duration::from_secs(2));
+    let done: Vec<Instant> = p.nodes[0]
+        .events
+        .iter()
+        .filter(|(_, e)| *e == Event::ShutdownComplete)
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from("stuck"), Undeliverable::ShuttingDown)]
+    );
+}
+
+#[test]
+fn handshake_must_complete_in_time() {
+    let mut p = Pair::new(1, quick());
+    let raw = p.raw_connect(0);
+    p.run_for(Duration::from_millis(300));
+    assert!(p.raw_closed[raw]);
+    assert!(p.failures(0).contains(&ConnError::HandshakeTimeout));
+    assert_eq!(
+        p.nodes[0].proc.poll_timeout(),
+        None,
+        "nothing left to wait for"
+    );
+}
