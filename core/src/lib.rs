@@ -2,11 +2,67 @@
 //!
 //! The sans-IO heart of procwire: identities, the wire codecs, routing and reliable sessions,
 //! written as pure state machines. Bytes, events and time go in; actions come out. Nothing
-//! here reads a clock, draws randomness from the OS, spawns a thread, takes a lock or blocks.
+//! here reads a clock, draws randomness from the OS, spawns a thread, takes a lock or blocks:
+//! time is an argument ([`time::Instant`]), and randomness (incarnation numbers, session
+//! ids, backoff jitter) comes from the seed the driver passes to [`proc::Proc::new`].
 //!
-//! Features: with none, ids ([`id`]), time ([`time`]) and the frame codec ([`frame`]) build
-//! without an allocator, on fixed-capacity storage. `alloc` adds envelopes, the registry,
-//! routing, sessions and the proc machine. `std` (default) adds `std::error::Error` impls.
+//! ## Map
+//!
+//! | module | what |
+//! |---|---|
+//! | [`time`] | core's own `Instant` / `Duration` (microseconds, saturating) |
+//! | [`id`] | addresses, names, proc / actor / port ids, their text grammar |
+//! | [`frame`] | preamble, frame header, incremental decoder, encoders, handshake bodies |
+//! | `envelope` | message metadata + zero-copy payload, short ids on a link |
+//! | `registry` | root names, child pids, ports |
+//! | `proc` | the proc machine: routing, sessions, connections; **the drive loop** |
+//! | `session` / `inbound` (private) | the two halves of a reliable link |
+//! | `config` | every limit and interval, with defaults |
+//!
+//! ## Features
+//!
+//! With no features, ids, time and the frame codec build without an allocator, on
+//! fixed-capacity `heapless` storage. `alloc` adds envelopes, the registry, routing, sessions
+//! and the proc machine. `std` (default) adds `std::error::Error` for the id errors.
+//!
+//! ## Protocol, version 1
+//!
+//! A link carries one proc's messages to another over successive connections; each proc
+//! dials its own outbound links, so a connection carries data one way and acknowledgements
+//! the other.
+//!
+//! ```text
+//! dialer                                        acceptor
+//!   preamble ("PWIR", version)  ───────────────▶
+//!                               ◀─────────────── preamble
+//!   Hello {from, to, incarnation,
+//!          session, resume, max}  ─────────────▶  refuse if `to` is not its name,
+//!                                                 version unknown, or shutting down
+//!                               ◀─────────────── Welcome {incarnation, next, max}
+//!                                                 or Refuse {reason}
+//!   Data (envelope #next) ─────────────────────▶
+//!   Data (envelope #next+1) …  ────────────────▶
+//!                               ◀─────────────── Ack {next expected}   (coalesced)
+//!   Ping ──────────────────────────────────────▶
+//!                               ◀─────────────── Pong
+//!   Close (session over) ──────────────────────▶
+//! ```
+//!
+//! Sequence numbers are implicit (frames on a connection are consecutive from the
+//! welcome's `next`), so a data frame is only its envelope. The frame layout is in
+//! [`frame`], the envelope layout in `envelope`, the delivery rules in `proc`.
+//!
+//! ## Delivery
+//!
+//! Per (sending proc, receiving proc) link, every accepted message is delivered once and in
+//! send order across reconnects while both procs live; "delivered" means placed in the
+//! destination port's queue, which is what an acknowledgement confirms. Everything else
+//! comes back to its sender with a reason: definite ones (`NoSuchActor`, `NoSuchPort`,
+//! `TooLarge`, `TtlExhausted`, `Refused`) mean it was not delivered; "delivery unknown" ones
+//! (`Unreachable`, `PeerRestarted`, `SessionLost`, `ShuttingDown` after the timeout) mean a
+//! link failed before the acknowledgement, and the message may also have been delivered or
+//! returned definitely by the destination. A message is never delivered twice, has at most
+//! one definite outcome, and at most one "delivery unknown" return.
 #![no_std]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -704,3 +704,35 @@ fn handshake_must_complete_in_time() {
         "nothing left to wait for"
     );
 }
+
+#[test]
+fn draining_output_never_moves_a_deadline() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"warm-up").unwrap();
+    p.run_for(Duration::from_millis(10));
+    for _ in 0..3 {
+        p.send(0, target(1), b"m").unwrap();
+    }
+    // While anything is queued the answer is "now"; once drained, the deadline is one the
+    // inputs set, and asking again (or draining an empty queue) does not change it.
+    let mut outputs = Vec::new();
+    loop {
+        let t = p.nodes[0].proc.poll_timeout();
+        match p.nodes[0].proc.poll_output() {
+            Some(o) => {
+                assert_eq!(t, Some(p.now));
+                outputs.push(o);
+            }
+            None => break,
+        }
+    }
+    let after = p.nodes[0].proc.poll_timeout();
+    assert!(after.is_some_and(|t| t > p.now), "{after:?}");
+    assert!(p.nodes[0].proc.poll_output().is_none());
+    assert_eq!(p.nodes[0].proc.poll_timeout(), after);
+    for o in outputs {
+        p.carry_out(0, o);
+    }
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1).len(), 4);
+}
