@@ -64,6 +64,7 @@
 //! Inbound buffering is not bounded per link here: delivery means placing the message in
 //! the port's queue, and the acknowledgement follows at once.
 
+use alloc::collections::btree_map::Entry;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
@@ -162,6 +163,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     /// Messages a session gave up on, with why; the proc routes them back.
     pub(crate) failed: Vec<(Envelope, Undeliverable)>,
+    /// Connections sessions have dialed since the last settle, with their peer.
+    pub(crate) dialed: Vec<(ConnId, ProcId)>,
     next_conn: u64,
 }
 
@@ -222,6 +225,7 @@ impl Proc {
                 rng: Rng(seed),
                 stats: Stats::default(),
                 failed: Vec::new(),
+                dialed: Vec::new(),
                 next_conn: 0,
             },
             book: BTreeMap::new(),
@@ -500,24 +504,16 @@ impl Proc {
         force: bool,
         origin: Option<u64>,
     ) -> Result<(), SendError> {
-        let peer = env.next_proc().clone();
-        if !self.outbound.contains_key(&peer) {
-            let addr = self.book.get(&peer).unwrap_or(peer.addr()).clone();
-            let s = Outbound::new(peer.clone(), addr, &mut self.sh);
-            if let Some(conn) = s.conn() {
-                self.conns.insert(conn, Role::Out(peer.clone()));
+        // One session per peer proc, created (and dialed) on first use.
+        let s = match self.outbound.entry(env.next_proc().clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let addr = self.book.get(e.key()).unwrap_or(e.key().addr()).clone();
+                let s = Outbound::new(e.key().clone(), addr, &mut self.sh);
+                e.insert(s)
             }
-            self.outbound.insert(peer.clone(), s);
-        }
-        let s = self
-            .outbound
-            .get_mut(&peer)
-            .ok_or(SendError::ShuttingDown)?;
-        let result = s.send(now, &mut self.sh, &env, force, origin);
-        if let Some(conn) = s.conn() {
-            self.conns.entry(conn).or_insert(Role::Out(peer));
-        }
-        result
+        };
+        s.send(now, &mut self.sh, &env, force, origin)
     }
 
     /// Routes an envelope that arrived from a peer (of incarnation `origin`) or came back

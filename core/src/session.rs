@@ -235,6 +235,7 @@ impl Outbound {
 
     fn dial(&mut self, now: Instant, sh: &mut Shared) {
         let conn = sh.new_conn();
+        sh.dialed.push((conn, self.peer.clone()));
         self.conn = Conn::Dialing(conn);
         self.timers.clear(OutTimer::Backoff);
         self.timers
