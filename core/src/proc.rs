@@ -95,7 +95,8 @@ pub enum SendError {
         /// The limit.
         max: u32,
     },
-    /// The link's window is full; wait for [`Event::Writable`] and send again.
+    /// The link's window is full; wait for [`Event::Writable`] and send again. The event
+    /// follows a refused send only: a driver that wants to wait must have tried.
     WouldBlock,
     /// The proc is shutting down.
     ShuttingDown,
@@ -301,7 +302,8 @@ impl Proc {
         self.book.insert(proc, addr);
     }
 
-    /// Whether a small send to `dest` would be taken now.
+    /// Whether a small send to `dest` would be taken now. A hint: waiting for room means
+    /// trying the send and, on `WouldBlock`, waiting for [`Event::Writable`].
     pub fn can_send(&self, dest: &ProcId) -> bool {
         self.outbound.get(dest).is_none_or(|s| s.can_send(&self.sh))
     }

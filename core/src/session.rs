@@ -92,8 +92,11 @@ pub(crate) struct Outbound {
     base: u64,
     /// Next sequence number to write on the open connection.
     next_tx: u64,
-    /// One past the highest sequence number ever written in this session.
+    /// One past the highest sequence number that may have reached the peer: everything
+    /// written, until a welcome says how far the peer really got.
     high_tx: u64,
+    /// One past the highest sequence number ever written (for the retransmission count).
+    ever_tx: u64,
     queued_bytes: usize,
     /// A send was refused for lack of room; announce room when it comes back.
     blocked: bool,
@@ -118,6 +121,7 @@ impl Outbound {
             base: 0,
             next_tx: 0,
             high_tx: 0,
+            ever_tx: 0,
             queued_bytes: 0,
             blocked: false,
             conn: Conn::Idle,
@@ -225,12 +229,13 @@ impl Outbound {
             let frame = &self.queue[(self.next_tx - self.base) as usize].frame;
             sh.out.write_bytes(conn, frame);
             sh.stats.data_frames_sent += 1;
-            if self.next_tx < self.high_tx {
+            if self.next_tx < self.ever_tx {
                 sh.stats.retransmitted += 1;
             }
             self.next_tx += 1;
         }
         self.high_tx = self.high_tx.max(self.next_tx);
+        self.ever_tx = self.ever_tx.max(self.next_tx);
     }
 
     fn dial(&mut self, now: Instant, sh: &mut Shared) {
@@ -470,6 +475,7 @@ impl Outbound {
         self.base = 0;
         self.next_tx = 0;
         self.high_tx = 0;
+        self.ever_tx = 0;
     }
 
     fn restart_session(&mut self, now: Instant, sh: &mut Shared, conn: ConnId) {

@@ -1,0 +1,617 @@
+//! The drive loop around core's [`Proc`](CoreProc) machine. Runtime-neutral.
+//!
+//! # Shape
+//!
+//! The core machine lives in one [`Engine`], behind a mutex that is never held across an
+//! `.await`. Every source of input (a reader task with bytes, a dial task, the timer task,
+//! an [`Instance`](crate::Instance) sending) runs one *turn* of the loop agreed in the design:
+//!
+//! 1. lock, read the clock, mutate the machine with one `handle_*(now, ...)` call;
+//! 2. drain `poll_output()` until `None`, carrying out each output without blocking
+//!    (bytes are queued to the connection's writer task, messages to port queues, dials are
+//!    spawned);
+//! 3. read `poll_timeout()`; if the deadline moved earlier than the one the timer task is
+//!    sleeping on, wake the timer task so it re-arms its single timer.
+//!
+//! Turning the loop on the caller's task instead of hopping to a dedicated driver task lets
+//! `try_send` report `TooLarge`/`WouldBlock` synchronously and saves a cross-thread wake-up
+//! per message, which on small machines costs more than the work itself. The only pieces a
+//! runtime supplies are in [`Runtime`]: a clock, task spawning, dialing, and re-arming the
+//! timer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use procwire_core::envelope::{Envelope, Undeliverable};
+use procwire_core::id::{ActorId, ChannelAddr, PortId, ProcId};
+use procwire_core::proc::{
+    ConnId, Event, Output, Proc as CoreProc, SendError as CoreSendError, Stats,
+};
+use procwire_core::registry::{PortKind, RegistryError};
+use procwire_core::time::Instant;
+
+use crate::error::SendError;
+use crate::sync::{lock, PushError, Queue, Watch};
+use crate::typed::Returned;
+
+/// A boxed task body.
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What a runtime adapter provides to the engine.
+pub(crate) trait Runtime: Send + Sync + 'static {
+    /// Now, on the proc's clock (microseconds since the proc started).
+    fn now(&self) -> Instant;
+    /// Runs `fut` as a task of this proc (aborted at the latest when the proc goes away).
+    fn spawn(&self, fut: BoxFuture);
+    /// Connects `conn` to `addr`; on success starts its reader and writer (the writer takes
+    /// from `ctl.writes`) and calls [`Engine::connected`], on failure [`Engine::closed`].
+    fn dial(&self, engine: &Arc<Engine>, conn: ConnId, addr: ChannelAddr, ctl: Arc<ConnCtl>);
+    /// The machine's next deadline moved earlier: the timer task must re-read it.
+    fn rearm_timer(&self);
+}
+
+/// A command for a connection's writer task.
+pub(crate) enum WriteCmd {
+    /// Write these bytes after everything queued before them.
+    Data(Bytes),
+    /// Flush what is queued, then close the connection.
+    Close,
+}
+
+/// The adapter's handle on one connection's tasks.
+pub(crate) struct ConnCtl {
+    /// Bytes for the writer task, in order.
+    pub(crate) writes: Queue<WriteCmd>,
+    /// Set when the reader must stop (the connection is closing or gone).
+    stop_reading: Watch<bool>,
+}
+
+impl ConnCtl {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(ConnCtl {
+            writes: Queue::new(),
+            stop_reading: Watch::new(false),
+        })
+    }
+
+    /// Resolves once the reader must stop.
+    pub(crate) async fn reading_stopped(&self) {
+        self.stop_reading.wait_until(|s| *s).await;
+    }
+
+    /// Whether the reader must stop.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop_reading.get()
+    }
+
+    /// Graceful close: flush queued writes, then close; stop reading now.
+    fn close_after_flush(&self) {
+        let _ = self.writes.push(WriteCmd::Close);
+        self.writes.close();
+        self.stop_reading.set(true);
+    }
+
+    /// The connection is gone: stop both tasks.
+    fn abandon(&self) {
+        self.writes.close();
+        self.stop_reading.set(true);
+    }
+}
+
+/// Where a proc is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Serving.
+    Running,
+    /// `shutdown` was asked: core flushes or returns what is in flight.
+    Draining,
+    /// Core reported `ShutdownComplete`.
+    Drained,
+    /// Ports are closed and connections are being torn down.
+    Stopped,
+}
+
+struct PortEntry {
+    queue: Arc<Queue<Envelope>>,
+    kind: PortKind,
+}
+
+struct ActorEntry {
+    returns: Arc<Queue<Returned>>,
+}
+
+/// Everything behind the engine's lock.
+struct State {
+    core: CoreProc,
+    ports: HashMap<PortId, PortEntry>,
+    actors: HashMap<ActorId, ActorEntry>,
+    conns: HashMap<ConnId, Arc<ConnCtl>>,
+    /// Senders waiting for a link's window to open.
+    writable: HashMap<ProcId, Vec<Waker>>,
+    /// The deadline the timer task sleeps on.
+    armed: Option<Instant>,
+    /// Undeliverable returns dropped because their sender was gone or its queue full.
+    returns_dropped: u64,
+}
+
+/// The adapter's state around one core proc machine.
+pub(crate) struct Engine {
+    id: ProcId,
+    rt: Arc<dyn Runtime>,
+    state: Mutex<State>,
+    phase: Watch<Phase>,
+    returns_cap: usize,
+}
+
+impl Engine {
+    /// Wraps `core`, which must be freshly made.
+    pub(crate) fn new(core: CoreProc, rt: Arc<dyn Runtime>, returns_cap: usize) -> Arc<Self> {
+        Arc::new(Engine {
+            id: core.id().clone(),
+            rt,
+            state: Mutex::new(State {
+                core,
+                ports: HashMap::new(),
+                actors: HashMap::new(),
+                conns: HashMap::new(),
+                writable: HashMap::new(),
+                armed: None,
+                returns_dropped: 0,
+            }),
+            phase: Watch::new(Phase::Running),
+            returns_cap,
+        })
+    }
+
+    /// The proc's id.
+    pub(crate) fn id(&self) -> &ProcId {
+        &self.id
+    }
+
+    /// The runtime hooks.
+    pub(crate) fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.rt
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// One turn of the loop: mutate with `f`, carry out every output, re-arm the timer.
+    fn turn<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        let mut st = self.lock();
+        let now = self.rt.now();
+        let r = f(&mut st, now);
+        self.drain(&mut st, now);
+        let next = st.core.poll_timeout();
+        let earlier = match (next, st.armed) {
+            (Some(n), Some(a)) => n < a,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier {
+            st.armed = next;
+            self.rt.rearm_timer();
+        }
+        r
+    }
+
+    fn drain(self: &Arc<Self>, st: &mut State, now: Instant) {
+        while let Some(out) = st.core.poll_output() {
+            match out {
+                Output::Deliver(env) => self.deliver(st, now, env),
+                Output::Returned(env) => self.return_to_sender(st, env),
+                Output::Dial { conn, addr } => {
+                    tracing::debug!(proc = %self.id, %conn, %addr, "dialing");
+                    let ctl = ConnCtl::new();
+                    st.conns.insert(conn, ctl.clone());
+                    self.rt.dial(self, conn, addr, ctl);
+                }
+                Output::Transmit { conn, data } => match st.conns.get(&conn) {
+                    Some(ctl) => {
+                        if ctl.writes.push(WriteCmd::Data(data)).is_err() {
+                            tracing::trace!(proc = %self.id, %conn, "transmit after close");
+                        }
+                    }
+                    None => {
+                        tracing::trace!(proc = %self.id, %conn, "transmit for a gone connection")
+                    }
+                },
+                Output::Close { conn } => {
+                    if let Some(ctl) = st.conns.remove(&conn) {
+                        tracing::debug!(proc = %self.id, %conn, "closing connection");
+                        ctl.close_after_flush();
+                    }
+                }
+                Output::Event(ev) => self.event(st, ev),
+            }
+        }
+    }
+
+    fn deliver(&self, st: &mut State, now: Instant, env: Envelope) {
+        let dest = env.dest.clone();
+        let Some(entry) = st.ports.get(&dest) else {
+            st.core
+                .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
+            return;
+        };
+        let once = entry.kind == PortKind::Once;
+        match entry.queue.push(env) {
+            Ok(()) => {
+                if once {
+                    // Core retired the once-port with this delivery.
+                    st.ports.remove(&dest);
+                }
+            }
+            Err((env, _)) => {
+                // The receiver was dropped between core's check and now.
+                st.ports.remove(&dest);
+                st.core.close_port(&dest);
+                st.core
+                    .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
+            }
+        }
+    }
+
+    fn return_to_sender(&self, st: &mut State, env: Envelope) {
+        let Some(reason) = env.returned else {
+            tracing::warn!(proc = %self.id, dest = %env.dest, "core returned an envelope without a reason");
+            st.returns_dropped += 1;
+            return;
+        };
+        let sender = env.sender.clone();
+        let result = match st.actors.get(&sender) {
+            Some(a) => a
+                .returns
+                .push(Returned {
+                    reason,
+                    envelope: env,
+                })
+                .map_err(|(_, e)| e),
+            None => Err(PushError::Closed),
+        };
+        if let Err(e) = result {
+            st.returns_dropped += 1;
+            tracing::warn!(
+                proc = %self.id,
+                %sender,
+                %reason,
+                why = if e == PushError::Full { "its undeliverable queue is full" } else { "it is gone" },
+                "dropped an undeliverable return"
+            );
+        }
+    }
+
+    fn event(&self, st: &mut State, ev: Event) {
+        match ev {
+            Event::Writable { peer } => {
+                if let Some(ws) = st.writable.remove(&peer) {
+                    ws.into_iter().for_each(Waker::wake);
+                }
+            }
+            Event::PeerConnected { peer, incarnation } => {
+                tracing::info!(proc = %self.id, %peer, incarnation, "peer connected");
+            }
+            Event::PeerRestarted { peer } => {
+                tracing::warn!(proc = %self.id, %peer, "peer restarted; its in-flight messages come back");
+            }
+            Event::ConnectionFailed { conn, error } => {
+                tracing::info!(proc = %self.id, %conn, %error, "connection failed");
+            }
+            Event::ReturnDropped {
+                sender,
+                dest,
+                reason,
+                ..
+            } => {
+                st.returns_dropped += 1;
+                tracing::warn!(proc = %self.id, %sender, %dest, %reason, "an undeliverable return could not be delivered");
+            }
+            Event::ShutdownComplete => {
+                tracing::debug!(proc = %self.id, "core shutdown complete");
+                self.phase.update(|p| {
+                    if *p == Phase::Stopped {
+                        Phase::Stopped
+                    } else {
+                        Phase::Drained
+                    }
+                });
+                wake_all(st);
+            }
+        }
+    }
+
+    // ---- registry ----
+
+    /// Reserves a root name and registers its undeliverable queue.
+    pub(crate) fn reserve_root(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<(ActorId, Arc<Queue<Returned>>), RegistryError> {
+        self.turn(|st, _| {
+            let id = st.core.reserve_root(name)?;
+            Ok((id.clone(), self.register_actor(st, id)))
+        })
+    }
+
+    /// Creates a child identity of `parent`.
+    pub(crate) fn child(
+        self: &Arc<Self>,
+        parent: &ActorId,
+    ) -> Result<(ActorId, Arc<Queue<Returned>>), RegistryError> {
+        self.turn(|st, _| {
+            let id = st.core.child(parent)?;
+            Ok((id.clone(), self.register_actor(st, id)))
+        })
+    }
+
+    fn register_actor(&self, st: &mut State, id: ActorId) -> Arc<Queue<Returned>> {
+        let returns = Arc::new(Queue::with_capacity_limit(self.returns_cap));
+        if self.phase.get() != Phase::Running {
+            returns.close();
+        }
+        st.actors.insert(
+            id,
+            ActorEntry {
+                returns: returns.clone(),
+            },
+        );
+        returns
+    }
+
+    /// Opens an ephemeral port. A closed queue if the proc is stopping.
+    pub(crate) fn open_port(
+        self: &Arc<Self>,
+        actor: &ActorId,
+        kind: PortKind,
+    ) -> Result<(PortId, Arc<Queue<Envelope>>), RegistryError> {
+        self.turn(|st, _| {
+            let port = st.core.open_port(actor, kind)?;
+            Ok((port.clone(), self.register_port(st, port, kind)))
+        })
+    }
+
+    /// Binds a well-known port.
+    pub(crate) fn bind_port(
+        self: &Arc<Self>,
+        port: &PortId,
+        kind: PortKind,
+    ) -> Result<Arc<Queue<Envelope>>, RegistryError> {
+        self.turn(|st, _| {
+            st.core.bind_port(port, kind)?;
+            Ok(self.register_port(st, port.clone(), kind))
+        })
+    }
+
+    fn register_port(&self, st: &mut State, port: PortId, kind: PortKind) -> Arc<Queue<Envelope>> {
+        let queue = Arc::new(Queue::new());
+        if self.phase.get() == Phase::Stopped {
+            queue.close();
+        } else {
+            st.ports.insert(
+                port,
+                PortEntry {
+                    queue: queue.clone(),
+                    kind,
+                },
+            );
+        }
+        queue
+    }
+
+    /// The receiver of `port` went away: unbind it.
+    pub(crate) fn close_port(self: &Arc<Self>, port: &PortId, queue: &Arc<Queue<Envelope>>) {
+        queue.consumer_gone();
+        self.turn(|st, _| {
+            // Only if the entry is still this receiver's (a once-port may be gone already).
+            if st
+                .ports
+                .get(port)
+                .is_some_and(|e| Arc::ptr_eq(&e.queue, queue))
+            {
+                st.ports.remove(port);
+                st.core.close_port(port);
+            }
+        });
+    }
+
+    /// The identity went away: unbind its ports and forget it.
+    pub(crate) fn remove_actor(self: &Arc<Self>, actor: &ActorId) {
+        self.turn(|st, _| {
+            st.ports.retain(|port, entry| {
+                if port.actor() == actor {
+                    entry.queue.close();
+                    false
+                } else {
+                    true
+                }
+            });
+            if let Some(a) = st.actors.remove(actor) {
+                a.returns.close();
+            }
+            st.core.remove_actor(actor);
+        });
+    }
+
+    /// Dial `proc` at `addr` from now on.
+    pub(crate) fn set_address(self: &Arc<Self>, proc: ProcId, addr: ChannelAddr) {
+        self.turn(|st, _| st.core.set_address(proc, addr));
+    }
+
+    // ---- sending ----
+
+    /// Hands `env` to the machine without waiting.
+    pub(crate) fn try_send(self: &Arc<Self>, env: Envelope) -> Result<(), SendError> {
+        if self.phase.get() == Phase::Stopped {
+            return Err(SendError::ShuttingDown);
+        }
+        self.turn(|st, now| st.core.handle_send(now, env).map_err(SendError::from))
+    }
+
+    /// Hands a copy of `env` to the machine once its link has room.
+    pub(crate) fn poll_send(
+        self: &Arc<Self>,
+        env: &Envelope,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendError>> {
+        if self.phase.get() == Phase::Stopped {
+            return Poll::Ready(Err(SendError::ShuttingDown));
+        }
+        self.turn(|st, now| {
+            // Always ask the machine (rather than checking `can_send` first): a refusal with
+            // `WouldBlock` is what makes it report `Writable` once the window opens.
+            match st.core.handle_send(now, env.clone()) {
+                Err(CoreSendError::WouldBlock) => {}
+                r => return Poll::Ready(r.map_err(SendError::from)),
+            }
+            let ws = st.writable.entry(env.next_proc().clone()).or_default();
+            if !ws.iter().any(|w| w.will_wake(cx.waker())) {
+                ws.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+
+    /// Whether a message to `dest` would be accepted now.
+    pub(crate) fn can_send(&self, dest: &ProcId) -> bool {
+        self.lock().core.can_send(dest)
+    }
+
+    // ---- connections ----
+
+    /// A new inbound connection; returns its id.
+    pub(crate) fn accepted(self: &Arc<Self>, ctl: Arc<ConnCtl>) -> ConnId {
+        self.turn(|st, now| {
+            let conn = st.core.handle_accepted(now);
+            st.conns.insert(conn, ctl);
+            conn
+        })
+    }
+
+    /// A dial succeeded. False if the machine gave the connection up meanwhile (drop it).
+    pub(crate) fn connected(self: &Arc<Self>, conn: ConnId) -> bool {
+        self.turn(|st, now| {
+            if st.conns.contains_key(&conn) {
+                st.core.handle_connected(now, conn);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Bytes read from `conn`. False if the connection is no longer wanted (stop reading).
+    pub(crate) fn bytes(self: &Arc<Self>, conn: ConnId, data: &[u8]) -> bool {
+        self.turn(|st, now| {
+            if st.conns.contains_key(&conn) {
+                st.core.handle_bytes(now, conn, data);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// `conn` failed, hit EOF, or could not be dialed.
+    pub(crate) fn closed(self: &Arc<Self>, conn: ConnId) {
+        self.turn(|st, now| {
+            if let Some(ctl) = st.conns.remove(&conn) {
+                ctl.abandon();
+                st.core.handle_closed(now, conn);
+            }
+        });
+    }
+
+    // ---- time ----
+
+    /// The deadline the timer must sleep until (recorded as armed).
+    pub(crate) fn arm_timer(&self) -> Option<Instant> {
+        let mut st = self.lock();
+        let next = st.core.poll_timeout();
+        st.armed = next;
+        next
+    }
+
+    /// The timer fired: let the machine act on what is due.
+    pub(crate) fn fire_timer(self: &Arc<Self>) {
+        self.turn(|st, now| {
+            if st.core.poll_timeout().is_some_and(|d| d <= now) {
+                st.core.handle_timeout(now);
+            }
+        });
+    }
+
+    // ---- shutdown ----
+
+    /// The current phase.
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase.get()
+    }
+
+    /// Starts a graceful shutdown (idempotent).
+    pub(crate) fn begin_shutdown(self: &Arc<Self>) {
+        self.turn(|st, now| {
+            let mut first = false;
+            self.phase.update(|p| {
+                if *p == Phase::Running {
+                    first = true;
+                    Phase::Draining
+                } else {
+                    *p
+                }
+            });
+            if first {
+                st.core.handle_shutdown(now);
+            }
+        });
+    }
+
+    /// Resolves once core reported its shutdown complete (or the proc was stopped).
+    pub(crate) async fn drained(&self) {
+        self.phase
+            .wait_until(|p| matches!(p, Phase::Drained | Phase::Stopped))
+            .await;
+    }
+
+    /// Ends service: closes every port queue (receivers see the end), every undeliverable
+    /// queue, and every connection after flushing it. Idempotent.
+    pub(crate) fn stop(&self) {
+        self.phase.set(Phase::Stopped);
+        let mut st = self.lock();
+        for (_, p) in st.ports.drain() {
+            p.queue.close();
+        }
+        for (_, a) in st.actors.drain() {
+            a.returns.close();
+        }
+        for (_, c) in st.conns.drain() {
+            c.close_after_flush();
+        }
+        wake_all(&mut st);
+    }
+
+    /// Core's counters.
+    pub(crate) fn stats(&self) -> Stats {
+        self.lock().core.stats()
+    }
+
+    /// Undeliverable returns dropped by the adapter or reported dropped by core.
+    pub(crate) fn returns_dropped(&self) -> u64 {
+        self.lock().returns_dropped
+    }
+
+    /// Connections currently known.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+}
+
+fn wake_all(st: &mut State) {
+    for (_, ws) in st.writable.drain() {
+        ws.into_iter().for_each(Waker::wake);
+    }
+}

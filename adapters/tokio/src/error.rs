@@ -1,0 +1,182 @@
+//! Errors of the adapter API.
+//!
+//! Runtime-neutral: nothing here names tokio, so the module can move to a crate shared with
+//! the smol adapter unchanged.
+
+use std::fmt;
+use std::io;
+
+use procwire_core::id::{ChannelAddr, NameError};
+use procwire_core::proc::SendError as CoreSendError;
+use procwire_core::registry::RegistryError;
+
+/// Why a proc could not be stood up or an identity could not be created in it.
+#[derive(Debug)]
+pub enum ProcError {
+    /// The proc name is not a valid name.
+    BadName(NameError),
+    /// Binding or listening on the address failed.
+    Bind {
+        /// The address asked for.
+        addr: ChannelAddr,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The registry refused (duplicate root name, bad actor name, port in use, ...).
+    Registry(RegistryError),
+    /// The proc is shutting down or has shut down.
+    ShuttingDown,
+}
+
+impl fmt::Display for ProcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcError::BadName(e) => write!(f, "bad proc name: {e}"),
+            ProcError::Bind { addr, source } => write!(f, "cannot serve on {addr}: {source}"),
+            ProcError::Registry(e) => write!(f, "{e}"),
+            ProcError::ShuttingDown => f.write_str("the proc is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for ProcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProcError::Bind { source, .. } => Some(source),
+            ProcError::Registry(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<RegistryError> for ProcError {
+    fn from(e: RegistryError) -> Self {
+        ProcError::Registry(e)
+    }
+}
+
+/// Why a message was not accepted for sending. When a send fails, nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The encoded message exceeds the frame limit.
+    TooLarge {
+        /// Encoded size in bytes.
+        len: u32,
+        /// The limit in force.
+        max: u32,
+    },
+    /// The link's window of unacknowledged data is full (`try_send` only; `send` waits).
+    WouldBlock,
+    /// The proc is shutting down.
+    ShuttingDown,
+    /// The sending identity does not belong to this proc (or no longer exists in it).
+    ForeignSender,
+    /// The message could not be serialized.
+    Encode(postcard::Error),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
+            SendError::WouldBlock => f.write_str("the link's send window is full"),
+            SendError::ShuttingDown => f.write_str("the proc is shutting down"),
+            SendError::ForeignSender => f.write_str("the sender does not belong to this proc"),
+            SendError::Encode(e) => write!(f, "cannot encode the message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+impl From<CoreSendError> for SendError {
+    fn from(e: CoreSendError) -> Self {
+        match e {
+            CoreSendError::TooLarge { len, max } => SendError::TooLarge { len, max },
+            CoreSendError::WouldBlock => SendError::WouldBlock,
+            CoreSendError::ShuttingDown => SendError::ShuttingDown,
+            CoreSendError::ForeignSender => SendError::ForeignSender,
+        }
+    }
+}
+
+/// Why a receive produced no message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvError {
+    /// The port is closed (its owner stopped, or the proc shut down) and its queue is empty.
+    Closed,
+    /// A message arrived but does not decode as the port's type. The port stays open.
+    Decode(postcard::Error),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Closed => f.write_str("the port is closed"),
+            RecvError::Decode(e) => write!(f, "a message does not decode as the port's type: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+/// Why a non-waiting receive produced no message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing is queued right now.
+    Empty,
+    /// See [`RecvError::Closed`].
+    Closed,
+    /// See [`RecvError::Decode`].
+    Decode(postcard::Error),
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("no message is queued"),
+            TryRecvError::Closed => RecvError::Closed.fmt(f),
+            TryRecvError::Decode(e) => RecvError::Decode(e.clone()).fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TryRecvError {}
+
+/// An error returned by an actor's handler; it stops the actor with
+/// [`ActorStatus::Failed`](crate::ActorStatus::Failed).
+///
+/// Any `std::error::Error` converts into it with `?`; [`ActorError::msg`] makes one from text.
+pub struct ActorError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl ActorError {
+    /// An error carrying just a message.
+    pub fn msg(text: impl Into<String>) -> Self {
+        ActorError(text.into().into())
+    }
+
+    /// The underlying error.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ActorError {
+    fn from(e: E) -> Self {
+        ActorError(Box::new(e))
+    }
+}
+
+impl fmt::Display for ActorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for ActorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}

@@ -1,0 +1,307 @@
+//! Instances: caller-driven participants with an actor identity. Runtime-neutral.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use procwire_core::envelope::Envelope;
+use procwire_core::id::{ActorId, PortId, ProcId};
+use procwire_core::registry::PortKind;
+
+use crate::actor::{spawn_actor, Actor};
+use crate::engine::Engine;
+use crate::error::{ProcError, SendError};
+use crate::sync::{Queue, Watch};
+use crate::typed::{OncePortHandle, OncePortReceiver, PortHandle, PortReceiver, PortRef, Returned};
+
+/// Where an actor or instance is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActorStatus {
+    /// Alive: an instance that has not been dropped, or an actor whose loop is running.
+    Running,
+    /// A stop was asked; the actor finishes its current message and runs its `stopped` hook.
+    Stopping,
+    /// Gone, normally. Its ports are unbound.
+    Stopped,
+    /// Gone because a handler failed or panicked; the text says why. Its ports are unbound.
+    Failed(String),
+}
+
+impl ActorStatus {
+    /// Whether the actor is gone for good.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, ActorStatus::Stopped | ActorStatus::Failed(_))
+    }
+}
+
+impl fmt::Display for ActorStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActorStatus::Running => f.write_str("running"),
+            ActorStatus::Stopping => f.write_str("stopping"),
+            ActorStatus::Stopped => f.write_str("stopped"),
+            ActorStatus::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// State shared between an identity's owner and its [`ActorHandle`]s.
+pub(crate) struct ActorCell {
+    pub(crate) status: Watch<ActorStatus>,
+    pub(crate) stop_requested: Watch<bool>,
+    /// An instance (no loop): stopping it unbinds it at once.
+    detached: bool,
+}
+
+/// Observes and stops an actor or instance.
+#[derive(Clone)]
+pub struct ActorHandle {
+    id: ActorId,
+    cell: Arc<ActorCell>,
+    engine: Arc<Engine>,
+}
+
+impl ActorHandle {
+    /// The identity this handle observes.
+    pub fn actor_id(&self) -> &ActorId {
+        &self.id
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ActorStatus {
+        self.cell.status.get()
+    }
+
+    /// Asks it to stop. An actor finishes the message in hand, runs its `stopped` hook and
+    /// ends; an instance is unbound at once (its receivers drain, then report `Closed`).
+    pub fn stop(&self) {
+        self.cell.stop_requested.set(true);
+        if self.cell.detached {
+            self.engine.remove_actor(&self.id);
+            self.cell.status.update(|s| {
+                if s.is_terminal() {
+                    s.clone()
+                } else {
+                    ActorStatus::Stopped
+                }
+            });
+        } else {
+            self.cell.status.update(|s| {
+                if *s == ActorStatus::Running {
+                    ActorStatus::Stopping
+                } else {
+                    s.clone()
+                }
+            });
+        }
+    }
+
+    /// Waits until it is gone and returns how it ended.
+    pub async fn wait(&self) -> ActorStatus {
+        self.cell.status.wait_until(ActorStatus::is_terminal).await
+    }
+}
+
+impl fmt::Debug for ActorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorHandle")
+            .field("id", &self.id.to_string())
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// A participant with an actor identity and no message loop of its own: the caller opens
+/// ports and drains them. Dropping it unbinds all its ports and releases the identity.
+pub struct Instance {
+    engine: Arc<Engine>,
+    id: ActorId,
+    returns: Arc<Queue<Returned>>,
+    cell: Arc<ActorCell>,
+}
+
+impl Instance {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        id: ActorId,
+        returns: Arc<Queue<Returned>>,
+        detached: bool,
+    ) -> Self {
+        Instance {
+            engine,
+            id,
+            returns,
+            cell: Arc::new(ActorCell {
+                status: Watch::new(ActorStatus::Running),
+                stop_requested: Watch::new(false),
+                detached,
+            }),
+        }
+    }
+
+    pub(crate) fn cell(&self) -> &Arc<ActorCell> {
+        &self.cell
+    }
+
+    /// A handle that observes (and can stop) this identity.
+    pub fn handle(&self) -> ActorHandle {
+        ActorHandle {
+            id: self.id.clone(),
+            cell: self.cell.clone(),
+            engine: self.engine.clone(),
+        }
+    }
+
+    /// This identity.
+    pub fn actor_id(&self) -> &ActorId {
+        &self.id
+    }
+
+    /// The proc it lives in.
+    pub fn proc_id(&self) -> &ProcId {
+        self.engine.id()
+    }
+
+    /// Opens a port taking `M`s. Fails if the identity was stopped.
+    pub fn try_open_port<M>(&self) -> Result<(PortHandle<M>, PortReceiver<M>), ProcError> {
+        let (port, queue) = self.engine.open_port(&self.id, PortKind::Stream)?;
+        let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
+        Ok((PortHandle::new(port), rx))
+    }
+
+    /// Opens a port taking `M`s. If the identity was stopped, the receiver is already closed
+    /// (it reports [`RecvError::Closed`](crate::RecvError::Closed)) and messages sent to the
+    /// port come back as `NoSuchPort`; use [`Instance::try_open_port`] to get the error.
+    pub fn open_port<M>(&self) -> (PortHandle<M>, PortReceiver<M>) {
+        self.try_open_port().unwrap_or_else(|e| {
+            tracing::debug!(actor = %self.id, error = %e, "open_port on a stopped identity");
+            self.dead_port()
+        })
+    }
+
+    /// Opens a once-port: it takes one message, then is gone.
+    pub fn try_open_once_port<M>(
+        &self,
+    ) -> Result<(OncePortHandle<M>, OncePortReceiver<M>), ProcError> {
+        let (port, queue) = self.engine.open_port(&self.id, PortKind::Once)?;
+        let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
+        Ok((OncePortHandle::new(port), OncePortReceiver::new(rx)))
+    }
+
+    /// Opens a once-port; see [`Instance::open_port`] for a stopped identity.
+    pub fn open_once_port<M>(&self) -> (OncePortHandle<M>, OncePortReceiver<M>) {
+        self.try_open_once_port().unwrap_or_else(|e| {
+            tracing::debug!(actor = %self.id, error = %e, "open_once_port on a stopped identity");
+            let (h, rx) = self.dead_port::<M>();
+            (
+                OncePortHandle::new(h.port_id().clone()),
+                OncePortReceiver::new(rx),
+            )
+        })
+    }
+
+    fn dead_port<M>(&self) -> (PortHandle<M>, PortReceiver<M>) {
+        let port = self.id.port(u64::MAX);
+        let queue = Arc::new(Queue::new());
+        queue.close();
+        (
+            PortHandle::new(port.clone()),
+            PortReceiver::new(self.engine.clone(), port, queue),
+        )
+    }
+
+    /// Binds well-known port `index` (below
+    /// [`FIRST_EPHEMERAL_PORT`](procwire_core::registry::FIRST_EPHEMERAL_PORT)), so that
+    /// others can address it without being told.
+    pub fn bind_port<M>(&self, index: u64) -> Result<(PortHandle<M>, PortReceiver<M>), ProcError> {
+        let port = self.id.port(index);
+        let queue = self.engine.bind_port(&port, PortKind::Stream)?;
+        let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
+        Ok((PortHandle::new(port), rx))
+    }
+
+    /// Sends a raw envelope, waiting while its link's send window is full.
+    pub async fn send_envelope(&self, env: Envelope) -> Result<(), SendError> {
+        std::future::poll_fn(|cx| self.engine.poll_send(&env, cx)).await
+    }
+
+    /// Sends a raw envelope without waiting.
+    pub fn try_send_envelope(&self, env: Envelope) -> Result<(), SendError> {
+        self.engine.try_send(env)
+    }
+
+    /// Sends `payload` as is (no serialization) to `dest`, waiting for window room.
+    pub async fn send_bytes(&self, dest: &PortId, payload: Bytes) -> Result<(), SendError> {
+        self.send_envelope(Envelope::new(self.id.clone(), dest.clone(), payload))
+            .await
+    }
+
+    /// Sends `payload` as is to `dest` without waiting.
+    pub fn try_send_bytes(&self, dest: &PortId, payload: Bytes) -> Result<(), SendError> {
+        self.try_send_envelope(Envelope::new(self.id.clone(), dest.clone(), payload))
+    }
+
+    /// Whether a message to `proc` would be accepted now (its link window has room).
+    pub fn can_send(&self, proc: &ProcId) -> bool {
+        self.engine.can_send(proc)
+    }
+
+    /// Creates a child identity `ActorId(proc, root name, n)`, as an instance.
+    pub fn child(&self) -> Result<(Instance, ActorHandle), ProcError> {
+        let (id, returns) = self.engine.child(&self.id)?;
+        let inst = Instance::new(self.engine.clone(), id, returns, true);
+        let handle = inst.handle();
+        Ok((inst, handle))
+    }
+
+    /// Creates a child identity and runs `actor` on it.
+    pub fn spawn_child<A: Actor>(
+        &self,
+        actor: A,
+    ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
+        let (id, returns) = self.engine.child(&self.id)?;
+        spawn_actor(&self.engine, id, returns, actor)
+    }
+
+    /// Waits for the next message that came back undeliverable; `None` once the identity is
+    /// gone and nothing is left.
+    ///
+    /// Returns wait in a queue of bounded length (see
+    /// [`ProcOptions::returned_queue_len`](crate::ProcOptions::returned_queue_len)); beyond
+    /// it they are counted and logged, not kept.
+    pub async fn next_undeliverable(&self) -> Option<Returned> {
+        self.returns.pop().await
+    }
+
+    /// The next undeliverable return if one is queued.
+    pub fn try_next_undeliverable(&self) -> Option<Returned> {
+        self.returns.try_pop().ok()
+    }
+
+    /// Polls for the next undeliverable return.
+    pub fn poll_undeliverable(&self, cx: &mut Context<'_>) -> Poll<Option<Returned>> {
+        self.returns.poll_pop(cx)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.engine.remove_actor(&self.id);
+        if self.cell.detached {
+            self.cell.status.update(|s| {
+                if s.is_terminal() {
+                    s.clone()
+                } else {
+                    ActorStatus::Stopped
+                }
+            });
+        }
+    }
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Instance({})", self.id)
+    }
+}

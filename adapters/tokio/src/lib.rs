@@ -1,0 +1,96 @@
+//! # procwire-tokio
+//!
+//! procwire on tokio: stands up a [`Proc`] on a real address (Unix socket, TCP, or the
+//! in-process `local` transport), and drives procwire-core's sans-IO proc machine with tokio
+//! sockets, timers and tasks. The protocol (framing, sessions, acknowledgements, resends,
+//! undeliverable returns) lives entirely in core; this crate moves bytes, time and
+//! connection events in and carries the machine's outputs out.
+//!
+//! ```no_run
+//! use procwire_tokio::{ChannelTransport, Proc};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let proc = Proc::direct(ChannelTransport::Unix.any(), "root".to_string()).await?;
+//! let (instance, _handle) = proc.instance("client")?;
+//! let (port, mut rx) = instance.open_port::<String>();
+//! port.bind().send(&instance, "hello".to_string()).await?;
+//! assert_eq!(rx.recv().await?, "hello");
+//! proc.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Pieces
+//!
+//! * [`Proc::direct`] binds, names the proc `ProcId(bound address, name)`, accepts
+//!   connections and dials peers on demand. [`Proc::set_address`] routes a peer through
+//!   another address (a proxy).
+//! * [`Proc::instance`] gives a caller-driven [`Instance`]: typed ports
+//!   ([`Instance::open_port`], [`Instance::open_once_port`]) whose [`PortRef`]s can be sent
+//!   to any proc, sends, children, and the messages that came back undeliverable
+//!   ([`Instance::next_undeliverable`]).
+//! * [`Proc::spawn`] runs an [`Actor`] (a handler per message) and returns an
+//!   [`ActorHandle`] to watch, stop and wait for it.
+//! * Sends: `send` waits while the link's window is full, `try_send` reports
+//!   [`SendError::WouldBlock`]; both fail with typed errors such as
+//!   [`SendError::TooLarge`]. Anything accepted is delivered exactly once and in order, or
+//!   comes back to its sender with an [`Undeliverable`] reason.
+//! * [`Proc::shutdown`] flushes or returns everything in flight, then stops every task.
+//!
+//! ## How it drives core
+//!
+//! The core machine sits in an engine behind a mutex. Every input (bytes from a
+//! connection's reader task, a finished dial, the timer, an API call such as a send) runs
+//! one turn of core's loop on the task that has the input: `handle_*` with the current time,
+//! drain `poll_output` (bytes go to the connection's writer task, which gathers queued
+//! buffers into vectored writes; messages go to port queues), then re-arm the single timer
+//! task from `poll_timeout` if the deadline moved earlier. Sends therefore report
+//! `TooLarge`/`WouldBlock` at once, and no message pays for an extra task hop.
+//! TCP connections use `TCP_NODELAY`. Logs go through `tracing`, with a `proc` span around
+//! every task of a proc, `conn` spans per connection, and `actor` spans per actor.
+//!
+//! ## Layout
+//!
+//! Runtime-neutral modules (no tokio): `error`, `sync`, `typed`, `engine`, `instance`,
+//! `actor`. tokio-specific: `net` (sockets), `local` (in-process transport), `proc`
+//! (listener, timer, tasks). The neutral part is meant to move to a crate shared with the
+//! smol adapter.
+//!
+//! ## Addresses
+//!
+//! * `unix:@` (`ChannelTransport::Unix.any()`) binds a random abstract name
+//!   `procwire-<pid>-<hex>`; `unix:/path` binds a socket file, replacing a stale one that
+//!   nobody listens on, and removes it when the proc ends (unless another proc replaced it).
+//! * `tcp:127.0.0.1:0` binds a free port.
+//! * `local:0` takes a fresh in-process id; `local:N` binds that id if it is free. Local
+//!   connections are in-memory pipes carrying exactly the same bytes as sockets.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+// Ids are fixed-capacity values (no allocation, cheap to clone), so errors that carry an id
+// or an address are a few hundred bytes. They are returned only by setup calls (binding,
+// creating identities, opening ports), never on the per-message path.
+#![allow(clippy::result_large_err)]
+
+mod actor;
+mod engine;
+mod error;
+mod instance;
+mod local;
+mod net;
+mod proc;
+mod sync;
+mod typed;
+
+pub use actor::{Actor, Context, ACTOR_PORT};
+pub use error::{ActorError, ProcError, RecvError, SendError, TryRecvError};
+pub use instance::{ActorHandle, ActorStatus, Instance};
+pub use proc::{Proc, ProcOptions, ShutdownReport};
+pub use typed::{
+    decode, encode, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle, PortReceiver,
+    PortRef, Returned,
+};
+
+pub use procwire_core;
+pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
+pub use procwire_core::id::{
+    ActorId, ChannelAddr, ChannelTransport, Name, PortId, ProcId, UnixAddr,
+};
+pub use procwire_core::proc::{Config, Stats};

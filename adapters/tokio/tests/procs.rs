@@ -1,0 +1,830 @@
+//! Two procs in one OS process, over each transport: real Unix sockets, real TCP sockets on
+//! loopback, and the in-process local transport.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use procwire_tokio::procwire_core::registry::RegistryError;
+use procwire_tokio::{
+    ActorStatus, ChannelTransport, Name, PortRef, Proc, ProcError, ProcId, RecvError, SendError,
+    Undeliverable, ACTOR_PORT,
+};
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("valid name")
+}
+
+async fn pair(t: ChannelTransport) -> (Proc, Proc) {
+    init_logging();
+    let a = Proc::direct_with(t.any(), "a".to_string(), options())
+        .await
+        .expect("proc a");
+    let b = Proc::direct_with(t.any(), "b".to_string(), options())
+        .await
+        .expect("proc b");
+    assert_eq!(a.proc_id().addr().transport(), t);
+    assert!(
+        !a.addr().is_any(),
+        "bound address is concrete: {}",
+        a.addr()
+    );
+    assert_ne!(a.addr(), b.addr());
+    (a, b)
+}
+
+async fn shutdown_clean(p: &Proc) {
+    let report = within(20, "shutdown", p.shutdown()).await;
+    assert!(report.drained, "{} did not drain: {report:?}", p.proc_id());
+    assert_eq!(
+        report.aborted_tasks,
+        0,
+        "{}: tasks had to be aborted",
+        p.proc_id()
+    );
+}
+
+async fn echo_round_trips_and_once_ports(t: ChannelTransport) {
+    let (a, b) = pair(t).await;
+    let (echo, echo_handle) = b.spawn("echo", Echo::default()).expect("spawn echo");
+    assert_eq!(echo.actor_id(), &b.proc_id().actor(name("echo"), 0));
+    // The same reference, built from the id alone as a remote proc would.
+    let by_id = PortRef::<EchoMsg>::attest(b.proc_id().actor(name("echo"), 0).port(ACTOR_PORT));
+    assert_eq!(by_id, echo);
+
+    let (client, _client_handle) = a.instance("client").expect("instance");
+    assert_eq!(client.actor_id(), &a.proc_id().actor(name("client"), 0));
+    let (pong_port, mut pongs) = client.open_port::<Pong>();
+    within(30, "round trips", async {
+        for seq in 0..200u64 {
+            let msg = EchoMsg::Ping {
+                seq,
+                payload: vec![7; (seq as usize) * 13],
+                reply_to: pong_port.bind(),
+            };
+            by_id.send(&client, msg).await.expect("send ping");
+            let pong = pongs.recv().await.expect("pong");
+            assert_eq!(
+                pong,
+                Pong {
+                    seq,
+                    len: seq as usize * 13,
+                    from: echo.actor_id().clone()
+                }
+            );
+        }
+    })
+    .await;
+
+    // Pipelined: send many, then collect; order is kept.
+    within(30, "pipelined", async {
+        for seq in 0..2000u64 {
+            let msg = EchoMsg::Ping {
+                seq,
+                payload: Vec::new(),
+                reply_to: pong_port.bind(),
+            };
+            echo.send(&client, msg).await.expect("send");
+        }
+        for seq in 0..2000u64 {
+            assert_eq!(pongs.recv().await.expect("pong").seq, seq);
+        }
+    })
+    .await;
+
+    // A once-port takes one message.
+    let (once, once_rx) = client.open_once_port::<u64>();
+    let once_ref = once.bind();
+    let once_id = once_ref.port_id().clone();
+    echo.send(
+        &client,
+        EchoMsg::Once {
+            value: 77,
+            reply_to: once_ref,
+        },
+    )
+    .await
+    .expect("send once");
+    assert_eq!(within(10, "once reply", once_rx.recv()).await, Ok(77));
+    // A second message to it, from the other proc, comes back as NoSuchPort.
+    let (poker, _) = b.instance("poker").expect("poker");
+    poker
+        .send_bytes(&once_id, Bytes::from_static(b"late"))
+        .await
+        .expect("send to spent once-port");
+    let back = within(
+        10,
+        "return from spent once-port",
+        poker.next_undeliverable(),
+    )
+    .await
+    .expect("a return");
+    assert_eq!(back.reason, Undeliverable::NoSuchPort);
+    assert_eq!(back.dest(), &once_id);
+    assert_eq!(&back.payload()[..], b"late");
+
+    echo.send(&client, EchoMsg::Stop).await.expect("stop");
+    assert_eq!(
+        within(10, "echo stops", echo_handle.wait()).await,
+        ActorStatus::Stopped
+    );
+    drop((pongs, poker, client));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+async fn ordered_delivery_of_all_sizes(t: ChannelTransport) {
+    let (a, b) = pair(t).await;
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<()>();
+    let dest = port.port_id().clone();
+
+    // Mostly small messages, with zero-length and multi-MiB ones mixed in.
+    let sizes: Vec<usize> = (0..3000usize)
+        .map(|i| match i % 500 {
+            0 => 0,
+            1 => 4 * 1024 * 1024 + 3,
+            2 => 1024 * 1024,
+            3 => 65_536,
+            _ => (i * 37) % 700,
+        })
+        .collect();
+    let expected = sizes.clone();
+    let send = async {
+        for (seq, len) in sizes.iter().enumerate() {
+            let payload = if *len == 0 {
+                Bytes::new()
+            } else {
+                numbered_payload(seq as u64, *len)
+            };
+            sender.send_bytes(&dest, payload).await.expect("send");
+        }
+    };
+    let recv = async {
+        for (seq, len) in expected.iter().enumerate() {
+            let env = rx.recv_envelope().await.expect("message");
+            assert_eq!(&env.sender, sender.actor_id());
+            if *len == 0 {
+                assert!(env.payload.is_empty(), "message {seq} should be empty");
+            } else {
+                assert_eq!(check_payload(&env.payload, *len), seq as u64, "order");
+            }
+        }
+    };
+    within(120, "ordered delivery", async { tokio::join!(send, recv) }).await;
+    assert!(rx.try_recv_envelope().is_err(), "nothing extra arrives");
+    drop((rx, sender, receiver));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+async fn missing_destinations_come_back(t: ChannelTransport) {
+    let (a, b) = pair(t).await;
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (live, _live_rx) = receiver.open_port::<u32>();
+    let (gone, gone_rx) = receiver.open_port::<u32>();
+    drop(gone_rx);
+
+    let no_actor = b.proc_id().actor(name("nobody"), 0).port(1024);
+    let no_port = receiver.actor_id().port(live.port_id().index() + 100);
+    let cases = [
+        (no_actor, Undeliverable::NoSuchActor),
+        (no_port, Undeliverable::NoSuchPort),
+        (gone.port_id().clone(), Undeliverable::NoSuchPort),
+    ];
+    for (i, (dest, reason)) in cases.iter().enumerate() {
+        let payload = Bytes::from(vec![i as u8; 10]);
+        sender
+            .send_bytes(dest, payload.clone())
+            .await
+            .expect("send");
+        let back = within(10, "undeliverable return", sender.next_undeliverable())
+            .await
+            .expect("return");
+        assert_eq!(back.reason, *reason, "case {i}");
+        assert_eq!(back.dest(), dest);
+        assert_eq!(back.payload(), &payload);
+        assert_eq!(&back.envelope.sender, sender.actor_id());
+    }
+    drop((sender, receiver, _live_rx));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+async fn oversized_fails_at_sender(t: ChannelTransport) {
+    init_logging();
+    let mut small = options();
+    small.core.max_frame_len = 64 * 1024;
+    let a = Proc::direct_with(t.any(), "a".to_string(), small.clone())
+        .await
+        .expect("a");
+    let b = Proc::direct_with(t.any(), "b".to_string(), options())
+        .await
+        .expect("b");
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<Vec<u8>>();
+    let big = vec![1u8; 100 * 1024];
+
+    // Over the sender's own limit: refused at once, by both forms of send.
+    match port.bind().try_send(&sender, &big) {
+        Err(SendError::TooLarge { len, max }) => {
+            assert!(len as usize > big.len());
+            assert_eq!(max, 64 * 1024);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(matches!(
+        port.bind().send(&sender, &big).await,
+        Err(SendError::TooLarge { .. })
+    ));
+    // Under it: delivered.
+    port.bind()
+        .send(&sender, vec![2u8; 1000])
+        .await
+        .expect("small send");
+    assert_eq!(
+        within(10, "small message", rx.recv())
+            .await
+            .expect("msg")
+            .len(),
+        1000
+    );
+
+    // The receiver's smaller limit is learned at the handshake and enforced at the sender.
+    let (back_port, mut back_rx) = sender.open_port::<Vec<u8>>();
+    match back_port.bind().try_send(&receiver, &big) {
+        Err(SendError::TooLarge { max, .. }) => assert_eq!(max, 64 * 1024),
+        Ok(()) => {
+            // The link to `a` was not yet established; the message must come back, not vanish.
+            let back = within(10, "too-large return", receiver.next_undeliverable())
+                .await
+                .expect("return");
+            assert!(
+                matches!(back.reason, Undeliverable::TooLarge { .. }),
+                "{}",
+                back.reason
+            );
+        }
+        Err(other) => panic!("expected TooLarge, got {other}"),
+    }
+    back_port
+        .bind()
+        .send(&receiver, vec![3u8; 10])
+        .await
+        .expect("small back");
+    assert_eq!(
+        within(10, "small back", back_rx.recv()).await.expect("msg"),
+        vec![3u8; 10]
+    );
+    // Now the link is up: refused at the sender synchronously.
+    assert!(matches!(
+        back_port.bind().try_send(&receiver, &big),
+        Err(SendError::TooLarge { max: 65536, .. })
+    ));
+    drop((rx, back_rx, sender, receiver));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+async fn peer_restart_returns_in_flight(t: ChannelTransport) {
+    init_logging();
+    let addr = fixed_addr(t);
+    let nowhere = fixed_addr(t);
+    let a = Proc::direct_with(t.any(), "a".to_string(), options())
+        .await
+        .expect("a");
+    // b's first incarnation receives but never acknowledges, so everything `a` transmits to
+    // it stays unproven.
+    let mut lazy = options();
+    lazy.core.ack_every_msgs = u64::MAX;
+    lazy.core.ack_every_bytes = usize::MAX;
+    lazy.core.ack_delay = Duration::from_secs(3600).into();
+    let b = Proc::direct_with(addr.clone(), "b".to_string(), lazy)
+        .await
+        .expect("b");
+    assert_eq!(b.addr(), &addr);
+    let b_id = b.proc_id().clone();
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<u64>();
+    let dest = port.bind();
+
+    // Transmitted to (and even placed in a port of) the first incarnation, unacknowledged.
+    for i in 0..=20u64 {
+        dest.send(&sender, i).await.expect("send");
+    }
+    for i in 0..=20u64 {
+        assert_eq!(within(10, "delivery to b", rx.recv()).await, Ok(i));
+    }
+
+    // b crashes. Until b is back, `a` dials nowhere (so its new ports exist before `a`
+    // reconnects).
+    a.set_address(b_id.clone(), nowhere);
+    drop((rx, receiver));
+    within(10, "kill b", b.kill()).await;
+    drop(b);
+    // Sent while b is down: each either was transmitted on the dying connection (and comes
+    // back) or was not (and goes to the new incarnation). Never both, never neither.
+    for i in 21..=25u64 {
+        dest.send(&sender, i).await.expect("send while b is down");
+    }
+
+    // b comes back on the same address: a new incarnation with the same ids.
+    let b2 = within(10, "restart b", async {
+        loop {
+            match Proc::direct_with(addr.clone(), "b".to_string(), options()).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::debug!(error = %e, "rebind failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(b2.proc_id(), &b_id);
+    let (receiver2, _) = b2.instance("receiver").expect("receiver again");
+    let (port2, mut rx2) = receiver2.open_port::<u64>();
+    assert_eq!(
+        port2.port_id(),
+        dest.port_id(),
+        "same registry state, same port id"
+    );
+    a.set_address(b_id, addr);
+
+    let mut returned = Vec::new();
+    let mut delivered = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while returned.len() + delivered.len() < 26 {
+        tokio::select! {
+            r = sender.next_undeliverable() => {
+                let r = r.expect("sender alive");
+                assert_eq!(r.reason, Undeliverable::PeerRestarted, "reason");
+                returned.push(r.decode::<u64>().expect("decodes"));
+            }
+            m = rx2.recv() => delivered.push(m.expect("delivery to the new incarnation")),
+            () = tokio::time::sleep_until(deadline) => panic!(
+                "timed out; returned {returned:?}, delivered {delivered:?}, stats {:?}",
+                a.stats()
+            ),
+        }
+    }
+    // Everything transmitted to the old incarnation came back, in order.
+    assert_eq!(&returned[..21], &(0..=20).collect::<Vec<_>>()[..]);
+    // 21..=25: each exactly once, on one side or the other, in order on each side.
+    let mut all: Vec<u64> = returned[21..]
+        .iter()
+        .chain(delivered.iter())
+        .copied()
+        .collect();
+    assert!(
+        returned[21..].windows(2).all(|w| w[0] < w[1]),
+        "{returned:?}"
+    );
+    assert!(delivered.windows(2).all(|w| w[0] < w[1]), "{delivered:?}");
+    all.sort_unstable();
+    assert_eq!(all, (21..=25).collect::<Vec<_>>());
+
+    // New traffic reaches the new incarnation.
+    dest.send(&sender, 99u64).await.expect("send to new b");
+    assert_eq!(within(10, "after restart", rx2.recv()).await, Ok(99));
+    drop((rx2, receiver2, sender));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b2).await;
+}
+
+async fn window_full_blocks_then_resumes(t: ChannelTransport) {
+    init_logging();
+    let addr = fixed_addr(t);
+    let mut tight = options();
+    tight.core.window_msgs = 4;
+    let a = Proc::direct_with(t.any(), "a".to_string(), tight)
+        .await
+        .expect("a");
+    let (sender, _) = a.instance("sender").expect("sender");
+    // b does not exist yet; its first port will be `sink[0][1024]`.
+    let b_id = ProcId::new(addr.clone(), name("b"));
+    let dest = PortRef::<u64>::attest(b_id.actor(name("sink"), 0).port(1024));
+    let mut accepted = 0u64;
+    let err = loop {
+        match dest.try_send(&sender, accepted) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= 100, "the window never filled");
+    };
+    assert_eq!(err, SendError::WouldBlock);
+    assert!(accepted >= 1);
+    assert!(!sender.can_send(&b_id));
+    // `send` waits instead.
+    let blocked =
+        tokio::time::timeout(Duration::from_millis(200), dest.send(&sender, accepted)).await;
+    assert!(blocked.is_err(), "send must wait while the window is full");
+
+    // b appears; the window drains and the waiting send goes through.
+    let b = Proc::direct_with(addr, "b".to_string(), options())
+        .await
+        .expect("b");
+    let (sink, _) = b.instance("sink").expect("sink");
+    let (port, mut rx) = sink.open_port::<u64>();
+    assert_eq!(port.port_id(), dest.port_id());
+    within(20, "blocked send completes", dest.send(&sender, accepted))
+        .await
+        .expect("send");
+    for i in 0..=accepted {
+        assert_eq!(within(10, "delivery", rx.recv()).await, Ok(i));
+    }
+    drop((rx, sink, sender));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+async fn pipelined_sends_wait_for_window(t: ChannelTransport) {
+    init_logging();
+    let mut tight = options();
+    tight.core.window_msgs = 16;
+    tight.core.window_bytes = 4096;
+    let a = Proc::direct_with(t.any(), "a".to_string(), tight)
+        .await
+        .expect("a");
+    let b = Proc::direct_with(t.any(), "b".to_string(), options())
+        .await
+        .expect("b");
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<u64>();
+    let dest = port.bind();
+    const N: u64 = 5000;
+    let send = async {
+        for i in 0..N {
+            dest.send(&sender, i).await.expect("send");
+        }
+    };
+    let recv = async {
+        for i in 0..N {
+            assert_eq!(rx.recv().await, Ok(i));
+        }
+    };
+    within(60, "pipelined sends through a small window", async {
+        tokio::join!(send, recv)
+    })
+    .await;
+    drop((rx, sender, receiver));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+macro_rules! per_transport {
+    ($($module:ident => $transport:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn echo_round_trips_and_once_ports() {
+                super::echo_round_trips_and_once_ports($transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ordered_delivery_of_all_sizes() {
+                super::ordered_delivery_of_all_sizes($transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn missing_destinations_come_back() {
+                super::missing_destinations_come_back($transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn oversized_fails_at_sender() {
+                super::oversized_fails_at_sender($transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn peer_restart_returns_in_flight() {
+                super::peer_restart_returns_in_flight($transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pipelined_sends_wait_for_window() {
+                super::pipelined_sends_wait_for_window($transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn window_full_blocks_then_resumes() {
+                super::window_full_blocks_then_resumes($transport).await;
+            }
+        }
+    )*};
+}
+
+per_transport! {
+    unix => ChannelTransport::Unix,
+    tcp => ChannelTransport::Tcp,
+    local => ChannelTransport::Local,
+}
+
+#[tokio::test]
+async fn child_ids_count_up_per_root() {
+    let (a, b) = pair(ChannelTransport::Local).await;
+    let (parent, _) = a.instance("parent").expect("parent");
+    let (c1, h1) = parent.child().expect("child 1");
+    let (c2, _) = parent.child().expect("child 2");
+    assert_eq!(c1.actor_id(), &a.proc_id().actor(name("parent"), 1));
+    assert_eq!(c2.actor_id(), &a.proc_id().actor(name("parent"), 2));
+    assert_eq!(h1.actor_id(), c1.actor_id());
+    assert!(
+        c1.actor_id().to_string().ends_with(",parent[1]"),
+        "{}",
+        c1.actor_id()
+    );
+    let (grandchild, _) = c1.child().expect("grandchild");
+    assert_eq!(grandchild.actor_id().pid(), 3);
+
+    // A child actor is addressable from another proc.
+    let (echo, echo_handle) = parent.spawn_child(Echo::default()).expect("spawn child");
+    assert_eq!(echo.actor_id(), &a.proc_id().actor(name("parent"), 4));
+    let (client, _) = b.instance("client").expect("client");
+    let (pong, mut pongs) = client.open_port::<Pong>();
+    echo.send(
+        &client,
+        EchoMsg::Ping {
+            seq: 5,
+            payload: vec![1, 2, 3],
+            reply_to: pong.bind(),
+        },
+    )
+    .await
+    .expect("ping child");
+    let p = within(10, "child replies", pongs.recv())
+        .await
+        .expect("pong");
+    assert_eq!((p.seq, p.len, &p.from), (5, 3, echo.actor_id()));
+
+    // Pids never go back, even after the root is released and reserved again.
+    drop((c1, c2, grandchild, parent));
+    echo_handle.stop();
+    within(10, "child stops", echo_handle.wait()).await;
+    let (again, _) = a.instance("parent").expect("root name free again");
+    let (c5, _) = again.child().expect("child after re-reserve");
+    assert_eq!(c5.actor_id().pid(), 5);
+    drop((pongs, client, again, c5));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+#[tokio::test]
+async fn duplicate_root_names_and_bad_names_are_refused() {
+    init_logging();
+    let a = Proc::direct_with(ChannelTransport::Local.any(), "a".to_string(), options())
+        .await
+        .expect("a");
+    let (first, first_handle) = a.instance("x").expect("first x");
+    match a.instance("x") {
+        Err(ProcError::Registry(RegistryError::Duplicate(n))) => assert_eq!(n.as_str(), "x"),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    assert!(matches!(
+        a.spawn("x", Echo::default()),
+        Err(ProcError::Registry(RegistryError::Duplicate(_)))
+    ));
+    assert!(matches!(
+        a.instance("not a name"),
+        Err(ProcError::Registry(RegistryError::BadName(_)))
+    ));
+    // Released on drop, then free again.
+    drop(first);
+    assert_eq!(first_handle.status(), ActorStatus::Stopped);
+    let (_again, _) = a.instance("x").expect("x is free again");
+
+    assert!(matches!(
+        Proc::direct(ChannelTransport::Local.any(), "bad name".to_string()).await,
+        Err(ProcError::BadName(_))
+    ));
+    // The address is taken.
+    match Proc::direct(a.addr().clone(), "other".to_string()).await {
+        Err(ProcError::Bind { addr, source }) => {
+            assert_eq!(&addr, a.addr());
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    shutdown_clean(&a).await;
+}
+
+#[tokio::test]
+async fn actor_lifecycle_and_failures() {
+    let (a, b) = pair(ChannelTransport::Local).await;
+    let (client, _) = b.instance("client").expect("client");
+
+    let (echo, h) = a.spawn("failing", Echo::default()).expect("spawn");
+    assert_eq!(h.status(), ActorStatus::Running);
+    echo.send(&client, EchoMsg::Fail("bad input".into()))
+        .await
+        .expect("send");
+    assert_eq!(
+        within(10, "fails", h.wait()).await,
+        ActorStatus::Failed("bad input".into())
+    );
+
+    let (echo, h) = a.spawn("panicking", Echo::default()).expect("spawn");
+    echo.send(&client, EchoMsg::Panic).await.expect("send");
+    match within(10, "panics", h.wait()).await {
+        ActorStatus::Failed(why) => assert!(why.contains("asked to panic"), "{why}"),
+        other => panic!("expected Failed, got {other}"),
+    }
+
+    let (echo, h) = a.spawn("stopped", Echo::default()).expect("spawn");
+    h.stop();
+    assert_eq!(within(10, "stops", h.wait()).await, ActorStatus::Stopped);
+    // Its mailbox is gone: messages come back.
+    echo.send(&client, EchoMsg::Stop).await.expect("send");
+    let back = within(10, "return", client.next_undeliverable())
+        .await
+        .expect("return");
+    assert!(
+        matches!(
+            back.reason,
+            Undeliverable::NoSuchActor | Undeliverable::NoSuchPort
+        ),
+        "{}",
+        back.reason
+    );
+
+    // Stopping an instance closes its ports.
+    let (inst, ih) = a.instance("inst").expect("instance");
+    let (_p, mut rx) = inst.open_port::<u8>();
+    ih.stop();
+    assert_eq!(ih.status(), ActorStatus::Stopped);
+    assert_eq!(within(5, "closed", rx.recv()).await, Err(RecvError::Closed));
+    let (_p2, mut rx2) = inst.open_port::<u8>();
+    assert_eq!(
+        within(5, "closed at once", rx2.recv()).await,
+        Err(RecvError::Closed)
+    );
+    drop((rx, rx2, inst, client));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaks_no_tasks_and_closes_everything() {
+    init_logging();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    for t in TRANSPORTS {
+        let (a, b) = pair(t).await;
+        let (echo, echo_handle) = b.spawn("echo", Echo::default()).expect("echo");
+        let (client, client_handle) = a.instance("client").expect("client");
+        let (pong, mut pongs) = client.open_port::<Pong>();
+        for seq in 0..50 {
+            echo.send(
+                &client,
+                EchoMsg::Ping {
+                    seq,
+                    payload: vec![0; 100],
+                    reply_to: pong.bind(),
+                },
+            )
+            .await
+            .expect("ping");
+        }
+        for _ in 0..50 {
+            within(10, "pong", pongs.recv()).await.expect("pong");
+        }
+        assert!(a.connection_count() >= 1);
+        shutdown_clean(&a).await;
+        shutdown_clean(&b).await;
+        // Everything is closed and refused afterwards.
+        assert_eq!(
+            within(5, "port closed", pongs.recv()).await,
+            Err(RecvError::Closed)
+        );
+        assert_eq!(
+            within(5, "actor ended", echo_handle.wait()).await,
+            ActorStatus::Stopped
+        );
+        assert_eq!(
+            pong.bind().try_send(
+                &client,
+                Pong {
+                    seq: 0,
+                    len: 0,
+                    from: client.actor_id().clone()
+                }
+            ),
+            Err(SendError::ShuttingDown)
+        );
+        assert!(matches!(a.instance("late"), Err(ProcError::ShuttingDown)));
+        assert_eq!(a.connection_count(), 0);
+        // A second shutdown is harmless.
+        within(10, "second shutdown", a.shutdown()).await;
+        drop((pongs, client));
+        assert_eq!(client_handle.status(), ActorStatus::Stopped);
+    }
+    within(10, "tasks end", async {
+        while metrics.num_alive_tasks() > baseline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_what_cannot_be_delivered() {
+    init_logging();
+    let mut quick = options();
+    quick.core.shutdown_timeout = Duration::from_millis(300).into();
+    let a = Proc::direct_with(ChannelTransport::Tcp.any(), "a".to_string(), quick)
+        .await
+        .expect("a");
+    // Nobody listens at b's address.
+    let b_id = ProcId::new(fixed_addr(ChannelTransport::Tcp), name("b"));
+    let dest = b_id.actor(name("sink"), 0).port(1024);
+    let (sender, _) = a.instance("sender").expect("sender");
+    for i in 0..30u8 {
+        sender
+            .send_bytes(&dest, Bytes::from(vec![i; 3]))
+            .await
+            .expect("send");
+    }
+    let report = within(20, "shutdown", a.shutdown()).await;
+    assert!(report.drained);
+    let mut back = Vec::new();
+    while let Some(r) = sender.try_next_undeliverable() {
+        assert!(
+            matches!(
+                r.reason,
+                Undeliverable::ShuttingDown | Undeliverable::Unreachable
+            ),
+            "{}",
+            r.reason
+        );
+        back.push(r.payload()[0]);
+    }
+    assert_eq!(
+        back,
+        (0..30).collect::<Vec<_>>(),
+        "every message comes back once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_stops_the_proc() {
+    init_logging();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let addr = fixed_addr(ChannelTransport::Unix);
+    {
+        let a = Proc::direct_with(ChannelTransport::Tcp.any(), "a".to_string(), options())
+            .await
+            .expect("a");
+        let b = Proc::direct_with(addr.clone(), "b".to_string(), options())
+            .await
+            .expect("b");
+        let (_echo_ref, echo) = b.spawn("echo", Echo::default()).expect("echo");
+        let (client, _) = a.instance("client").expect("client");
+        let (pong, mut pongs) = client.open_port::<Pong>();
+        let echo_ref = PortRef::<EchoMsg>::attest(echo.actor_id().port(ACTOR_PORT));
+        echo_ref
+            .send(
+                &client,
+                EchoMsg::Ping {
+                    seq: 1,
+                    payload: vec![],
+                    reply_to: pong.bind(),
+                },
+            )
+            .await
+            .expect("ping");
+        within(10, "pong", pongs.recv()).await.expect("pong");
+        // No shutdown: the last handles just go away (the receiver and instance too).
+        drop((a, b, pongs, client));
+        // The actor's loop is aborted with the proc; its handle still ends.
+        assert_eq!(
+            within(10, "actor ends", echo.wait()).await,
+            ActorStatus::Stopped
+        );
+    }
+    within(10, "tasks end", async {
+        while metrics.num_alive_tasks() > baseline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // The address is free again (and its socket file gone).
+    if let procwire_tokio::ChannelAddr::Unix(procwire_tokio::UnixAddr::Path(p)) = &addr {
+        assert!(
+            !std::path::Path::new(p.as_str()).exists(),
+            "socket file left behind"
+        );
+    }
+    let again = Proc::direct_with(addr, "b".to_string(), options())
+        .await
+        .expect("rebind");
+    shutdown_clean(&again).await;
+}
