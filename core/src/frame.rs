@@ -545,6 +545,8 @@ pub enum RefuseReason {
     ShuttingDown,
     /// The hello could not be decoded.
     BadHello,
+    /// The acceptor holds `max_inbound_sessions` sessions already.
+    TooManySessions,
 }
 
 impl fmt::Display for RefuseReason {
@@ -556,6 +558,7 @@ impl fmt::Display for RefuseReason {
             }
             RefuseReason::ShuttingDown => f.write_str("peer is shutting down"),
             RefuseReason::BadHello => f.write_str("malformed hello"),
+            RefuseReason::TooManySessions => f.write_str("peer has too many sessions"),
         }
     }
 }

@@ -724,7 +724,7 @@ impl Proc {
                 return;
             }
             if self.inbound.len() >= self.sh.config.max_inbound_sessions {
-                return self.refuse(conn, RefuseReason::ShuttingDown);
+                return self.refuse(conn, RefuseReason::TooManySessions);
             }
             self.inbound.insert(
                 key.clone(),

@@ -736,3 +736,24 @@ fn draining_output_never_moves_a_deadline() {
     p.run_for(Duration::from_millis(10));
     assert_eq!(p.payloads(1).len(), 4);
 }
+
+#[test]
+fn inbound_session_limit_refuses_further_dialers() {
+    let config = Config {
+        max_inbound_sessions: 1,
+        ..quick()
+    };
+    let mut p = Pair::new(3, config);
+    p.send(0, target(1), b"first").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.send(2, target(1), b"second").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["first"]);
+    assert_eq!(
+        p.returns(2),
+        [(
+            Bytes::from("second"),
+            Undeliverable::Refused(RefuseReason::TooManySessions)
+        )]
+    );
+}
