@@ -21,7 +21,7 @@ pub struct Config {
     pub ack_every_bytes: usize,
     /// ...or this long after the first unacknowledged message, whichever comes first.
     pub ack_delay: Duration,
-    /// A dialer pings this often on an open connection.
+    /// A dialer pings, and an acceptor sends a keepalive, this often on an open connection.
     pub heartbeat_interval: Duration,
     /// A connection on which nothing at all arrived for this long is closed. Any byte
     /// counts, so a slowly arriving large frame keeps the link alive.

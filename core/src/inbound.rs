@@ -4,7 +4,9 @@
 //! It counts received messages (the next sequence number expected), acknowledges them
 //! cumulatively and coalesced (after `ack_every_msgs` messages or `ack_every_bytes` bytes,
 //! `ack_delay` after the first unacknowledged one, and at once when the dialer pings), and
-//! answers pings. Its position survives connection loss for `session_retention`, so the
+//! answers pings. It also sends a keepalive every `heartbeat_interval` of its own accord:
+//! the dialer's pings can sit behind a large frame of its own, and liveness must not
+//! depend on message size. Its position survives connection loss for `session_retention`, so the
 //! dialer can resume exactly where delivery stopped. Routing what it receives is the
 //! proc's job.
 
@@ -28,6 +30,9 @@ timer_keys! {
         Ack,
         /// Nothing heard from the dialer for too long.
         Idle,
+        /// Send a keepalive, so the dialer hears from us even while a large frame of its
+        /// own occupies the link for longer than its idle timeout.
+        Heartbeat,
         /// Forget a session whose dialer has not come back.
         Retention,
     }
@@ -51,7 +56,7 @@ pub(crate) struct Inbound {
     acked: u64,
     unacked_bytes: usize,
     conn: Option<(ConnId, FrameDecoder<BytesMut>)>,
-    timers: Timers<InTimer, 3>,
+    timers: Timers<InTimer, 4>,
 }
 
 impl Inbound {
@@ -103,6 +108,8 @@ impl Inbound {
         self.timers.clear(InTimer::Retention);
         self.timers.clear(InTimer::Ack);
         self.timers.set(InTimer::Idle, now + sh.config.idle_timeout);
+        self.timers
+            .set(InTimer::Heartbeat, now + sh.config.heartbeat_interval);
     }
 
     /// Bytes arrived on `conn`; decoded envelopes are pushed to `received`.
@@ -222,6 +229,7 @@ impl Inbound {
     fn detached(&mut self, now: Instant, sh: &mut Shared) {
         self.timers.clear(InTimer::Ack);
         self.timers.clear(InTimer::Idle);
+        self.timers.clear(InTimer::Heartbeat);
         self.timers
             .set(InTimer::Retention, now + sh.config.session_retention);
     }
@@ -240,6 +248,13 @@ impl Inbound {
             match t {
                 InTimer::Ack => self.ack(sh),
                 InTimer::Idle => self.fail_conn(now, sh, ConnError::IdleTimeout),
+                InTimer::Heartbeat => {
+                    if let Some((c, _)) = &self.conn {
+                        append(sh, *c, FrameKind::Pong, &[]);
+                        self.timers
+                            .set(InTimer::Heartbeat, now + sh.config.heartbeat_interval);
+                    }
+                }
                 InTimer::Retention => return Fate::Ended,
             }
         }

@@ -757,3 +757,27 @@ fn inbound_session_limit_refuses_further_dialers() {
         )]
     );
 }
+
+#[test]
+fn acceptor_sends_keepalives_of_its_own_accord() {
+    let mut p = Pair::new(2, quick());
+    // A dialer that never pings (it could be busy writing one huge frame).
+    let outsider = ProcId::new(ChannelAddr::Local(99), Name::new("outsider").unwrap());
+    let raw = raw_session(&mut p, 1, &outsider);
+    p.run_for(Duration::from_millis(450));
+    let rx = p.raw_rx[raw].split();
+    let mut d = FrameDecoder::frames_only(1024, BytesMut::new());
+    let (mut at, mut pongs) = (0, 0);
+    while at < rx.len() {
+        let step = d.decode(&rx[at..]).unwrap();
+        at += step.consumed;
+        if matches!(step.item, Some(Item::Frame(h)) if h.kind == FrameKind::Pong) {
+            pongs += 1;
+        }
+    }
+    assert_eq!(pongs, 4, "one every 100 ms");
+    // Silence from the dialer still ends the connection at the idle timeout.
+    p.run_for(Duration::from_millis(100));
+    assert!(p.raw_closed[raw]);
+    assert!(p.failures(1).contains(&ConnError::IdleTimeout));
+}
