@@ -1,1 +1,80 @@
-//! procwire benchmarks (in progress).
+//! # procwire-benches
+//!
+//! The scenarios behind procwire's speed figures, shared by the criterion benches
+//! (`benches/codec.rs`, `benches/transport.rs`) and the report binary (`src/bin/report.rs`),
+//! so that both measure exactly the same code.
+//!
+//! Every procwire scenario has a raw-socket twin that does the same job with the least code
+//! a careful programmer would write (a 4-byte length prefix, buffered reads), run in the
+//! same process, on the same runtime and in the same topology. Figures are only ever read
+//! as a ratio to that twin.
+//!
+//! * [`codec`]: procwire-core's envelope and frame codecs without sockets, against the same
+//!   bytes written and read back through a std `UnixStream::pair()` in one thread.
+//! * [`wire`]: two procwire-tokio procs in one process on a current-thread runtime.
+//! * [`raw`]: the raw tokio `UnixStream` / `TcpStream` baselines for [`wire`].
+//!
+//! All transport scenarios run on one current-thread tokio runtime ([`runtime`]): one OS
+//! thread drives both ends, so no figure includes a cross-CPU wake-up.
+//!
+//! Each measuring function does a fixed amount of work and returns the time it took, which
+//! is what criterion's `iter_custom` wants and what the report takes medians of.
+
+pub mod codec;
+pub mod raw;
+pub mod wire;
+
+use std::fmt;
+
+/// Payload of a "small" message, in bytes.
+pub const SMALL: usize = 64;
+/// Messages in one pipelined burst.
+pub const PIPELINE_N: usize = 10_000;
+/// Payload of a bulk message, in bytes (1 MiB).
+pub const BULK: usize = 1 << 20;
+/// Bulk messages in one burst (16 MiB).
+pub const BULK_BURST: usize = 16;
+
+/// Error of a scenario (setup or a failed send/receive); benches stop on it.
+pub type Error = Box<dyn std::error::Error>;
+
+/// Which socket family a transport scenario runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Net {
+    /// Unix stream sockets (an abstract name for procwire, `UnixStream::pair` for raw).
+    Unix,
+    /// TCP over 127.0.0.1 with `TCP_NODELAY`.
+    Tcp,
+}
+
+impl Net {
+    /// Both, in report order.
+    pub const ALL: [Net; 2] = [Net::Unix, Net::Tcp];
+}
+
+impl fmt::Display for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Net::Unix => "unix",
+            Net::Tcp => "tcp",
+        })
+    }
+}
+
+/// The runtime every transport scenario runs on: tokio's current-thread runtime, so one
+/// thread drives both ends (the topology all figures are stated for).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .expect("build a current-thread tokio runtime")
+}
+
+/// A payload of `len` bytes with a recognisable pattern.
+pub fn payload(len: usize) -> bytes::Bytes {
+    (0..len)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}

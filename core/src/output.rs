@@ -1,6 +1,7 @@
 //! What the proc machine asks its driver to do, and the queue that coalesces writes.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 use core::fmt;
 
 use bytes::{Bytes, BytesMut};
@@ -146,8 +147,9 @@ pub(crate) struct Outputs {
     queue: VecDeque<Slot>,
     /// Number of entries ever popped, to turn absolute positions into queue indices.
     popped: u64,
-    /// Absolute position of the open (appendable) transmit of each connection.
-    open: BTreeMap<ConnId, u64>,
+    /// Absolute position of the open (appendable) transmit of each connection; a proc
+    /// writes to a handful of connections at a time, so a short list beats a map.
+    open: Vec<(ConnId, u64)>,
     coalesce: usize,
     /// Connections closed since the last `take_closed`.
     closed: alloc::vec::Vec<ConnId>,
@@ -165,7 +167,7 @@ impl Outputs {
         Outputs {
             queue: VecDeque::new(),
             popped: 0,
-            open: BTreeMap::new(),
+            open: Vec::new(),
             coalesce,
             closed: alloc::vec::Vec::new(),
         }
@@ -177,7 +179,7 @@ impl Outputs {
 
     pub(crate) fn push(&mut self, o: Output) {
         if let Output::Close { conn } = o {
-            self.open.remove(&conn);
+            self.close_open(conn);
             self.closed.push(conn);
         }
         self.queue.push_back(Slot::Ready(o));
@@ -201,10 +203,12 @@ impl Outputs {
                 return;
             }
         }
-        let mut buf = BytesMut::with_capacity(data.len().max(4096));
+        // Start small: a turn often writes a single frame; `extend` doubles as more come.
+        let mut buf = BytesMut::with_capacity(data.len().max(256));
         buf.extend_from_slice(data);
-        self.open
-            .insert(conn, self.popped + self.queue.len() as u64);
+        let abs = self.popped + self.queue.len() as u64;
+        self.close_open(conn);
+        self.open.push((conn, abs));
         self.queue.push_back(Slot::Building { conn, buf });
     }
 
@@ -213,15 +217,19 @@ impl Outputs {
         if data.len() < LARGE_FRAME {
             return self.write(conn, data);
         }
-        self.open.remove(&conn);
+        self.close_open(conn);
         self.queue.push_back(Slot::Ready(Output::Transmit {
             conn,
             data: data.clone(),
         }));
     }
 
+    fn close_open(&mut self, conn: ConnId) {
+        self.open.retain(|(c, _)| *c != conn);
+    }
+
     fn open_buf(&mut self, conn: ConnId) -> Option<&mut BytesMut> {
-        let abs = *self.open.get(&conn)?;
+        let abs = self.open.iter().find(|(c, _)| *c == conn)?.1;
         let idx = usize::try_from(abs.checked_sub(self.popped)?).ok()?;
         match self.queue.get_mut(idx) {
             Some(Slot::Building { conn: c, buf }) if *c == conn => Some(buf),
@@ -236,9 +244,7 @@ impl Outputs {
         Some(match slot {
             Slot::Ready(o) => o,
             Slot::Building { conn, buf } => {
-                if self.open.get(&conn) == Some(&abs) {
-                    self.open.remove(&conn);
-                }
+                self.open.retain(|o| *o != (conn, abs));
                 Output::Transmit {
                     conn,
                     data: buf.freeze(),

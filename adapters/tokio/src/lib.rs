@@ -35,24 +35,57 @@
 //!   comes back to its sender with an [`Undeliverable`] reason.
 //! * [`Proc::shutdown`] flushes or returns everything in flight, then stops every task.
 //!
+//! ## Actors
+//!
+//! An actor is a handler per message on an identity of its own; its mailbox is the
+//! well-known port [`ACTOR_PORT`], so any proc that knows its id can address it.
+//!
+//! ```
+//! use procwire_tokio::{Actor, ActorError, Context, PortRef};
+//!
+//! /// Sends each text back to the port that came with it.
+//! struct Echo;
+//!
+//! impl Actor for Echo {
+//!     type Message = (String, PortRef<String>);
+//!
+//!     async fn handle(
+//!         &mut self,
+//!         cx: &mut Context,
+//!         (text, reply_to): Self::Message,
+//!     ) -> Result<(), ActorError> {
+//!         reply_to.send(cx, text).await?;
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
 //! ## How it drives core
 //!
-//! The core machine sits in an engine behind a mutex. Every input (bytes from a
-//! connection's reader task, a finished dial, the timer, an API call such as a send) runs
-//! one turn of core's loop on the task that has the input: `handle_*` with the current time,
-//! drain `poll_output` (bytes go to the connection's writer task, which gathers queued
-//! buffers into vectored writes; messages go to port queues), then re-arm the single timer
-//! task from `poll_timeout` if the deadline moved earlier. Sends therefore report
+//! Everything but the runtime lives in `procwire-host`, shared with the smol adapter: the
+//! core machine sits in an engine behind a mutex. Every input (bytes from a connection's
+//! reader task, a finished dial, the timer, an API call such as a send) runs one turn of
+//! core's loop on the task that has the input: `handle_*` with the current time, drain
+//! `poll_output` (bytes go to the connection's writer task, which gathers queued buffers into
+//! vectored writes; messages go to port queues), then re-arm the single timer task from
+//! `poll_timeout` if the deadline moved earlier. Sends therefore report
 //! `TooLarge`/`WouldBlock` at once, and no message pays for an extra task hop.
 //! TCP connections use `TCP_NODELAY`. Logs go through `tracing`, with a `proc` span around
 //! every task of a proc, `conn` spans per connection, and `actor` spans per actor.
 //!
+//! Tasks (listener, timer, connection readers and writers, actor loops) are spawned on the
+//! tokio runtime that called [`Proc::direct`]; the clock and timers are tokio's, so a paused
+//! test clock applies to them.
+//!
 //! ## Layout
 //!
-//! Runtime-neutral modules (no tokio): `error`, `sync`, `typed`, `engine`, `instance`,
-//! `actor`. tokio-specific: `net` (sockets), `local` (in-process transport), `proc`
-//! (listener, timer, tasks). The neutral part is meant to move to a crate shared with the
-//! smol adapter.
+//! This crate is only the tokio [`Runtime`](procwire_host::Runtime) (`net`: tokio's clock,
+//! timers and tasks; tokio TCP and Unix sockets behind `futures-io` halves) and the [`Proc`]
+//! wrapper (`proc`). Everything else is re-exported from `procwire-host`: the engine, the
+//! proc driver (binding, listener loop, dialing, reader and writer tasks, shutdown), the
+//! in-process `local` transport, instances, typed ports, actors and errors. So the smol
+//! adapter has the same API and behaviour, and procs of both adapters interoperate, also
+//! over `local` within one process.
 //!
 //! ## Addresses
 //!
@@ -69,23 +102,14 @@
 // creating identities, opening ports), never on the per-message path.
 #![allow(clippy::result_large_err)]
 
-mod actor;
-mod engine;
-mod error;
-mod instance;
-mod local;
 mod net;
 mod proc;
-mod sync;
-mod typed;
 
-pub use actor::{Actor, Context, ACTOR_PORT};
-pub use error::{ActorError, ProcError, RecvError, SendError, TryRecvError};
-pub use instance::{ActorHandle, ActorStatus, Instance};
-pub use proc::{Proc, ProcOptions, ShutdownReport};
-pub use typed::{
-    decode, encode, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle, PortReceiver,
-    PortRef, Returned,
+pub use proc::Proc;
+pub use procwire_host::{
+    decode, encode, Actor, ActorError, ActorHandle, ActorStatus, Context, Instance, OncePortHandle,
+    OncePortReceiver, OncePortRef, PortHandle, PortReceiver, PortRef, ProcError, ProcOptions,
+    RecvError, Returned, SendError, ShutdownReport, TryRecvError, ACTOR_PORT,
 };
 
 pub use procwire_core;

@@ -208,6 +208,51 @@ impl<T: Clone> Watch<T> {
     }
 }
 
+/// A wake-up signal with one stored permit (like a one-slot semaphore): [`Signal::notify`]
+/// sets it and wakes the waiter, [`Signal::wait`] consumes it. A notify with nobody waiting
+/// is kept for the next wait; repeated notifies collapse into one.
+pub(crate) struct Signal {
+    state: Mutex<(bool, Option<Waker>)>,
+}
+
+impl Signal {
+    pub(crate) fn new() -> Self {
+        Signal {
+            state: Mutex::new((false, None)),
+        }
+    }
+
+    /// Sets the permit and wakes the waiter.
+    pub(crate) fn notify(&self) {
+        let waker = {
+            let mut st = lock(&self.state);
+            st.0 = true;
+            st.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Consumes the permit, or registers the waker.
+    pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = lock(&self.state);
+        if std::mem::take(&mut st.0) {
+            return Poll::Ready(());
+        }
+        match &st.1 {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.1 = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Waits for (and consumes) the permit.
+    pub(crate) async fn wait(&self) {
+        std::future::poll_fn(|cx| self.poll_wait(cx)).await
+    }
+}
+
 /// A future that turns a panic in `inner` into `Err(message)`.
 pub(crate) struct CatchUnwind<F> {
     inner: Pin<Box<F>>,
@@ -243,6 +288,29 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// A minimal executor for unit tests: polls `fut` on this thread, parking between wake-ups.
+#[cfg(test)]
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,33 +341,51 @@ mod tests {
         assert_eq!(q.len(), 1);
     }
 
-    #[tokio::test]
-    async fn pop_wakes_on_push_from_another_task() {
+    #[test]
+    fn pop_wakes_on_push_from_another_thread() {
         let q = Arc::new(Queue::new());
         let q2 = q.clone();
-        let t = tokio::spawn(async move { q2.pop().await });
-        tokio::task::yield_now().await;
-        assert!(q.push(42u32).is_ok());
-        let got = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
-        assert!(matches!(got, Ok(Ok(Some(42)))));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(q2.push(42u32).is_ok());
+        });
+        assert_eq!(block_on(q.pop()), Some(42));
+        t.join().expect("pusher");
     }
 
-    #[tokio::test]
-    async fn watch_wakes_waiters() {
+    #[test]
+    fn watch_wakes_waiters() {
         let w = Arc::new(Watch::new(0u32));
         let w2 = w.clone();
-        let t = tokio::spawn(async move { w2.wait_until(|v| *v >= 2).await });
-        w.set(1);
-        w.update(|v| v + 1);
-        let got = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
-        assert!(matches!(got, Ok(Ok(2))));
+        let t = std::thread::spawn(move || {
+            w2.set(1);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            w2.update(|v| v + 1);
+        });
+        assert_eq!(block_on(w.wait_until(|v| *v >= 2)), 2);
+        t.join().expect("setter");
     }
 
-    #[tokio::test]
-    async fn catch_unwind_reports_panics() {
-        let r: Result<(), String> = CatchUnwind::new(async { panic!("boom") }).await;
+    #[test]
+    fn signal_keeps_one_permit() {
+        let s = Arc::new(Signal::new());
+        s.notify();
+        s.notify();
+        block_on(s.wait());
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            s2.notify();
+        });
+        block_on(s.wait());
+        t.join().expect("notifier");
+    }
+
+    #[test]
+    fn catch_unwind_reports_panics() {
+        let r: Result<(), String> = block_on(CatchUnwind::new(async { panic!("boom") }));
         assert_eq!(r, Err("boom".to_string()));
-        let ok: Result<u8, String> = CatchUnwind::new(async { 5 }).await;
+        let ok: Result<u8, String> = block_on(CatchUnwind::new(async { 5 }));
         assert_eq!(ok, Ok(5));
     }
 }

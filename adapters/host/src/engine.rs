@@ -15,13 +15,12 @@
 //!
 //! Turning the loop on the caller's task instead of hopping to a dedicated driver task lets
 //! `try_send` report `TooLarge`/`WouldBlock` synchronously and saves a cross-thread wake-up
-//! per message, which on small machines costs more than the work itself. The only pieces a
-//! runtime supplies are in [`Runtime`]: a clock, task spawning, dialing, and re-arming the
-//! timer.
+//! per message, which on small machines costs more than the work itself. The only pieces the
+//! engine needs from outside are in [`Hooks`]: a clock, task spawning, dialing, and re-arming
+//! the timer; the proc driver in [`crate::proc`] provides them on top of a
+//! [`Runtime`](crate::Runtime).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -35,14 +34,12 @@ use procwire_core::registry::{PortKind, RegistryError};
 use procwire_core::time::Instant;
 
 use crate::error::SendError;
+use crate::runtime::BoxFuture;
 use crate::sync::{lock, PushError, Queue, Watch};
 use crate::typed::Returned;
 
-/// A boxed task body.
-pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-
-/// What a runtime adapter provides to the engine.
-pub(crate) trait Runtime: Send + Sync + 'static {
+/// What the proc driver provides to the engine.
+pub(crate) trait Hooks: Send + Sync + 'static {
     /// Now, on the proc's clock (microseconds since the proc started).
     fn now(&self) -> Instant;
     /// Runs `fut` as a task of this proc (aborted at the latest when the proc goes away).
@@ -78,14 +75,9 @@ impl ConnCtl {
         })
     }
 
-    /// Resolves once the reader must stop.
-    pub(crate) async fn reading_stopped(&self) {
-        self.stop_reading.wait_until(|s| *s).await;
-    }
-
-    /// Whether the reader must stop.
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stop_reading.get()
+    /// `Ready` once the reader must stop.
+    pub(crate) fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.stop_reading.poll_until(cx, |s| *s).map(|_| ())
     }
 
     /// Graceful close: flush queued writes, then close; stop reading now.
@@ -141,7 +133,7 @@ struct State {
 /// The adapter's state around one core proc machine.
 pub(crate) struct Engine {
     id: ProcId,
-    rt: Arc<dyn Runtime>,
+    rt: Arc<dyn Hooks>,
     state: Mutex<State>,
     phase: Watch<Phase>,
     returns_cap: usize,
@@ -149,7 +141,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Wraps `core`, which must be freshly made.
-    pub(crate) fn new(core: CoreProc, rt: Arc<dyn Runtime>, returns_cap: usize) -> Arc<Self> {
+    pub(crate) fn new(core: CoreProc, rt: Arc<dyn Hooks>, returns_cap: usize) -> Arc<Self> {
         Arc::new(Engine {
             id: core.id().clone(),
             rt,
@@ -172,8 +164,8 @@ impl Engine {
         &self.id
     }
 
-    /// The runtime hooks.
-    pub(crate) fn runtime(&self) -> &Arc<dyn Runtime> {
+    /// The driver's hooks.
+    pub(crate) fn runtime(&self) -> &Arc<dyn Hooks> {
         &self.rt
     }
 

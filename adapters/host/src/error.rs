@@ -1,7 +1,4 @@
-//! Errors of the adapter API.
-//!
-//! Runtime-neutral: nothing here names tokio, so the module can move to a crate shared with
-//! the smol adapter unchanged.
+//! Errors of the adapter API (shared by every adapter).
 
 use std::fmt;
 use std::io;

@@ -1,7 +1,7 @@
 //! Actors: an identity plus a message loop that calls a handler per message.
 //! Runtime-neutral (tasks are spawned through the engine's runtime hooks).
 //!
-//! An actor spawned with [`Proc::spawn`](crate::Proc::spawn) (or
+//! An actor spawned with `Proc::spawn` ([`HostedProc::spawn`](crate::HostedProc::spawn)) (or
 //! [`Instance::spawn_child`]) gets the identity `ActorId(proc, name, pid)` and its mailbox is
 //! the well-known port [`ACTOR_PORT`] of that identity, so any proc that knows the actor's id
 //! can address it: `PortRef::<M>::attest(actor_id.port(ACTOR_PORT))`.
@@ -35,7 +35,7 @@ pub const ACTOR_PORT: u64 = 0;
 /// A message-driven participant.
 ///
 /// ```
-/// use procwire_tokio::{Actor, ActorError, Context, PortRef};
+/// use procwire_host::{Actor, ActorError, Context, PortRef};
 ///
 /// /// Sends each text back to the port that came with it.
 /// struct Echo;

@@ -1,0 +1,251 @@
+//! # procwire-conformance
+//!
+//! One suite of adapter-independent scenarios, written once against the small [`Adapter`] /
+//! [`TestProc`] traits and run against every adapter:
+//!
+//! * `tests/smol.rs`: both procs on procwire-smol, everything on one thread (a fresh
+//!   `async_executor::Executor` per test, run by `async_io::block_on`).
+//! * `tests/tokio.rs`: both procs on procwire-tokio (a multi-threaded runtime per test).
+//! * `tests/interop.rs`: one proc on each adapter, in both directions, with the smol
+//!   executor on its own thread: they speak the same wire protocol from core.
+//!
+//! Every scenario takes the two procs' adapters separately, so the same code checks one
+//! adapter against itself and the two against each other. Timeouts and sleeps use async-io
+//! timers, which work under any executor. Logs go to stderr when `PROCWIRE_LOG` is set.
+#![allow(clippy::result_large_err)]
+
+pub mod adapters;
+pub mod scenarios;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use procwire_smol::{
+    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, ChannelTransport, Context, Instance,
+    OncePortRef, PortRef, ProcError, ProcId, ProcOptions, ShutdownReport, Stats, UnixAddr,
+};
+use serde::{Deserialize, Serialize};
+
+pub use adapters::{SmolAdapter, TokioAdapter};
+
+/// A proc of some adapter, seen through the API every adapter's `Proc` has.
+pub trait TestProc: Clone + Send + Sync + 'static {
+    /// `Proc::instance`.
+    fn instance(&self, name: &str) -> Result<(Instance, ActorHandle), ProcError>;
+    /// `Proc::spawn`.
+    fn spawn<A: Actor>(
+        &self,
+        name: &str,
+        actor: A,
+    ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError>;
+    /// `Proc::proc_id`.
+    fn proc_id(&self) -> &ProcId;
+    /// `Proc::addr`.
+    fn addr(&self) -> &ChannelAddr;
+    /// `Proc::set_address`.
+    fn set_address(&self, proc: ProcId, addr: ChannelAddr);
+    /// `Proc::stats`.
+    fn stats(&self) -> Stats;
+    /// `Proc::connection_count`.
+    fn connection_count(&self) -> usize;
+    /// `Proc::shutdown`.
+    fn shutdown(&self) -> impl Future<Output = ShutdownReport> + Send;
+    /// `Proc::kill`.
+    fn kill(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// How to stand procs up on one adapter, and how to see its tasks.
+pub trait Adapter: Clone + Send + Sync + 'static {
+    /// The adapter's `Proc`.
+    type Proc: TestProc;
+    /// For messages.
+    fn name(&self) -> &'static str;
+    /// `Proc::direct_with`.
+    fn start(
+        &self,
+        addr: ChannelAddr,
+        name: &str,
+        options: ProcOptions,
+    ) -> impl Future<Output = Result<Self::Proc, ProcError>> + Send;
+    /// Tasks alive on the executor the procs use (an upper bound; 0 or 1 where only
+    /// emptiness can be observed).
+    fn live_tasks(&self) -> usize;
+}
+
+/// Every transport, for scenarios that run on each.
+pub const TRANSPORTS: [ChannelTransport; 3] = [
+    ChannelTransport::Unix,
+    ChannelTransport::Tcp,
+    ChannelTransport::Local,
+];
+
+/// Logs to stderr when `PROCWIRE_LOG` is set (`trace`, `debug`, `info`, `warn`).
+pub fn init_logging() {
+    let Ok(level) = std::env::var("PROCWIRE_LOG") else {
+        return;
+    };
+    let level = level.parse().unwrap_or(tracing::Level::DEBUG);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_test_writer()
+        .try_init();
+}
+
+/// Options for tests: frames up to 16 MiB, short shutdown bounds.
+pub fn options() -> ProcOptions {
+    let mut o = ProcOptions::default();
+    o.core.max_frame_len = 16 * 1024 * 1024;
+    o.core.shutdown_timeout = Duration::from_secs(3).into();
+    o.shutdown_timeout = Duration::from_secs(10);
+    o
+}
+
+/// Sleeps for `d` (an async-io timer: works under any executor).
+pub async fn sleep(d: Duration) {
+    async_io::Timer::after(d).await;
+}
+
+/// Fails the test if `fut` takes longer than `secs` seconds.
+pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    let limit = async {
+        sleep(Duration::from_secs(secs)).await;
+        None
+    };
+    match futures_lite::future::or(async { Some(fut.await) }, limit).await {
+        Some(v) => v,
+        None => panic!("timed out after {secs}s: {what}"),
+    }
+}
+
+/// Whether `fut` is still pending after `d`.
+pub async fn still_pending_after<F: Future>(d: Duration, fut: F) -> bool {
+    futures_lite::future::or(
+        async {
+            fut.await;
+            false
+        },
+        async {
+            sleep(d).await;
+            true
+        },
+    )
+    .await
+}
+
+/// A concrete address of `transport` that nobody uses yet and that can be bound again after
+/// its proc is gone (for restart tests).
+pub fn fixed_addr(transport: ChannelTransport) -> ChannelAddr {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    match transport {
+        ChannelTransport::Tcp => {
+            // Let the OS pick a free port, then release it for the proc to bind.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
+            ChannelAddr::Tcp(l.local_addr().expect("probe addr"))
+        }
+        ChannelTransport::Unix => {
+            let path = std::env::temp_dir().join(format!(
+                "procwire-conf-{}-{n}-{:x}.sock",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0)
+            ));
+            let _ = std::fs::remove_file(&path);
+            ChannelAddr::Unix(
+                UnixAddr::path(path.to_str().expect("utf-8 temp dir")).expect("path fits"),
+            )
+        }
+        ChannelTransport::Local => {
+            ChannelAddr::Local(2_000_000 + u64::from(std::process::id()) * 1000 + n)
+        }
+    }
+}
+
+/// A payload whose first 8 bytes are `seq` and the rest a pattern derived from it.
+pub fn numbered_payload(seq: u64, len: usize) -> Bytes {
+    let mut v = Vec::with_capacity(len.max(8));
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((8..len).map(|i| (i as u64).wrapping_mul(31).wrapping_add(seq) as u8));
+    v.truncate(len.max(8));
+    Bytes::from(v)
+}
+
+/// Checks a payload made by [`numbered_payload`]; returns its sequence number.
+pub fn check_payload(p: &[u8], len: usize) -> u64 {
+    assert_eq!(p.len(), len.max(8), "payload length");
+    let seq = u64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
+    for (i, b) in p.iter().enumerate().skip(8) {
+        assert_eq!(
+            *b,
+            (i as u64).wrapping_mul(31).wrapping_add(seq) as u8,
+            "byte {i} of message {seq}"
+        );
+    }
+    seq
+}
+
+/// What the echo actor takes.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum EchoMsg {
+    /// Reply with the same sequence number and payload length.
+    Ping {
+        /// Echoed back.
+        seq: u64,
+        /// Its length is echoed back.
+        payload: Vec<u8>,
+        /// Where the reply goes.
+        reply_to: PortRef<Pong>,
+    },
+    /// Reply once.
+    Once {
+        /// Echoed back.
+        value: u64,
+        /// Where the reply goes.
+        reply_to: OncePortRef<u64>,
+    },
+    /// Stop the actor.
+    Stop,
+}
+
+/// The echo actor's reply.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub struct Pong {
+    /// The ping's sequence number.
+    pub seq: u64,
+    /// The ping's payload length.
+    pub len: usize,
+    /// The echo actor.
+    pub from: ActorId,
+}
+
+/// Replies to pings.
+#[derive(Default)]
+pub struct Echo;
+
+impl Actor for Echo {
+    type Message = EchoMsg;
+
+    async fn handle(&mut self, cx: &mut Context, msg: EchoMsg) -> Result<(), ActorError> {
+        match msg {
+            EchoMsg::Ping {
+                seq,
+                payload,
+                reply_to,
+            } => {
+                let pong = Pong {
+                    seq,
+                    len: payload.len(),
+                    from: cx.actor_id().clone(),
+                };
+                reply_to.send(cx, pong).await?;
+            }
+            EchoMsg::Once { value, reply_to } => reply_to.send(cx, value).await?,
+            EchoMsg::Stop => cx.stop(),
+        }
+        Ok(())
+    }
+}

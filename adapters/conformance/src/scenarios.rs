@@ -1,0 +1,619 @@
+//! The scenarios. Each takes the adapter of proc `a` and of proc `b` (the same one, or two
+//! different ones for interop) and, where it matters, the transport.
+
+use std::future::{poll_fn, Future};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use procwire_smol::procwire_core::registry::RegistryError;
+use procwire_smol::{
+    ActorStatus, ChannelAddr, ChannelTransport, Name, PortRef, ProcError, ProcId, RecvError,
+    SendError, Undeliverable, ACTOR_PORT,
+};
+
+use crate::{
+    check_payload, fixed_addr, init_logging, numbered_payload, options, sleep, still_pending_after,
+    within, Adapter, Echo, EchoMsg, Pong, TestProc,
+};
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("valid name")
+}
+
+/// Procs `a` (on adapter `aa`) and `b` (on `ba`), both serving on `t`.
+pub async fn pair<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) -> (A::Proc, B::Proc) {
+    init_logging();
+    let a = aa
+        .start(t.any(), "a", options())
+        .await
+        .expect("proc a starts");
+    let b = ba
+        .start(t.any(), "b", options())
+        .await
+        .expect("proc b starts");
+    assert_eq!(a.proc_id().addr().transport(), t);
+    assert!(
+        !a.addr().is_any(),
+        "bound address is concrete: {}",
+        a.addr()
+    );
+    assert_ne!(a.addr(), b.addr());
+    (a, b)
+}
+
+/// Shuts `p` down and checks it drained and aborted nothing.
+pub async fn shutdown_clean<P: TestProc>(p: &P) {
+    let report = within(20, "shutdown", p.shutdown()).await;
+    assert!(report.drained, "{} did not drain: {report:?}", p.proc_id());
+    assert_eq!(
+        report.aborted_tasks,
+        0,
+        "{}: tasks had to be aborted",
+        p.proc_id()
+    );
+}
+
+/// Request/reply with an actor on `b`, pipelined requests, and once-ports: the reply is
+/// taken once, a second message to the spent once-port comes back `NoSuchPort`.
+pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (echo, echo_handle) = b.spawn("echo", Echo).expect("spawn echo");
+    assert_eq!(echo.actor_id(), &b.proc_id().actor(name("echo"), 0));
+    // The same reference, built from the id alone as a remote proc would.
+    let by_id = PortRef::<EchoMsg>::attest(b.proc_id().actor(name("echo"), 0).port(ACTOR_PORT));
+    assert_eq!(by_id, echo);
+
+    let (client, _client_handle) = a.instance("client").expect("instance");
+    let (pong_port, mut pongs) = client.open_port::<Pong>();
+    within(30, "round trips", async {
+        for seq in 0..100u64 {
+            let msg = EchoMsg::Ping {
+                seq,
+                payload: vec![7; (seq as usize) * 13],
+                reply_to: pong_port.bind(),
+            };
+            by_id.send(&client, msg).await.expect("send ping");
+            let pong = pongs.recv().await.expect("pong");
+            assert_eq!(
+                pong,
+                Pong {
+                    seq,
+                    len: seq as usize * 13,
+                    from: echo.actor_id().clone()
+                }
+            );
+        }
+    })
+    .await;
+
+    within(30, "pipelined", async {
+        for seq in 0..2000u64 {
+            let msg = EchoMsg::Ping {
+                seq,
+                payload: Vec::new(),
+                reply_to: pong_port.bind(),
+            };
+            echo.send(&client, msg).await.expect("send");
+        }
+        for seq in 0..2000u64 {
+            assert_eq!(pongs.recv().await.expect("pong").seq, seq);
+        }
+    })
+    .await;
+
+    let (once, once_rx) = client.open_once_port::<u64>();
+    let once_ref = once.bind();
+    let once_id = once_ref.port_id().clone();
+    echo.send(
+        &client,
+        EchoMsg::Once {
+            value: 77,
+            reply_to: once_ref,
+        },
+    )
+    .await
+    .expect("send once");
+    assert_eq!(within(10, "once reply", once_rx.recv()).await, Ok(77));
+    let (poker, _) = b.instance("poker").expect("poker");
+    poker
+        .send_bytes(&once_id, Bytes::from_static(b"late"))
+        .await
+        .expect("send to spent once-port");
+    let back = within(
+        10,
+        "return from spent once-port",
+        poker.next_undeliverable(),
+    )
+    .await
+    .expect("a return");
+    assert_eq!(back.reason, Undeliverable::NoSuchPort);
+    assert_eq!(back.dest(), &once_id);
+    assert_eq!(&back.payload()[..], b"late");
+
+    echo.send(&client, EchoMsg::Stop).await.expect("stop");
+    assert_eq!(
+        within(10, "echo stops", echo_handle.wait()).await,
+        ActorStatus::Stopped
+    );
+    drop((pongs, poker, client));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+/// Thousands of messages from `a` to `b`, 0 B to 4 MiB, arrive exactly once and in order.
+pub async fn ordered_delivery_of_all_sizes<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<()>();
+    let dest = port.port_id().clone();
+
+    let sizes: Vec<usize> = (0..3000usize)
+        .map(|i| match i % 500 {
+            0 => 0,
+            1 => 4 * 1024 * 1024 + 3,
+            2 => 1024 * 1024,
+            3 => 65_536,
+            _ => (i * 37) % 700,
+        })
+        .collect();
+    let send = async {
+        for (seq, len) in sizes.iter().enumerate() {
+            let payload = if *len == 0 {
+                Bytes::new()
+            } else {
+                numbered_payload(seq as u64, *len)
+            };
+            sender.send_bytes(&dest, payload).await.expect("send");
+        }
+    };
+    let recv = async {
+        for (seq, len) in sizes.iter().enumerate() {
+            let env = rx.recv_envelope().await.expect("message");
+            assert_eq!(&env.sender, sender.actor_id());
+            if *len == 0 {
+                assert!(env.payload.is_empty(), "message {seq} should be empty");
+            } else {
+                assert_eq!(check_payload(&env.payload, *len), seq as u64, "order");
+            }
+        }
+    };
+    within(
+        120,
+        "ordered delivery",
+        futures_lite::future::zip(send, recv),
+    )
+    .await;
+    assert!(rx.try_recv_envelope().is_err(), "nothing extra arrives");
+    drop((rx, sender, receiver));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+/// Messages to a missing actor, a missing port, and a port whose receiver was dropped come
+/// back to the sender with the reason and the payload.
+pub async fn missing_destinations_come_back<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (live, _live_rx) = receiver.open_port::<u32>();
+    let (gone, gone_rx) = receiver.open_port::<u32>();
+    drop(gone_rx);
+
+    let no_actor = b.proc_id().actor(name("nobody"), 0).port(1024);
+    let no_port = receiver.actor_id().port(live.port_id().index() + 100);
+    let cases = [
+        (no_actor, Undeliverable::NoSuchActor),
+        (no_port, Undeliverable::NoSuchPort),
+        (gone.port_id().clone(), Undeliverable::NoSuchPort),
+    ];
+    for (i, (dest, reason)) in cases.iter().enumerate() {
+        let payload = Bytes::from(vec![i as u8; 10]);
+        sender
+            .send_bytes(dest, payload.clone())
+            .await
+            .expect("send");
+        let back = within(10, "undeliverable return", sender.next_undeliverable())
+            .await
+            .expect("return");
+        assert_eq!(back.reason, *reason, "case {i}");
+        assert_eq!(back.dest(), dest);
+        assert_eq!(back.payload(), &payload);
+        assert_eq!(&back.envelope.sender, sender.actor_id());
+    }
+    drop((sender, receiver, _live_rx));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+/// A message over the frame limit fails at the sender with `TooLarge`, whether the limit is
+/// the sender's own or the receiver's (learned at the handshake).
+pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    init_logging();
+    let mut small = options();
+    small.core.max_frame_len = 64 * 1024;
+    let a = aa.start(t.any(), "a", small).await.expect("a");
+    let b = ba.start(t.any(), "b", options()).await.expect("b");
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<Vec<u8>>();
+    let big = vec![1u8; 100 * 1024];
+
+    match port.bind().try_send(&sender, &big) {
+        Err(SendError::TooLarge { len, max }) => {
+            assert!(len as usize > big.len());
+            assert_eq!(max, 64 * 1024);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(matches!(
+        port.bind().send(&sender, &big).await,
+        Err(SendError::TooLarge { .. })
+    ));
+    port.bind()
+        .send(&sender, vec![2u8; 1000])
+        .await
+        .expect("small send");
+    assert_eq!(
+        within(10, "small message", rx.recv())
+            .await
+            .expect("msg")
+            .len(),
+        1000
+    );
+
+    // The receiver's smaller limit is learned at the handshake and enforced at the sender.
+    let (back_port, mut back_rx) = sender.open_port::<Vec<u8>>();
+    match back_port.bind().try_send(&receiver, &big) {
+        Err(SendError::TooLarge { max, .. }) => assert_eq!(max, 64 * 1024),
+        Ok(()) => {
+            // The link to `a` was not yet established; the message must come back.
+            let back = within(10, "too-large return", receiver.next_undeliverable())
+                .await
+                .expect("return");
+            assert!(
+                matches!(back.reason, Undeliverable::TooLarge { .. }),
+                "{}",
+                back.reason
+            );
+        }
+        Err(other) => panic!("expected TooLarge, got {other}"),
+    }
+    back_port
+        .bind()
+        .send(&receiver, vec![3u8; 10])
+        .await
+        .expect("small back");
+    assert_eq!(
+        within(10, "small back", back_rx.recv()).await.expect("msg"),
+        vec![3u8; 10]
+    );
+    assert!(matches!(
+        back_port.bind().try_send(&receiver, &big),
+        Err(SendError::TooLarge { max: 65536, .. })
+    ));
+    drop((rx, back_rx, sender, receiver));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+/// `b` crashes (`kill`) holding unacknowledged messages and restarts on the same address:
+/// what its first incarnation had comes back `PeerRestarted`, in order; what was sent while it
+/// was down arrives exactly once on one side or the other.
+pub async fn peer_restart_returns_in_flight<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    init_logging();
+    let addr = fixed_addr(t);
+    let nowhere = fixed_addr(t);
+    let a = aa.start(t.any(), "a", options()).await.expect("a");
+    let mut lazy = options();
+    lazy.core.ack_every_msgs = u64::MAX;
+    lazy.core.ack_every_bytes = usize::MAX;
+    lazy.core.ack_delay = Duration::from_secs(3600).into();
+    let b = ba.start(addr.clone(), "b", lazy).await.expect("b");
+    assert_eq!(b.addr(), &addr);
+    let b_id = b.proc_id().clone();
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<u64>();
+    let dest = port.bind();
+
+    for i in 0..=20u64 {
+        dest.send(&sender, i).await.expect("send");
+    }
+    for i in 0..=20u64 {
+        assert_eq!(within(10, "delivery to b", rx.recv()).await, Ok(i));
+    }
+
+    a.set_address(b_id.clone(), nowhere);
+    drop((rx, receiver));
+    within(10, "kill b", b.kill()).await;
+    drop(b);
+    for i in 21..=25u64 {
+        dest.send(&sender, i).await.expect("send while b is down");
+    }
+
+    let b2 = within(10, "restart b", async {
+        loop {
+            match ba.start(addr.clone(), "b", options()).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::debug!(error = %e, "rebind failed, retrying");
+                    sleep(Duration::from_millis(20)).await
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(b2.proc_id(), &b_id);
+    let (receiver2, _) = b2.instance("receiver").expect("receiver again");
+    let (port2, mut rx2) = receiver2.open_port::<u64>();
+    assert_eq!(port2.port_id(), dest.port_id());
+    a.set_address(b_id, addr);
+
+    let mut returned = Vec::new();
+    let mut delivered = Vec::new();
+    within(30, "returns and deliveries after the restart", async {
+        while returned.len() + delivered.len() < 26 {
+            let next = {
+                let mut back = std::pin::pin!(sender.next_undeliverable());
+                let mut msg = std::pin::pin!(rx2.recv());
+                poll_fn(|cx| {
+                    if let Poll::Ready(r) = back.as_mut().poll(cx) {
+                        return Poll::Ready(Err(r));
+                    }
+                    msg.as_mut().poll(cx).map(Ok)
+                })
+                .await
+            };
+            match next {
+                Err(r) => {
+                    let r = r.expect("sender alive");
+                    assert_eq!(r.reason, Undeliverable::PeerRestarted, "reason");
+                    returned.push(r.decode::<u64>().expect("decodes"));
+                }
+                Ok(m) => delivered.push(m.expect("delivery to the new incarnation")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(&returned[..21], &(0..=20).collect::<Vec<_>>()[..]);
+    let mut all: Vec<u64> = returned[21..]
+        .iter()
+        .chain(delivered.iter())
+        .copied()
+        .collect();
+    assert!(
+        returned[21..].windows(2).all(|w| w[0] < w[1]),
+        "{returned:?}"
+    );
+    assert!(delivered.windows(2).all(|w| w[0] < w[1]), "{delivered:?}");
+    all.sort_unstable();
+    assert_eq!(all, (21..=25).collect::<Vec<_>>());
+
+    dest.send(&sender, 99u64).await.expect("send to new b");
+    assert_eq!(within(10, "after restart", rx2.recv()).await, Ok(99));
+    drop((rx2, receiver2, sender));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b2).await;
+}
+
+/// With a tiny window and no peer yet, `try_send` reports `WouldBlock` and `send` waits;
+/// once the peer appears everything goes through in order.
+pub async fn window_full_blocks_then_resumes<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    init_logging();
+    let addr = fixed_addr(t);
+    let mut tight = options();
+    tight.core.window_msgs = 4;
+    let a = aa.start(t.any(), "a", tight).await.expect("a");
+    let (sender, _) = a.instance("sender").expect("sender");
+    let b_id = ProcId::new(addr.clone(), name("b"));
+    let dest = PortRef::<u64>::attest(b_id.actor(name("sink"), 0).port(1024));
+    let mut accepted = 0u64;
+    let err = loop {
+        match dest.try_send(&sender, accepted) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= 100, "the window never filled");
+    };
+    assert_eq!(err, SendError::WouldBlock);
+    assert!(accepted >= 1);
+    assert!(!sender.can_send(&b_id));
+    assert!(
+        still_pending_after(Duration::from_millis(200), dest.send(&sender, accepted)).await,
+        "send must wait while the window is full"
+    );
+
+    let b = ba.start(addr, "b", options()).await.expect("b");
+    let (sink, _) = b.instance("sink").expect("sink");
+    let (port, mut rx) = sink.open_port::<u64>();
+    assert_eq!(port.port_id(), dest.port_id());
+    within(20, "blocked send completes", dest.send(&sender, accepted))
+        .await
+        .expect("send");
+    for i in 0..=accepted {
+        assert_eq!(within(10, "delivery", rx.recv()).await, Ok(i));
+    }
+    drop((rx, sink, sender));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+/// Many sends through a small window: each waits for room, all arrive in order.
+pub async fn pipelined_sends_wait_for_window<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    init_logging();
+    let mut tight = options();
+    tight.core.window_msgs = 16;
+    tight.core.window_bytes = 4096;
+    let a = aa.start(t.any(), "a", tight).await.expect("a");
+    let b = ba.start(t.any(), "b", options()).await.expect("b");
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<u64>();
+    let dest = port.bind();
+    const N: u64 = 5000;
+    let send = async {
+        for i in 0..N {
+            dest.send(&sender, i).await.expect("send");
+        }
+    };
+    let recv = async {
+        for i in 0..N {
+            assert_eq!(rx.recv().await, Ok(i));
+        }
+    };
+    within(
+        60,
+        "pipelined sends through a small window",
+        futures_lite::future::zip(send, recv),
+    )
+    .await;
+    drop((rx, sender, receiver));
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+}
+
+/// A root name can be held once per proc; bad names and taken addresses are refused.
+pub async fn duplicate_root_names_and_bad_names_are_refused<A: Adapter>(
+    aa: &A,
+    t: ChannelTransport,
+) {
+    init_logging();
+    let a = aa.start(t.any(), "a", options()).await.expect("a");
+    let (first, first_handle) = a.instance("x").expect("first x");
+    match a.instance("x") {
+        Err(ProcError::Registry(RegistryError::Duplicate(n))) => assert_eq!(n.as_str(), "x"),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    assert!(matches!(
+        a.spawn("x", Echo),
+        Err(ProcError::Registry(RegistryError::Duplicate(_)))
+    ));
+    assert!(matches!(
+        a.instance("not a name"),
+        Err(ProcError::Registry(RegistryError::BadName(_)))
+    ));
+    drop(first);
+    assert_eq!(first_handle.status(), ActorStatus::Stopped);
+    let (_again, _) = a.instance("x").expect("x is free again");
+
+    assert!(matches!(
+        aa.start(t.any(), "bad name", options()).await,
+        Err(ProcError::BadName(_))
+    ));
+    match aa.start(a.addr().clone(), "other", options()).await {
+        Err(ProcError::Bind { addr, source }) => {
+            assert_eq!(&addr, a.addr());
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        other => panic!(
+            "expected a bind error, got {:?}",
+            other.map(|p| p.proc_id().clone())
+        ),
+    }
+    shutdown_clean(&a).await;
+}
+
+/// After a shutdown every port and actor is closed, sends are refused, no connection is
+/// left, and every task of both procs has ended.
+pub async fn shutdown_leaks_no_tasks_and_closes_everything<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let baseline = (aa.live_tasks(), ba.live_tasks());
+    let (a, b) = pair(aa, ba, t).await;
+    let (echo, echo_handle) = b.spawn("echo", Echo).expect("echo");
+    let (client, client_handle) = a.instance("client").expect("client");
+    let (pong, mut pongs) = client.open_port::<Pong>();
+    for seq in 0..50 {
+        echo.send(
+            &client,
+            EchoMsg::Ping {
+                seq,
+                payload: vec![0; 100],
+                reply_to: pong.bind(),
+            },
+        )
+        .await
+        .expect("ping");
+    }
+    for _ in 0..50 {
+        within(10, "pong", pongs.recv()).await.expect("pong");
+    }
+    assert!(a.connection_count() >= 1);
+    shutdown_clean(&a).await;
+    shutdown_clean(&b).await;
+    assert_eq!(
+        within(5, "port closed", pongs.recv()).await,
+        Err(RecvError::Closed)
+    );
+    assert_eq!(
+        within(5, "actor ended", echo_handle.wait()).await,
+        ActorStatus::Stopped
+    );
+    assert_eq!(
+        pong.bind().try_send(
+            &client,
+            Pong {
+                seq: 0,
+                len: 0,
+                from: client.actor_id().clone()
+            }
+        ),
+        Err(SendError::ShuttingDown)
+    );
+    assert!(matches!(a.instance("late"), Err(ProcError::ShuttingDown)));
+    assert_eq!(a.connection_count(), 0);
+    assert_eq!(b.connection_count(), 0);
+    within(10, "second shutdown", a.shutdown()).await;
+    drop((pongs, client));
+    assert_eq!(client_handle.status(), ActorStatus::Stopped);
+    within(10, "tasks end", async {
+        while aa.live_tasks() > baseline.0 || ba.live_tasks() > baseline.1 {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // The addresses are free again.
+    if let ChannelAddr::Unix(_) | ChannelAddr::Local(_) = a.addr() {
+        let again = aa
+            .start(a.addr().clone(), "a", options())
+            .await
+            .expect("rebind a's address");
+        shutdown_clean(&again).await;
+    }
+}

@@ -1,0 +1,119 @@
+//! Connections killed mid-stream, with smol procs on both ends and with a tokio proc sending
+//! to a smol one: traffic from `a` to `b` goes (through core's address book) via procwire-
+//! tokio's fault-injecting proxy, which cuts connections after a random number of bytes.
+//! Every message must still arrive exactly once and in order.
+
+#[allow(dead_code)]
+#[path = "../../tokio/tests/common/proxy.rs"]
+mod proxy;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use procwire_conformance::adapters::SmolThread;
+use procwire_conformance::{
+    check_payload, init_logging, numbered_payload, options, sleep, within, Adapter, TestProc,
+    TokioAdapter,
+};
+use procwire_tokio::ChannelTransport;
+use proxy::{FaultProxy, Faults};
+
+async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTransport, seed: u64) {
+    init_logging();
+    let a = aa.start(t.any(), "a", options()).await.expect("a");
+    let b = ba.start(t.any(), "b", options()).await.expect("b");
+    let proxy = FaultProxy::start(
+        b.addr().clone(),
+        Faults {
+            min_bytes: 1,
+            max_bytes: 96 * 1024,
+            max_cuts: 30,
+            seed,
+        },
+    )
+    .await;
+    a.set_address(b.proc_id().clone(), proxy.addr().clone());
+
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<()>();
+    let dest = port.port_id().clone();
+    const N: u64 = 10_000;
+    let len_of = |i: u64| -> usize {
+        match i % 1000 {
+            0 => 200_000,
+            1..=9 => 4_000,
+            _ => 8 + (i as usize * 7) % 120,
+        }
+    };
+    let send = async {
+        for i in 0..N {
+            sender
+                .send_bytes(&dest, numbered_payload(i, len_of(i)))
+                .await
+                .expect("send");
+        }
+    };
+    let recv = async {
+        for i in 0..N {
+            let env = rx.recv_envelope().await.expect("message");
+            assert_eq!(
+                check_payload(&env.payload, len_of(i)),
+                i,
+                "exactly once, in order"
+            );
+        }
+    };
+    within(
+        240,
+        "all messages through the faulty proxy",
+        futures_lite::future::zip(send, recv),
+    )
+    .await;
+    sleep(Duration::from_millis(100)).await;
+    assert!(rx.try_recv_envelope().is_err(), "a duplicate arrived");
+    assert!(
+        sender.try_next_undeliverable().is_none(),
+        "a message came back"
+    );
+    let cuts = proxy.cuts();
+    assert!(cuts >= 5, "the proxy cut only {cuts} connections");
+
+    // Replies flow back the other way through their own link.
+    let (back_port, mut back_rx) = sender.open_port::<()>();
+    receiver
+        .send_bytes(back_port.port_id(), Bytes::from_static(b"done"))
+        .await
+        .expect("reply");
+    assert_eq!(
+        &within(10, "reply", back_rx.recv_envelope())
+            .await
+            .expect("reply")
+            .payload[..],
+        b"done"
+    );
+    drop((rx, back_rx, sender, receiver));
+    assert!(within(20, "shutdown a", a.shutdown()).await.drained);
+    assert!(within(20, "shutdown b", b.shutdown()).await.drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smol_tcp_connections_cut_mid_stream() {
+    let smol = SmolThread::start();
+    let s = smol.adapter();
+    survives_cuts(&s, &s, ChannelTransport::Tcp, 0x5eed_0101).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smol_unix_connections_cut_mid_stream() {
+    let smol = SmolThread::start();
+    let s = smol.adapter();
+    survives_cuts(&s, &s, ChannelTransport::Unix, 0x5eed_0102).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_to_smol_connections_cut_mid_stream() {
+    let smol = SmolThread::start();
+    let (t, s) = (TokioAdapter::current(), smol.adapter());
+    survives_cuts(&t, &s, ChannelTransport::Tcp, 0x5eed_0103).await;
+}

@@ -1,0 +1,65 @@
+//! A tokio proc and a smol proc in one process, exchanging messages both ways over Unix
+//! sockets, TCP and the in-process `local` transport: the two adapters share core's wire
+//! protocol (and procwire-host's driver). The smol procs' tasks run on an executor thread of
+//! their own; the tokio procs' on the test's tokio runtime.
+
+use procwire_conformance::adapters::SmolThread;
+use procwire_conformance::scenarios;
+use procwire_conformance::TokioAdapter;
+use procwire_tokio::ChannelTransport;
+
+macro_rules! both_ways {
+    ($($module:ident => $transport:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn echo_tokio_to_smol_and_smol_to_tokio() {
+                let smol = SmolThread::start();
+                let (t, s) = (TokioAdapter::current(), smol.adapter());
+                scenarios::echo_round_trips_and_once_ports(&t, &s, $transport).await;
+                scenarios::echo_round_trips_and_once_ports(&s, &t, $transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ordered_delivery_tokio_to_smol() {
+                let smol = SmolThread::start();
+                let (t, s) = (TokioAdapter::current(), smol.adapter());
+                scenarios::ordered_delivery_of_all_sizes(&t, &s, $transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ordered_delivery_smol_to_tokio() {
+                let smol = SmolThread::start();
+                let (t, s) = (TokioAdapter::current(), smol.adapter());
+                scenarios::ordered_delivery_of_all_sizes(&s, &t, $transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn returns_limits_and_restarts_across_adapters() {
+                let smol = SmolThread::start();
+                let (t, s) = (TokioAdapter::current(), smol.adapter());
+                scenarios::missing_destinations_come_back(&t, &s, $transport).await;
+                scenarios::missing_destinations_come_back(&s, &t, $transport).await;
+                scenarios::oversized_fails_at_sender(&s, &t, $transport).await;
+                scenarios::oversized_fails_at_sender(&t, &s, $transport).await;
+                scenarios::peer_restart_returns_in_flight(&t, &s, $transport).await;
+                scenarios::peer_restart_returns_in_flight(&s, &t, $transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn shutdown_leaks_no_tasks_on_either_side() {
+                let smol = SmolThread::start();
+                let (t, s) = (TokioAdapter::current(), smol.adapter());
+                scenarios::shutdown_leaks_no_tasks_and_closes_everything(&t, &s, $transport)
+                    .await;
+            }
+        }
+    )*};
+}
+
+both_ways! {
+    unix => ChannelTransport::Unix,
+    tcp => ChannelTransport::Tcp,
+    local => ChannelTransport::Local,
+}

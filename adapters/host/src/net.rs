@@ -1,0 +1,299 @@
+//! Binding addresses (runtime-neutral: std sockets, then the runtime registers them), socket
+//! files, and the per-connection reader and writer tasks. No protocol logic: bytes go to the
+//! engine as they come, and the engine's bytes go out in order.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes};
+use futures_io::{AsyncRead, AsyncWrite};
+use procwire_core::id::{ChannelAddr, UnixAddr};
+use procwire_core::proc::ConnId;
+
+use crate::engine::{ConnCtl, Engine, WriteCmd};
+use crate::local::LocalListener;
+use crate::runtime::{Reader, StdListener, Writer};
+
+/// Read buffer per connection.
+const READ_BUF: usize = 64 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// The path to connect to for a Unix address: the socket file's path, or for a Linux
+/// abstract name the name behind a NUL byte (the form tokio/mio and async-io accept).
+pub fn unix_socket_path(addr: &UnixAddr) -> PathBuf {
+    match addr {
+        UnixAddr::Path(p) => PathBuf::from(p.as_str()),
+        UnixAddr::Abstract(n) => {
+            let mut bytes = Vec::with_capacity(n.len() + 1);
+            bytes.push(0);
+            bytes.extend_from_slice(n.as_bytes());
+            PathBuf::from(OsStr::from_bytes(&bytes))
+        }
+    }
+}
+
+/// A socket file this proc created; removed when the proc goes away, unless another proc
+/// has replaced it meanwhile.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    ino: u64,
+    dev: u64,
+}
+
+impl SocketFile {
+    /// Removes the file if it is still ours.
+    pub(crate) fn remove(&self) {
+        if let Ok(md) = std::fs::symlink_metadata(&self.path) {
+            if md.ino() == self.ino && md.dev() == self.dev {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// A bound listener of any transport, before the runtime registers socket ones.
+pub(crate) enum BoundListener {
+    Socket(StdListener),
+    Local(LocalListener),
+}
+
+/// What `bind` produced.
+pub(crate) struct Bound {
+    pub(crate) listener: BoundListener,
+    /// The address others dial, with any "pick one" part resolved.
+    pub(crate) addr: ChannelAddr,
+    /// The socket file to remove at the end, for Unix paths.
+    pub(crate) file: Option<SocketFile>,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+fn bind_abstract(name: &str) -> io::Result<UnixListener> {
+    UnixListener::bind_addr(&UnixSocketAddr::from_abstract_name(name.as_bytes())?)
+}
+
+/// Binds `addr`; an `any()` address gets a free concrete one.
+pub(crate) fn bind(addr: &ChannelAddr) -> io::Result<Bound> {
+    match addr {
+        ChannelAddr::Tcp(sa) => {
+            // std sets SO_REUSEADDR, so a restarted proc can take its port back at once.
+            let l = std::net::TcpListener::bind(sa)?;
+            let bound = l.local_addr()?;
+            Ok(Bound {
+                listener: BoundListener::Socket(StdListener::Tcp(l)),
+                addr: ChannelAddr::Tcp(bound),
+                file: None,
+            })
+        }
+        ChannelAddr::Unix(UnixAddr::Abstract(name)) if name.is_empty() => {
+            // Pick a random abstract name; retry on the (unlikely) collision.
+            let mut last = None;
+            for _ in 0..8 {
+                let name = format!(
+                    "procwire-{}-{:016x}",
+                    std::process::id(),
+                    crate::proc::random_u64()
+                );
+                let unix = UnixAddr::abstract_name(&name)
+                    .map_err(|e| invalid(format!("generated abstract name {name}: {e}")))?;
+                match bind_abstract(&name) {
+                    Ok(l) => {
+                        return Ok(Bound {
+                            listener: BoundListener::Socket(StdListener::Unix(l)),
+                            addr: ChannelAddr::Unix(unix),
+                            file: None,
+                        })
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+        }
+        ChannelAddr::Unix(UnixAddr::Abstract(name)) => Ok(Bound {
+            listener: BoundListener::Socket(StdListener::Unix(bind_abstract(name.as_str())?)),
+            addr: addr.clone(),
+            file: None,
+        }),
+        ChannelAddr::Unix(UnixAddr::Path(p)) => {
+            if p.is_empty() {
+                return Err(invalid("empty Unix socket path".to_string()));
+            }
+            let path = PathBuf::from(p.as_str());
+            let l = match UnixListener::bind(&path) {
+                Ok(l) => l,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale(&path) => {
+                    // A socket file left by a proc that is gone: nobody accepts on it.
+                    tracing::debug!(path = %path.display(), "removing a stale socket file");
+                    std::fs::remove_file(&path)?;
+                    UnixListener::bind(&path)?
+                }
+                Err(e) => return Err(e),
+            };
+            let md = std::fs::symlink_metadata(&path)?;
+            Ok(Bound {
+                listener: BoundListener::Socket(StdListener::Unix(l)),
+                addr: addr.clone(),
+                file: Some(SocketFile {
+                    path,
+                    ino: md.ino(),
+                    dev: md.dev(),
+                }),
+            })
+        }
+        ChannelAddr::Local(id) => {
+            let l = LocalListener::bind(*id)?;
+            let id = l.id();
+            Ok(Bound {
+                listener: BoundListener::Local(l),
+                addr: ChannelAddr::Local(id),
+                file: None,
+            })
+        }
+    }
+}
+
+/// Whether the socket file at `path` has no listener behind it.
+fn is_stale(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false);
+    is_socket
+        && matches!(
+            std::os::unix::net::UnixStream::connect(path),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+        )
+}
+
+/// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it.
+pub(crate) async fn reader_task(
+    engine: Arc<Engine>,
+    conn: ConnId,
+    mut r: Reader,
+    ctl: Arc<ConnCtl>,
+) {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        // Stopping wins over reading (the connection is being closed or is gone).
+        let res = poll_fn(|cx| {
+            if ctl.poll_stopped(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Pin::new(&mut r).poll_read(cx, &mut buf).map(Some)
+        })
+        .await;
+        match res {
+            None => return,
+            Some(Ok(0)) => {
+                tracing::debug!("connection closed by peer");
+                break;
+            }
+            Some(Ok(n)) => {
+                if !engine.bytes(conn, &buf[..n]) {
+                    return;
+                }
+            }
+            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                break;
+            }
+        }
+    }
+    engine.closed(conn);
+}
+
+/// Writes what the engine queues for `conn`, gathering queued buffers into vectored writes.
+pub(crate) async fn writer_task(
+    engine: Arc<Engine>,
+    conn: ConnId,
+    mut w: Writer,
+    ctl: Arc<ConnCtl>,
+) {
+    let mut pending: VecDeque<Bytes> = VecDeque::new();
+    let mut closing = false;
+    loop {
+        if pending.is_empty() {
+            if closing {
+                break;
+            }
+            match ctl.writes.pop().await {
+                None => return, // abandoned: the connection is gone
+                Some(WriteCmd::Close) => {
+                    closing = true;
+                    continue;
+                }
+                Some(WriteCmd::Data(b)) => {
+                    if !b.is_empty() {
+                        pending.push_back(b);
+                    }
+                    continue;
+                }
+            }
+        }
+        while pending.len() < MAX_IOV && !closing {
+            match ctl.writes.try_pop() {
+                Ok(WriteCmd::Data(b)) => {
+                    if !b.is_empty() {
+                        pending.push_back(b);
+                    }
+                }
+                Ok(WriteCmd::Close) => closing = true,
+                Err(_) => break,
+            }
+        }
+        let res = {
+            let slices: Vec<IoSlice<'_>> = pending
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            poll_fn(|cx| Pin::new(&mut w).poll_write_vectored(cx, &slices)).await
+        };
+        match res {
+            Ok(0) => {
+                tracing::debug!("write returned zero");
+                engine.closed(conn);
+                return;
+            }
+            Ok(mut n) => {
+                while n > 0 {
+                    let Some(front) = pending.front_mut() else {
+                        break;
+                    };
+                    if n >= front.len() {
+                        n -= front.len();
+                        pending.pop_front();
+                    } else {
+                        front.advance(n);
+                        n = 0;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "write failed");
+                engine.closed(conn);
+                return;
+            }
+        }
+    }
+    let _ = poll_fn(|cx| Pin::new(&mut w).poll_flush(cx)).await;
+    let _ = poll_fn(|cx| Pin::new(&mut w).poll_close(cx)).await;
+    tracing::debug!("connection closed");
+}

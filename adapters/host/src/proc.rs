@@ -1,0 +1,490 @@
+//! [`HostedProc`]: a proc served on a [`Runtime`]: binding, the listener loop, the single
+//! timer, dialing, task bookkeeping and shutdown. The adapters' `Proc` types are thin
+//! wrappers around it.
+
+use std::collections::hash_map::RandomState;
+use std::future::{poll_fn, Future};
+use std::hash::{BuildHasher, Hasher};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use procwire_core::id::{ChannelAddr, Name, ProcId};
+use procwire_core::proc::{Config, ConnId, Proc as CoreProc, Stats};
+use procwire_core::time::Instant;
+use tracing::{Instrument, Span};
+
+use crate::actor::{spawn_actor, Actor};
+use crate::engine::{ConnCtl, Engine, Hooks, Phase};
+use crate::error::ProcError;
+use crate::instance::{ActorHandle, Instance};
+use crate::local;
+use crate::net::{self, BoundListener, SocketFile};
+use crate::runtime::{BoxFuture, Connection, Runtime, Timer};
+use crate::sync::{lock, Signal};
+use crate::tasks::TaskSet;
+use crate::typed::PortRef;
+
+/// A random 64-bit number (incarnations, seeds, generated names): std's randomly keyed
+/// SipHash over the time, the process id and a counter. Not for cryptography.
+pub fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// How a proc is set up.
+#[derive(Clone, Debug)]
+pub struct ProcOptions {
+    /// The core machine's settings (frame limit, windows, timeouts, ...). Its
+    /// `connect_timeout` also bounds each dial.
+    pub core: Config,
+    /// How long `Proc::shutdown` waits for core to flush or return what is in flight, and
+    /// then for connection and actor tasks to end, before it stops them.
+    pub shutdown_timeout: Duration,
+    /// How many undeliverable returns an identity keeps before further ones are dropped
+    /// (counted in `Proc::returns_dropped` and logged).
+    pub returned_queue_len: usize,
+}
+
+impl Default for ProcOptions {
+    fn default() -> Self {
+        ProcOptions {
+            core: Config::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            returned_queue_len: 65_536,
+        }
+    }
+}
+
+/// What `Proc::shutdown` achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Core flushed or returned everything in flight within the timeout.
+    pub drained: bool,
+    /// Tasks that had to be aborted because they did not end within the timeout.
+    pub aborted_tasks: usize,
+}
+
+/// `fut`, or `None` if `limit` passes first (measured with a fresh timer of `rt`).
+pub async fn timeout<R: Runtime, F: Future>(rt: &R, limit: Duration, fut: F) -> Option<F::Output> {
+    let mut timer = rt.timer();
+    timer.reset(rt.now().saturating_add(limit.into()));
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        timer.poll_elapsed(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Sleeps for `d` on `rt`'s clock.
+pub async fn sleep<R: Runtime>(rt: &R, d: Duration) {
+    let mut timer = rt.timer();
+    timer.reset(rt.now().saturating_add(d.into()));
+    poll_fn(|cx| timer.poll_elapsed(cx)).await
+}
+
+/// The engine's hooks on a runtime: clock, tasks, dialing, timer wake-ups.
+struct Driver<R: Runtime> {
+    rt: R,
+    /// Connection and actor tasks.
+    tasks: Arc<TaskSet>,
+    /// Listener and timer.
+    services: Arc<TaskSet>,
+    timer: Signal,
+    span: Span,
+    connect_timeout: Duration,
+}
+
+impl<R: Runtime> Driver<R> {
+    fn spawn_in(&self, set: &Arc<TaskSet>, fut: BoxFuture) {
+        if let Some(task) = set.track(fut) {
+            self.rt.spawn(task);
+        }
+    }
+
+    fn spawn_service(&self, fut: BoxFuture) {
+        self.spawn_in(&self.services, Box::pin(fut.instrument(self.span.clone())));
+    }
+
+    /// Aborts the listener and timer and waits until they are gone.
+    async fn stop_services(&self) {
+        self.services.abort_all();
+        self.services.idle().await;
+    }
+
+    /// Waits up to `limit` for the remaining tasks, then aborts the rest. Returns how many
+    /// were aborted.
+    async fn join_tasks(&self, limit: Duration) -> usize {
+        self.tasks.close();
+        if timeout(&self.rt, limit, self.tasks.idle()).await.is_some() {
+            return 0;
+        }
+        let left = self.tasks.abort_all();
+        self.tasks.idle().await;
+        left
+    }
+
+    fn abort_all(&self) {
+        self.tasks.abort_all();
+        self.services.abort_all();
+    }
+}
+
+impl<R: Runtime> Hooks for Driver<R> {
+    fn now(&self) -> Instant {
+        self.rt.now()
+    }
+
+    fn spawn(&self, fut: BoxFuture) {
+        self.spawn_in(&self.tasks, Box::pin(fut.instrument(self.span.clone())));
+    }
+
+    fn dial(&self, engine: &Arc<Engine>, conn: ConnId, addr: ChannelAddr, ctl: Arc<ConnCtl>) {
+        let span =
+            tracing::info_span!(parent: &self.span, "conn", %conn, dir = "out", peer = %addr);
+        let engine = engine.clone();
+        let limit = self.connect_timeout;
+        let rt = self.rt.clone();
+        let fut = async move {
+            let stream = match timeout(&rt, limit, connect(&rt, &addr)).await {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "dial failed");
+                    engine.closed(conn);
+                    return;
+                }
+                None => {
+                    tracing::debug!(limit = ?limit, "dial timed out");
+                    engine.closed(conn);
+                    return;
+                }
+            };
+            if !engine.connected(conn) {
+                return;
+            }
+            tracing::debug!("connected");
+            let reader = net::reader_task(engine.clone(), conn, stream.reader, ctl.clone())
+                .instrument(Span::current());
+            engine.runtime().spawn(Box::pin(reader));
+            net::writer_task(engine, conn, stream.writer, ctl).await;
+        };
+        self.spawn_in(&self.tasks, Box::pin(fut.instrument(span)));
+    }
+
+    fn rearm_timer(&self) {
+        self.timer.notify();
+    }
+}
+
+/// Connects to `addr` on any transport.
+async fn connect<R: Runtime>(rt: &R, addr: &ChannelAddr) -> std::io::Result<Connection> {
+    if addr.is_any() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} names no particular endpoint"),
+        ));
+    }
+    match addr {
+        ChannelAddr::Local(id) => local::connect(*id),
+        _ => rt.connect(addr).await,
+    }
+}
+
+struct ProcInner<R: Runtime> {
+    engine: Arc<Engine>,
+    driver: Arc<Driver<R>>,
+    addr: ChannelAddr,
+    file: Mutex<Option<SocketFile>>,
+    shutdown_timeout: Duration,
+}
+
+impl<R: Runtime> ProcInner<R> {
+    fn remove_file(&self) {
+        if let Some(f) = lock(&self.file).take() {
+            f.remove();
+        }
+    }
+}
+
+impl<R: Runtime> Drop for ProcInner<R> {
+    fn drop(&mut self) {
+        self.engine.stop();
+        self.driver.abort_all();
+        self.remove_file();
+    }
+}
+
+/// A proc served on runtime `R`: an addressable endpoint serving on one address, holding
+/// actor identities. The adapters' `Proc` types wrap one; their docs describe the behaviour.
+///
+/// Cloning gives another handle on the same proc. The proc serves until
+/// [`HostedProc::shutdown`] (graceful) or [`HostedProc::kill`] (abrupt), or until the last
+/// handle is dropped, which stops it abruptly like `kill`. Instances and actors do not keep it
+/// alive.
+pub struct HostedProc<R: Runtime> {
+    inner: Arc<ProcInner<R>>,
+}
+
+impl<R: Runtime> Clone for HostedProc<R> {
+    fn clone(&self) -> Self {
+        HostedProc {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> HostedProc<R> {
+    /// Serves on `addr` (binding an `any()` address picks a free one) under the proc name
+    /// `name` with runtime `rt`, dials peers on demand, and starts the machine.
+    pub async fn start(
+        rt: R,
+        addr: ChannelAddr,
+        name: String,
+        options: ProcOptions,
+    ) -> Result<Self, ProcError> {
+        let name = Name::new(&name).map_err(ProcError::BadName)?;
+        let bound = net::bind(&addr).map_err(|source| ProcError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        let listener = match bound.listener {
+            BoundListener::Socket(l) => Listener::Socket(
+                rt.listen(l)
+                    .map_err(|source| ProcError::Bind { addr, source })?,
+            ),
+            BoundListener::Local(l) => Listener::Local(l),
+        };
+        let id = ProcId::new(bound.addr.clone(), name);
+        let incarnation = random_u64();
+        let core = CoreProc::new(id.clone(), options.core.clone(), incarnation, random_u64());
+        let span = tracing::info_span!(parent: None, "proc", id = %id);
+        let driver = Arc::new(Driver {
+            rt,
+            tasks: TaskSet::new("proc tasks"),
+            services: TaskSet::new("proc services"),
+            timer: Signal::new(),
+            span,
+            connect_timeout: options.core.connect_timeout.into(),
+        });
+        let engine = Engine::new(core, driver.clone(), options.returned_queue_len);
+        driver.spawn_service(Box::pin(listen(engine.clone(), driver.clone(), listener)));
+        driver.spawn_service(Box::pin(timer(engine.clone(), driver.clone())));
+        driver
+            .span
+            .in_scope(|| tracing::info!(incarnation, "proc serving"));
+        Ok(HostedProc {
+            inner: Arc::new(ProcInner {
+                engine,
+                driver,
+                addr: bound.addr,
+                file: Mutex::new(bound.file),
+                shutdown_timeout: options.shutdown_timeout,
+            }),
+        })
+    }
+
+    /// The runtime handle the proc runs on.
+    pub fn runtime(&self) -> &R {
+        &self.inner.driver.rt
+    }
+
+    /// This proc's id: its bound address and name.
+    pub fn proc_id(&self) -> &ProcId {
+        self.inner.engine.id()
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> &ChannelAddr {
+        &self.inner.addr
+    }
+
+    fn check_running(&self) -> Result<(), ProcError> {
+        match self.inner.engine.phase() {
+            Phase::Running => Ok(()),
+            _ => Err(ProcError::ShuttingDown),
+        }
+    }
+
+    /// Reserves the root name `name` and returns a caller-driven [`Instance`] with the
+    /// identity `ActorId(proc, name, 0)`, and a handle on it.
+    pub fn instance(&self, name: &str) -> Result<(Instance, ActorHandle), ProcError> {
+        self.check_running()?;
+        let engine = &self.inner.engine;
+        let (id, returns) = engine.reserve_root(name)?;
+        let inst = Instance::new(engine.clone(), id, returns, true);
+        let handle = inst.handle();
+        Ok((inst, handle))
+    }
+
+    /// Reserves the root name `name` and runs `actor` on `ActorId(proc, name, 0)`.
+    pub fn spawn<A: Actor>(
+        &self,
+        name: &str,
+        actor: A,
+    ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
+        self.check_running()?;
+        let engine = &self.inner.engine;
+        let (id, returns) = engine.reserve_root(name)?;
+        spawn_actor(engine, id, returns, actor)
+    }
+
+    /// Dials `proc` at `addr` from now on instead of at the address in its id.
+    pub fn set_address(&self, proc: ProcId, addr: ChannelAddr) {
+        self.inner.engine.set_address(proc, addr);
+    }
+
+    /// Core's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.engine.stats()
+    }
+
+    /// Undeliverable returns that could not be handed to their sender.
+    pub fn returns_dropped(&self) -> u64 {
+        self.inner.engine.returns_dropped()
+    }
+
+    /// Connections open or being dialed now.
+    pub fn connection_count(&self) -> usize {
+        self.inner.engine.connection_count()
+    }
+
+    /// Tasks of this proc (listener, timer, connections, actors) that have not ended yet.
+    pub fn task_count(&self) -> usize {
+        self.inner.driver.tasks.live() + self.inner.driver.services.live()
+    }
+
+    /// Shuts down gracefully; see the adapters' `Proc::shutdown`.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        let inner = &self.inner;
+        let span = inner.driver.span.clone();
+        async {
+            tracing::info!("shutting down");
+            inner.engine.begin_shutdown();
+            let drained = timeout(
+                &inner.driver.rt,
+                inner.shutdown_timeout,
+                inner.engine.drained(),
+            )
+            .await
+            .is_some();
+            if !drained {
+                tracing::warn!("in-flight messages were not settled in time");
+            }
+            // No new connections from here on; then close ports and flush connections.
+            inner.driver.stop_services().await;
+            inner.engine.stop();
+            let aborted_tasks = inner.driver.join_tasks(inner.shutdown_timeout).await;
+            inner.remove_file();
+            tracing::info!(drained, aborted_tasks, "shut down");
+            ShutdownReport {
+                drained,
+                aborted_tasks,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Stops at once, as a crash would; see the adapters' `Proc::kill`.
+    pub async fn kill(&self) {
+        let inner = &self.inner;
+        inner.driver.tasks.close();
+        inner.driver.stop_services().await;
+        inner.driver.tasks.abort_all();
+        inner.driver.tasks.idle().await;
+        inner.engine.stop();
+        inner.remove_file();
+        inner.driver.span.in_scope(|| tracing::info!("killed"));
+    }
+}
+
+impl<R: Runtime> std::fmt::Debug for HostedProc<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proc({})", self.proc_id())
+    }
+}
+
+/// A listener registered with the runtime, or a local one.
+enum Listener<L> {
+    Socket(L),
+    Local(local::LocalListener),
+}
+
+/// Accepts inbound connections and starts their tasks.
+async fn listen<R: Runtime>(
+    engine: Arc<Engine>,
+    driver: Arc<Driver<R>>,
+    mut listener: Listener<R::Listener>,
+) {
+    loop {
+        let accepted = match &mut listener {
+            Listener::Socket(l) => driver.rt.accept(l).await,
+            Listener::Local(l) => l.accept().await,
+        };
+        match accepted {
+            Ok(stream) => {
+                let ctl = ConnCtl::new();
+                let conn = engine.accepted(ctl.clone());
+                let span = tracing::info_span!(
+                    parent: &driver.span, "conn", %conn, dir = "in", peer = %stream.peer
+                );
+                span.in_scope(|| tracing::debug!("accepted"));
+                driver.spawn_in(
+                    &driver.tasks,
+                    Box::pin(
+                        net::reader_task(engine.clone(), conn, stream.reader, ctl.clone())
+                            .instrument(span.clone()),
+                    ),
+                );
+                driver.spawn_in(
+                    &driver.tasks,
+                    Box::pin(
+                        net::writer_task(engine.clone(), conn, stream.writer, ctl).instrument(span),
+                    ),
+                );
+            }
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                sleep(&driver.rt, Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The machine's one timer: sleeps until `poll_timeout()`, re-armed whenever a turn moves the
+/// deadline earlier.
+async fn timer<R: Runtime>(engine: Arc<Engine>, driver: Arc<Driver<R>>) {
+    let mut timer = driver.rt.timer();
+    loop {
+        match engine.arm_timer() {
+            Some(at) => {
+                timer.reset(at);
+                let fired = poll_fn(|cx| {
+                    if timer.poll_elapsed(cx).is_ready() {
+                        return Poll::Ready(true);
+                    }
+                    driver.timer.poll_wait(cx).map(|()| false)
+                })
+                .await;
+                if fired {
+                    engine.fire_timer();
+                }
+            }
+            None => driver.timer.wait().await,
+        }
+    }
+}

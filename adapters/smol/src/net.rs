@@ -1,0 +1,295 @@
+//! The smol [`Runtime`]: `std::time::Instant` and async-io timers, tasks on smol's global
+//! executor or on one the caller gives, and async-io sockets behind the runtime-neutral
+//! byte-stream halves procwire-host's reader and writer tasks use.
+
+use std::future::Future;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use async_executor::Executor;
+use async_io::{Async, Timer as IoTimer};
+use futures_io::{AsyncRead, AsyncWrite};
+use procwire_core::id::ChannelAddr;
+use procwire_core::time::Instant;
+use procwire_host::{unix_socket_path, BoxFuture, Connection, Runtime, StdListener, Timer};
+
+/// Where a proc's tasks run.
+#[derive(Clone)]
+enum Spawner {
+    /// smol's global executor (`smol::spawn`).
+    Global,
+    /// An executor the caller runs.
+    Executor(Arc<Executor<'static>>),
+}
+
+/// Hosts a proc on async-io's reactor, with tasks on a smol executor.
+#[derive(Clone)]
+pub(crate) struct SmolRuntime {
+    spawner: Spawner,
+    epoch: std::time::Instant,
+}
+
+impl SmolRuntime {
+    /// Tasks on smol's global executor.
+    pub(crate) fn global() -> Self {
+        SmolRuntime {
+            spawner: Spawner::Global,
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Tasks on `executor`.
+    pub(crate) fn on(executor: Arc<Executor<'static>>) -> Self {
+        SmolRuntime {
+            spawner: Spawner::Executor(executor),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn deadline(&self, at: Instant) -> std::time::Instant {
+        self.epoch
+            .checked_add(Duration::from_micros(at.as_micros()))
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+}
+
+/// An async-io timer, re-armed in place.
+pub(crate) struct SmolTimer {
+    timer: IoTimer,
+    rt: SmolRuntime,
+    /// Fired since the last reset (async-io's one-shot timer is pending again after firing;
+    /// the host's contract is that it stays ready).
+    fired: bool,
+}
+
+impl Timer for SmolTimer {
+    fn reset(&mut self, deadline: Instant) {
+        self.timer.set_at(self.rt.deadline(deadline));
+        self.fired = false;
+    }
+
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.fired {
+            return Poll::Ready(());
+        }
+        ready!(Pin::new(&mut self.timer).poll(cx));
+        self.fired = true;
+        Poll::Ready(())
+    }
+}
+
+/// The listeners async-io serves.
+pub(crate) enum SmolListener {
+    Tcp(Async<TcpListener>),
+    Unix(Async<UnixListener>),
+}
+
+impl Runtime for SmolRuntime {
+    type Timer = SmolTimer;
+    type Listener = SmolListener;
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn timer(&self) -> SmolTimer {
+        SmolTimer {
+            timer: IoTimer::never(),
+            rt: self.clone(),
+            fired: false,
+        }
+    }
+
+    fn spawn(&self, task: BoxFuture) {
+        // Detached: procwire-host tracks and aborts its tasks itself.
+        match &self.spawner {
+            Spawner::Global => smol::spawn(task).detach(),
+            Spawner::Executor(ex) => ex.spawn(task).detach(),
+        }
+    }
+
+    fn listen(&self, listener: StdListener) -> io::Result<SmolListener> {
+        // `Async::new` switches the socket to non-blocking mode.
+        match listener {
+            StdListener::Tcp(l) => Ok(SmolListener::Tcp(Async::new(l)?)),
+            StdListener::Unix(l) => Ok(SmolListener::Unix(Async::new(l)?)),
+        }
+    }
+
+    async fn accept(&self, listener: &mut SmolListener) -> io::Result<Connection> {
+        match listener {
+            SmolListener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                s.get_ref().set_nodelay(true)?;
+                Ok(connection(s, peer.to_string()))
+            }
+            SmolListener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok(connection(s, "unix".to_string()))
+            }
+        }
+    }
+
+    async fn connect(&self, addr: &ChannelAddr) -> io::Result<Connection> {
+        match addr {
+            ChannelAddr::Tcp(sa) => {
+                let s = Async::<TcpStream>::connect(*sa).await?;
+                s.get_ref().set_nodelay(true)?;
+                Ok(connection(s, sa.to_string()))
+            }
+            ChannelAddr::Unix(u) => {
+                // async-io connects to a Linux abstract name given as a path with a leading
+                // NUL byte, which is what `unix_socket_path` makes of one.
+                let s = Async::<UnixStream>::connect(unix_socket_path(u)).await?;
+                Ok(connection(s, "unix".to_string()))
+            }
+            ChannelAddr::Local(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "local addresses are connected by procwire-host",
+            )),
+        }
+    }
+}
+
+/// A stream socket whose write direction can be shut down.
+trait Socket: Send + Sync + 'static {
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Socket for TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Socket for UnixStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+fn connection<T>(s: Async<T>, peer: String) -> Connection
+where
+    T: Socket + std::os::fd::AsFd,
+    for<'a> &'a T: Read + Write,
+{
+    let s = Arc::new(s);
+    Connection {
+        reader: Box::new(Half(s.clone())),
+        writer: Box::new(Half(s)),
+        peer,
+    }
+}
+
+/// One half of a socket shared by its reader and writer tasks (async-io reads and writes
+/// through `&Async<T>`, so the halves need no lock).
+struct Half<T>(Arc<Async<T>>);
+
+impl<T> AsyncRead for Half<T>
+where
+    for<'a> &'a T: Read,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: Socket> AsyncWrite for Half<T>
+where
+    for<'a> &'a T: Write,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(Pin::new(&mut &*self.0).poll_flush(cx))?;
+        // The peer sees end-of-stream. A peer that is already gone is not an error here.
+        match self.0.get_ref().shutdown_write() {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::{future, AsyncReadExt};
+    use std::future::poll_fn;
+
+    #[test]
+    fn halves_write_vectored_and_shut_down() {
+        future::block_on(async {
+            let (a, b) = UnixStream::pair().expect("pair");
+            let conn = connection(Async::new(a).expect("async a"), "test".to_string());
+            let mut w = conn.writer;
+            let mut b = Async::new(b).expect("async b");
+            let mut sent = 0;
+            while sent < 11 {
+                let rest: Vec<IoSlice<'_>> = if sent < 6 {
+                    vec![IoSlice::new(&b"hello "[sent..]), IoSlice::new(b"world")]
+                } else {
+                    vec![IoSlice::new(&b"world"[sent - 6..])]
+                };
+                sent += poll_fn(|cx| Pin::new(&mut w).poll_write_vectored(cx, &rest))
+                    .await
+                    .expect("write");
+            }
+            poll_fn(|cx| Pin::new(&mut w).poll_close(cx))
+                .await
+                .expect("close");
+            let mut got = String::new();
+            b.read_to_string(&mut got).await.expect("read to end");
+            assert_eq!(got, "hello world");
+        });
+    }
+
+    #[test]
+    fn timer_fires_only_once_armed_and_stays_ready() {
+        future::block_on(async {
+            let rt = SmolRuntime::global();
+            let mut t = rt.timer();
+            let idle = future::or(
+                async {
+                    poll_fn(|cx| t.poll_elapsed(cx)).await;
+                    false
+                },
+                async {
+                    IoTimer::after(Duration::from_millis(30)).await;
+                    true
+                },
+            )
+            .await;
+            assert!(idle, "an unarmed timer never fires");
+            t.reset(rt.now().saturating_add(Duration::from_millis(10).into()));
+            poll_fn(|cx| t.poll_elapsed(cx)).await;
+            poll_fn(|cx| t.poll_elapsed(cx)).await;
+        });
+    }
+}

@@ -1,0 +1,44 @@
+//! Every scenario runs end to end and moves what it claims to (no timing is checked here:
+//! speed is measured by the benches and the report, never by tests).
+
+use procwire_benches::codec::{CodecBench, UnixCopy};
+use procwire_benches::raw::RawBench;
+use procwire_benches::wire::ProcwireBench;
+use procwire_benches::{runtime, Net, SMALL};
+
+#[test]
+fn codec_scenarios_round_trip() {
+    for (payload, batch) in [(SMALL, 100), (64 * 1024, 4)] {
+        // `new` checks that every decoded envelope equals the one encoded.
+        let mut codec = CodecBench::new(payload, batch);
+        assert_eq!(codec.batch(), batch);
+        assert_eq!(codec.decode_batch(), payload * batch);
+        assert_eq!(codec.encode_decode_batch(), payload * batch);
+        assert_eq!(codec.encode_batch(), codec.batch_bytes());
+        let bytes = codec.encoded().clone();
+        UnixCopy::new().unwrap().copy(&bytes).unwrap();
+    }
+}
+
+#[test]
+fn transport_scenarios_complete_on_both_nets() {
+    let rt = runtime();
+    for net in Net::ALL {
+        rt.block_on(async {
+            let mut pw = ProcwireBench::new(net).await.unwrap();
+            pw.round_trips(5).await.unwrap();
+            pw.pipelined(1).await.unwrap();
+            pw.bulk(1).await.unwrap();
+            pw.bulk_untyped(1).await.unwrap();
+            let (a, b) = pw.stats();
+            assert!(a.data_frames_sent > 10_000, "{a:?}");
+            assert!(b.delivered > 10_000, "{b:?}");
+            pw.shutdown().await;
+
+            let mut raw = RawBench::new(net).await.unwrap();
+            raw.round_trips(5).await.unwrap();
+            raw.pipelined(1).await.unwrap();
+            raw.bulk(1).await.unwrap();
+        });
+    }
+}
