@@ -157,6 +157,22 @@ where
     async_io::block_on(ex.run(fut))
 }
 
+/// Runs `body` on a fresh two-worker multi-threaded tokio runtime (as
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` does), with an adapter on it.
+pub fn run_tokio<F, Fut>(body: F) -> Fut::Output
+where
+    F: FnOnce(TokioAdapter) -> Fut,
+    Fut: Future,
+{
+    crate::init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async { body(TokioAdapter::current()).await })
+}
+
 /// An executor run by a thread of its own until dropped.
 pub struct SmolThread {
     executor: Arc<Executor<'static>>,

@@ -5,9 +5,15 @@
 //!
 //! * `tests/smol.rs`: both procs on procwire-smol, everything on one thread (a fresh
 //!   `async_executor::Executor` per test, run by `async_io::block_on`).
-//! * `tests/tokio.rs`: both procs on procwire-tokio (a multi-threaded runtime per test).
+//! * `tests/tokio.rs`: both procs on procwire-tokio (a two-worker multi-threaded runtime per
+//!   test).
+//!
+//! Those two are the same list of tests, defined once by [`suite!`].
 //! * `tests/interop.rs`: one proc on each adapter, in both directions, with the smol
 //!   executor on its own thread: they speak the same wire protocol from core.
+//! * `tests/faults.rs`: connections cut mid-stream by the fault-injecting [`proxy`] (a tokio
+//!   one; tokio is a dependency of this test crate only, never of procwire-smol), between
+//!   procs of each adapter and across them, over TCP and Unix sockets.
 //!
 //! Every scenario takes the two procs' adapters separately, so the same code checks one
 //! adapter against itself and the two against each other. Timeouts and sleeps use async-io
@@ -15,6 +21,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod adapters;
+pub mod proxy;
 pub mod scenarios;
 
 use std::future::Future;
@@ -23,12 +30,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use procwire_smol::{
-    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, ChannelTransport, Context, Instance,
-    OncePortRef, PortRef, ProcError, ProcId, ProcOptions, ShutdownReport, Stats, UnixAddr,
+    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, OncePortRef, PortRef,
+    ProcError, ProcId, ProcOptions, ShutdownReport, Stats, UnixAddr,
 };
 use serde::{Deserialize, Serialize};
 
 pub use adapters::{SmolAdapter, TokioAdapter};
+/// The transports, for [`suite!`].
+pub use procwire_smol::ChannelTransport;
 
 /// A proc of some adapter, seen through the API every adapter's `Proc` has.
 pub trait TestProc: Clone + Send + Sync + 'static {
@@ -207,6 +216,10 @@ pub enum EchoMsg {
         /// Where the reply goes.
         reply_to: OncePortRef<u64>,
     },
+    /// Fail the actor with this text.
+    Fail(String),
+    /// Panic in the handler.
+    Panic,
     /// Stop the actor.
     Stop,
 }
@@ -244,8 +257,72 @@ impl Actor for Echo {
                 reply_to.send(cx, pong).await?;
             }
             EchoMsg::Once { value, reply_to } => reply_to.send(cx, value).await?,
+            EchoMsg::Fail(why) => return Err(ActorError::msg(why)),
+            EchoMsg::Panic => panic!("asked to panic"),
             EchoMsg::Stop => cx.stop(),
         }
         Ok(())
     }
+}
+
+/// Defines the whole suite as `#[test]`s run by `$run` (such as
+/// [`adapters::run_smol`] or [`adapters::run_tokio`]: a function that takes a closure from an
+/// adapter to the test's future, and runs it): every two-proc scenario with both procs on that
+/// adapter, in a module per transport (`unix`, `tcp`, `local`), plus the scenarios that mix
+/// transports.
+#[macro_export]
+macro_rules! suite {
+    ($run:path) => {
+        $crate::suite!(@per_transport $run,
+            unix => $crate::ChannelTransport::Unix,
+            tcp => $crate::ChannelTransport::Tcp,
+            local => $crate::ChannelTransport::Local,
+        );
+
+        /// `a` on TCP, `b` on a Unix socket file.
+        #[test]
+        fn dropping_every_handle_stops_the_proc() {
+            $run(|x| async move {
+                $crate::scenarios::dropping_every_handle_stops_the_proc(
+                    &x,
+                    &x,
+                    $crate::ChannelTransport::Tcp,
+                    $crate::ChannelTransport::Unix,
+                )
+                .await
+            });
+        }
+    };
+    (@per_transport $run:path, $($module:ident => $transport:expr),* $(,)?) => {$(
+        mod $module {
+            $crate::suite!(@pair $run, $transport,
+                echo_round_trips_and_once_ports,
+                ordered_delivery_of_all_sizes,
+                missing_destinations_come_back,
+                oversized_fails_at_sender,
+                peer_restart_returns_in_flight,
+                window_full_blocks_then_resumes,
+                pipelined_sends_wait_for_window,
+                shutdown_leaks_no_tasks_and_closes_everything,
+                child_ids_count_up_per_root,
+                actor_lifecycle_and_failures,
+            );
+            $crate::suite!(@single $run, $transport,
+                duplicate_root_names_and_bad_names_are_refused,
+                shutdown_returns_what_cannot_be_delivered,
+            );
+        }
+    )*};
+    (@pair $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            $run(|x| async move { $crate::scenarios::$scenario(&x, &x, $transport).await });
+        }
+    )*};
+    (@single $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            $run(|x| async move { $crate::scenarios::$scenario(&x, $transport).await });
+        }
+    )*};
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use procwire_smol::procwire_core::registry::RegistryError;
 use procwire_smol::{
     ActorStatus, ChannelAddr, ChannelTransport, Name, PortRef, ProcError, ProcId, RecvError,
-    SendError, Undeliverable, ACTOR_PORT,
+    SendError, Undeliverable, UnixAddr, ACTOR_PORT,
 };
 
 use crate::{
@@ -58,6 +58,12 @@ pub async fn shutdown_clean<P: TestProc>(p: &P) {
     );
 }
 
+/// Shuts `a`, then `b`, down; see [`shutdown_clean`].
+pub async fn shutdown_both<A: TestProc, B: TestProc>(a: &A, b: &B) {
+    shutdown_clean(a).await;
+    shutdown_clean(b).await;
+}
+
 /// Request/reply with an actor on `b`, pipelined requests, and once-ports: the reply is
 /// taken once, a second message to the spent once-port comes back `NoSuchPort`.
 pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
@@ -73,9 +79,10 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
     assert_eq!(by_id, echo);
 
     let (client, _client_handle) = a.instance("client").expect("instance");
+    assert_eq!(client.actor_id(), &a.proc_id().actor(name("client"), 0));
     let (pong_port, mut pongs) = client.open_port::<Pong>();
     within(30, "round trips", async {
-        for seq in 0..100u64 {
+        for seq in 0..200u64 {
             let msg = EchoMsg::Ping {
                 seq,
                 payload: vec![7; (seq as usize) * 13],
@@ -95,6 +102,7 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
     })
     .await;
 
+    // Pipelined: send many, then collect; order is kept.
     within(30, "pipelined", async {
         for seq in 0..2000u64 {
             let msg = EchoMsg::Ping {
@@ -110,6 +118,7 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
     })
     .await;
 
+    // A once-port takes one message.
     let (once, once_rx) = client.open_once_port::<u64>();
     let once_ref = once.bind();
     let once_id = once_ref.port_id().clone();
@@ -123,6 +132,7 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
     .await
     .expect("send once");
     assert_eq!(within(10, "once reply", once_rx.recv()).await, Ok(77));
+    // A second message to it, from the other proc, comes back as NoSuchPort.
     let (poker, _) = b.instance("poker").expect("poker");
     poker
         .send_bytes(&once_id, Bytes::from_static(b"late"))
@@ -145,8 +155,7 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
         ActorStatus::Stopped
     );
     drop((pongs, poker, client));
-    shutdown_clean(&a).await;
-    shutdown_clean(&b).await;
+    shutdown_both(&a, &b).await;
 }
 
 /// Thousands of messages from `a` to `b`, 0 B to 4 MiB, arrive exactly once and in order.
@@ -161,6 +170,7 @@ pub async fn ordered_delivery_of_all_sizes<A: Adapter, B: Adapter>(
     let (port, mut rx) = receiver.open_port::<()>();
     let dest = port.port_id().clone();
 
+    // Mostly small messages, with zero-length and multi-MiB ones mixed in.
     let sizes: Vec<usize> = (0..3000usize)
         .map(|i| match i % 500 {
             0 => 0,
@@ -199,8 +209,7 @@ pub async fn ordered_delivery_of_all_sizes<A: Adapter, B: Adapter>(
     .await;
     assert!(rx.try_recv_envelope().is_err(), "nothing extra arrives");
     drop((rx, sender, receiver));
-    shutdown_clean(&a).await;
-    shutdown_clean(&b).await;
+    shutdown_both(&a, &b).await;
 }
 
 /// Messages to a missing actor, a missing port, and a port whose receiver was dropped come
@@ -239,8 +248,7 @@ pub async fn missing_destinations_come_back<A: Adapter, B: Adapter>(
         assert_eq!(&back.envelope.sender, sender.actor_id());
     }
     drop((sender, receiver, _live_rx));
-    shutdown_clean(&a).await;
-    shutdown_clean(&b).await;
+    shutdown_both(&a, &b).await;
 }
 
 /// A message over the frame limit fails at the sender with `TooLarge`, whether the limit is
@@ -260,6 +268,7 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
     let (port, mut rx) = receiver.open_port::<Vec<u8>>();
     let big = vec![1u8; 100 * 1024];
 
+    // Over the sender's own limit: refused at once, by both forms of send.
     match port.bind().try_send(&sender, &big) {
         Err(SendError::TooLarge { len, max }) => {
             assert!(len as usize > big.len());
@@ -271,6 +280,7 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
         port.bind().send(&sender, &big).await,
         Err(SendError::TooLarge { .. })
     ));
+    // Under it: delivered.
     port.bind()
         .send(&sender, vec![2u8; 1000])
         .await
@@ -288,7 +298,7 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
     match back_port.bind().try_send(&receiver, &big) {
         Err(SendError::TooLarge { max, .. }) => assert_eq!(max, 64 * 1024),
         Ok(()) => {
-            // The link to `a` was not yet established; the message must come back.
+            // The link to `a` was not yet established; the message must come back, not vanish.
             let back = within(10, "too-large return", receiver.next_undeliverable())
                 .await
                 .expect("return");
@@ -309,13 +319,13 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
         within(10, "small back", back_rx.recv()).await.expect("msg"),
         vec![3u8; 10]
     );
+    // Now the link is up: refused at the sender synchronously.
     assert!(matches!(
         back_port.bind().try_send(&receiver, &big),
         Err(SendError::TooLarge { max: 65536, .. })
     ));
     drop((rx, back_rx, sender, receiver));
-    shutdown_clean(&a).await;
-    shutdown_clean(&b).await;
+    shutdown_both(&a, &b).await;
 }
 
 /// `b` crashes (`kill`) holding unacknowledged messages and restarts on the same address:
@@ -330,6 +340,8 @@ pub async fn peer_restart_returns_in_flight<A: Adapter, B: Adapter>(
     let addr = fixed_addr(t);
     let nowhere = fixed_addr(t);
     let a = aa.start(t.any(), "a", options()).await.expect("a");
+    // b's first incarnation receives but never acknowledges, so everything `a` transmits to
+    // it stays unproven.
     let mut lazy = options();
     lazy.core.ack_every_msgs = u64::MAX;
     lazy.core.ack_every_bytes = usize::MAX;
@@ -342,6 +354,7 @@ pub async fn peer_restart_returns_in_flight<A: Adapter, B: Adapter>(
     let (port, mut rx) = receiver.open_port::<u64>();
     let dest = port.bind();
 
+    // Transmitted to (and even placed in a port of) the first incarnation, unacknowledged.
     for i in 0..=20u64 {
         dest.send(&sender, i).await.expect("send");
     }
@@ -349,14 +362,19 @@ pub async fn peer_restart_returns_in_flight<A: Adapter, B: Adapter>(
         assert_eq!(within(10, "delivery to b", rx.recv()).await, Ok(i));
     }
 
+    // b crashes. Until b is back, `a` dials nowhere (so its new ports exist before `a`
+    // reconnects).
     a.set_address(b_id.clone(), nowhere);
     drop((rx, receiver));
     within(10, "kill b", b.kill()).await;
     drop(b);
+    // Sent while b is down: each either was transmitted on the dying connection (and comes
+    // back) or was not (and goes to the new incarnation). Never both, never neither.
     for i in 21..=25u64 {
         dest.send(&sender, i).await.expect("send while b is down");
     }
 
+    // b comes back on the same address: a new incarnation with the same ids.
     let b2 = within(10, "restart b", async {
         loop {
             match ba.start(addr.clone(), "b", options()).await {
@@ -372,36 +390,54 @@ pub async fn peer_restart_returns_in_flight<A: Adapter, B: Adapter>(
     assert_eq!(b2.proc_id(), &b_id);
     let (receiver2, _) = b2.instance("receiver").expect("receiver again");
     let (port2, mut rx2) = receiver2.open_port::<u64>();
-    assert_eq!(port2.port_id(), dest.port_id());
+    assert_eq!(
+        port2.port_id(),
+        dest.port_id(),
+        "same registry state, same port id"
+    );
     a.set_address(b_id, addr);
 
     let mut returned = Vec::new();
     let mut delivered = Vec::new();
-    within(30, "returns and deliveries after the restart", async {
-        while returned.len() + delivered.len() < 26 {
-            let next = {
-                let mut back = std::pin::pin!(sender.next_undeliverable());
-                let mut msg = std::pin::pin!(rx2.recv());
-                poll_fn(|cx| {
-                    if let Poll::Ready(r) = back.as_mut().poll(cx) {
-                        return Poll::Ready(Err(r));
+    let waited = futures_lite::future::or(
+        async {
+            sleep(Duration::from_secs(30)).await;
+            false
+        },
+        async {
+            while returned.len() + delivered.len() < 26 {
+                let next = {
+                    let mut back = std::pin::pin!(sender.next_undeliverable());
+                    let mut msg = std::pin::pin!(rx2.recv());
+                    poll_fn(|cx| {
+                        if let Poll::Ready(r) = back.as_mut().poll(cx) {
+                            return Poll::Ready(Err(r));
+                        }
+                        msg.as_mut().poll(cx).map(Ok)
+                    })
+                    .await
+                };
+                match next {
+                    Err(r) => {
+                        let r = r.expect("sender alive");
+                        assert_eq!(r.reason, Undeliverable::PeerRestarted, "reason");
+                        returned.push(r.decode::<u64>().expect("decodes"));
                     }
-                    msg.as_mut().poll(cx).map(Ok)
-                })
-                .await
-            };
-            match next {
-                Err(r) => {
-                    let r = r.expect("sender alive");
-                    assert_eq!(r.reason, Undeliverable::PeerRestarted, "reason");
-                    returned.push(r.decode::<u64>().expect("decodes"));
+                    Ok(m) => delivered.push(m.expect("delivery to the new incarnation")),
                 }
-                Ok(m) => delivered.push(m.expect("delivery to the new incarnation")),
             }
-        }
-    })
+            true
+        },
+    )
     .await;
+    assert!(
+        waited,
+        "timed out; returned {returned:?}, delivered {delivered:?}, stats {:?}",
+        a.stats()
+    );
+    // Everything transmitted to the old incarnation came back, in order.
     assert_eq!(&returned[..21], &(0..=20).collect::<Vec<_>>()[..]);
+    // 21..=25: each exactly once, on one side or the other, in order on each side.
     let mut all: Vec<u64> = returned[21..]
         .iter()
         .chain(delivered.iter())
@@ -415,6 +451,7 @@ pub async fn peer_restart_returns_in_flight<A: Adapter, B: Adapter>(
     all.sort_unstable();
     assert_eq!(all, (21..=25).collect::<Vec<_>>());
 
+    // New traffic reaches the new incarnation.
     dest.send(&sender, 99u64).await.expect("send to new b");
     assert_eq!(within(10, "after restart", rx2.recv()).await, Ok(99));
     drop((rx2, receiver2, sender));
@@ -435,6 +472,7 @@ pub async fn window_full_blocks_then_resumes<A: Adapter, B: Adapter>(
     tight.core.window_msgs = 4;
     let a = aa.start(t.any(), "a", tight).await.expect("a");
     let (sender, _) = a.instance("sender").expect("sender");
+    // b does not exist yet; its first port will be `sink[0][1024]`.
     let b_id = ProcId::new(addr.clone(), name("b"));
     let dest = PortRef::<u64>::attest(b_id.actor(name("sink"), 0).port(1024));
     let mut accepted = 0u64;
@@ -453,6 +491,7 @@ pub async fn window_full_blocks_then_resumes<A: Adapter, B: Adapter>(
         "send must wait while the window is full"
     );
 
+    // b appears; the window drains and the waiting send goes through.
     let b = ba.start(addr, "b", options()).await.expect("b");
     let (sink, _) = b.instance("sink").expect("sink");
     let (port, mut rx) = sink.open_port::<u64>();
@@ -464,8 +503,7 @@ pub async fn window_full_blocks_then_resumes<A: Adapter, B: Adapter>(
         assert_eq!(within(10, "delivery", rx.recv()).await, Ok(i));
     }
     drop((rx, sink, sender));
-    shutdown_clean(&a).await;
-    shutdown_clean(&b).await;
+    shutdown_both(&a, &b).await;
 }
 
 /// Many sends through a small window: each waits for room, all arrive in order.
@@ -502,8 +540,7 @@ pub async fn pipelined_sends_wait_for_window<A: Adapter, B: Adapter>(
     )
     .await;
     drop((rx, sender, receiver));
-    shutdown_clean(&a).await;
-    shutdown_clean(&b).await;
+    shutdown_both(&a, &b).await;
 }
 
 /// A root name can be held once per proc; bad names and taken addresses are refused.
@@ -526,6 +563,7 @@ pub async fn duplicate_root_names_and_bad_names_are_refused<A: Adapter>(
         a.instance("not a name"),
         Err(ProcError::Registry(RegistryError::BadName(_)))
     ));
+    // Released on drop, then free again.
     drop(first);
     assert_eq!(first_handle.status(), ActorStatus::Stopped);
     let (_again, _) = a.instance("x").expect("x is free again");
@@ -534,6 +572,7 @@ pub async fn duplicate_root_names_and_bad_names_are_refused<A: Adapter>(
         aa.start(t.any(), "bad name", options()).await,
         Err(ProcError::BadName(_))
     ));
+    // The address is taken.
     match aa.start(a.addr().clone(), "other", options()).await {
         Err(ProcError::Bind { addr, source }) => {
             assert_eq!(&addr, a.addr());
@@ -577,6 +616,7 @@ pub async fn shutdown_leaks_no_tasks_and_closes_everything<A: Adapter, B: Adapte
     assert!(a.connection_count() >= 1);
     shutdown_clean(&a).await;
     shutdown_clean(&b).await;
+    // Everything is closed and refused afterwards.
     assert_eq!(
         within(5, "port closed", pongs.recv()).await,
         Err(RecvError::Closed)
@@ -599,6 +639,7 @@ pub async fn shutdown_leaks_no_tasks_and_closes_everything<A: Adapter, B: Adapte
     assert!(matches!(a.instance("late"), Err(ProcError::ShuttingDown)));
     assert_eq!(a.connection_count(), 0);
     assert_eq!(b.connection_count(), 0);
+    // A second shutdown is harmless.
     within(10, "second shutdown", a.shutdown()).await;
     drop((pongs, client));
     assert_eq!(client_handle.status(), ActorStatus::Stopped);
@@ -616,4 +657,212 @@ pub async fn shutdown_leaks_no_tasks_and_closes_everything<A: Adapter, B: Adapte
             .expect("rebind a's address");
         shutdown_clean(&again).await;
     }
+}
+
+/// Child ids count up per root (children, grandchildren and child actors share one counter);
+/// a child actor is addressable from `b`; pids never go back after the root is released and
+/// reserved again.
+pub async fn child_ids_count_up_per_root<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (parent, _) = a.instance("parent").expect("parent");
+    let (c1, h1) = parent.child().expect("child 1");
+    let (c2, _) = parent.child().expect("child 2");
+    assert_eq!(c1.actor_id(), &a.proc_id().actor(name("parent"), 1));
+    assert_eq!(c2.actor_id(), &a.proc_id().actor(name("parent"), 2));
+    assert_eq!(h1.actor_id(), c1.actor_id());
+    assert!(
+        c1.actor_id().to_string().ends_with(",parent[1]"),
+        "{}",
+        c1.actor_id()
+    );
+    let (grandchild, _) = c1.child().expect("grandchild");
+    assert_eq!(grandchild.actor_id().pid(), 3);
+
+    // A child actor is addressable from another proc.
+    let (echo, echo_handle) = parent.spawn_child(Echo).expect("spawn child");
+    assert_eq!(echo.actor_id(), &a.proc_id().actor(name("parent"), 4));
+    let (client, _) = b.instance("client").expect("client");
+    let (pong, mut pongs) = client.open_port::<Pong>();
+    echo.send(
+        &client,
+        EchoMsg::Ping {
+            seq: 5,
+            payload: vec![1, 2, 3],
+            reply_to: pong.bind(),
+        },
+    )
+    .await
+    .expect("ping child");
+    let p = within(10, "child replies", pongs.recv())
+        .await
+        .expect("pong");
+    assert_eq!((p.seq, p.len, &p.from), (5, 3, echo.actor_id()));
+
+    // Pids never go back, even after the root is released and reserved again.
+    drop((c1, c2, grandchild, parent));
+    echo_handle.stop();
+    within(10, "child stops", echo_handle.wait()).await;
+    let (again, _) = a.instance("parent").expect("root name free again");
+    let (c5, _) = again.child().expect("child after re-reserve");
+    assert_eq!(c5.actor_id().pid(), 5);
+    drop((pongs, client, again, c5));
+    shutdown_both(&a, &b).await;
+}
+
+/// An actor on `a` that fails, one that panics, and one that is stopped end with the right
+/// status (messages to the stopped one come back to `b`); stopping an instance closes its
+/// ports, and ports opened afterwards are closed at once.
+pub async fn actor_lifecycle_and_failures<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (client, _) = b.instance("client").expect("client");
+
+    let (echo, h) = a.spawn("failing", Echo).expect("spawn");
+    assert_eq!(h.status(), ActorStatus::Running);
+    echo.send(&client, EchoMsg::Fail("bad input".into()))
+        .await
+        .expect("send");
+    assert_eq!(
+        within(10, "fails", h.wait()).await,
+        ActorStatus::Failed("bad input".into())
+    );
+
+    let (echo, h) = a.spawn("panicking", Echo).expect("spawn");
+    echo.send(&client, EchoMsg::Panic).await.expect("send");
+    match within(10, "panics", h.wait()).await {
+        ActorStatus::Failed(why) => assert!(why.contains("asked to panic"), "{why}"),
+        other => panic!("expected Failed, got {other}"),
+    }
+
+    let (echo, h) = a.spawn("stopped", Echo).expect("spawn");
+    h.stop();
+    assert_eq!(within(10, "stops", h.wait()).await, ActorStatus::Stopped);
+    // Its mailbox is gone: messages come back.
+    echo.send(&client, EchoMsg::Stop).await.expect("send");
+    let back = within(10, "return", client.next_undeliverable())
+        .await
+        .expect("return");
+    assert!(
+        matches!(
+            back.reason,
+            Undeliverable::NoSuchActor | Undeliverable::NoSuchPort
+        ),
+        "{}",
+        back.reason
+    );
+
+    // Stopping an instance closes its ports.
+    let (inst, ih) = a.instance("inst").expect("instance");
+    let (_p, mut rx) = inst.open_port::<u8>();
+    ih.stop();
+    assert_eq!(ih.status(), ActorStatus::Stopped);
+    assert_eq!(within(5, "closed", rx.recv()).await, Err(RecvError::Closed));
+    let (_p2, mut rx2) = inst.open_port::<u8>();
+    assert_eq!(
+        within(5, "closed at once", rx2.recv()).await,
+        Err(RecvError::Closed)
+    );
+    drop((rx, rx2, inst, client));
+    shutdown_both(&a, &b).await;
+}
+
+/// Messages to a proc nobody serves are returned by `shutdown` (`ShuttingDown` or
+/// `Unreachable`), every one once and in order.
+pub async fn shutdown_returns_what_cannot_be_delivered<A: Adapter>(aa: &A, t: ChannelTransport) {
+    init_logging();
+    let mut quick = options();
+    quick.core.shutdown_timeout = Duration::from_millis(300).into();
+    let a = aa.start(t.any(), "a", quick).await.expect("a");
+    // Nobody listens at b's address.
+    let b_id = ProcId::new(fixed_addr(t), name("b"));
+    let dest = b_id.actor(name("sink"), 0).port(1024);
+    let (sender, _) = a.instance("sender").expect("sender");
+    for i in 0..30u8 {
+        sender
+            .send_bytes(&dest, Bytes::from(vec![i; 3]))
+            .await
+            .expect("send");
+    }
+    let report = within(20, "shutdown", a.shutdown()).await;
+    assert!(report.drained);
+    let mut back = Vec::new();
+    while let Some(r) = sender.try_next_undeliverable() {
+        assert!(
+            matches!(
+                r.reason,
+                Undeliverable::ShuttingDown | Undeliverable::Unreachable
+            ),
+            "{}",
+            r.reason
+        );
+        back.push(r.payload()[0]);
+    }
+    assert_eq!(
+        back,
+        (0..30).collect::<Vec<_>>(),
+        "every message comes back once, in order"
+    );
+}
+
+/// Without any shutdown, dropping every handle on `a` (on `ta`) and `b` (on `tb`, at a fixed
+/// address) stops both: the actor's handle ends, every task ends, `b`'s socket file is gone
+/// and its address can be bound again.
+pub async fn dropping_every_handle_stops_the_proc<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    ta: ChannelTransport,
+    tb: ChannelTransport,
+) {
+    init_logging();
+    let baseline = (aa.live_tasks(), ba.live_tasks());
+    let addr = fixed_addr(tb);
+    {
+        let a = aa.start(ta.any(), "a", options()).await.expect("a");
+        let b = ba.start(addr.clone(), "b", options()).await.expect("b");
+        let (_echo_ref, echo) = b.spawn("echo", Echo).expect("echo");
+        let (client, _) = a.instance("client").expect("client");
+        let (pong, mut pongs) = client.open_port::<Pong>();
+        let echo_ref = PortRef::<EchoMsg>::attest(echo.actor_id().port(ACTOR_PORT));
+        echo_ref
+            .send(
+                &client,
+                EchoMsg::Ping {
+                    seq: 1,
+                    payload: vec![],
+                    reply_to: pong.bind(),
+                },
+            )
+            .await
+            .expect("ping");
+        within(10, "pong", pongs.recv()).await.expect("pong");
+        // No shutdown: the last handles just go away (the receiver and instance too).
+        drop((a, b, pongs, client));
+        // The actor's loop is aborted with the proc; its handle still ends.
+        assert_eq!(
+            within(10, "actor ends", echo.wait()).await,
+            ActorStatus::Stopped
+        );
+    }
+    within(10, "tasks end", async {
+        while aa.live_tasks() > baseline.0 || ba.live_tasks() > baseline.1 {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // The address is free again (and its socket file gone).
+    if let ChannelAddr::Unix(UnixAddr::Path(p)) = &addr {
+        assert!(
+            !std::path::Path::new(p.as_str()).exists(),
+            "socket file left behind"
+        );
+    }
+    let again = ba.start(addr, "b", options()).await.expect("rebind");
+    shutdown_clean(&again).await;
 }

@@ -1,24 +1,29 @@
-//! Connections killed mid-stream, with smol procs on both ends and with a tokio proc sending
-//! to a smol one: traffic from `a` to `b` goes (through core's address book) via procwire-
-//! tokio's fault-injecting proxy, which cuts connections after a random number of bytes.
-//! Every message must still arrive exactly once and in order.
-
-#[allow(dead_code)]
-#[path = "../../tokio/tests/common/proxy.rs"]
-mod proxy;
+//! Connections killed mid-stream, over TCP and Unix sockets, between tokio procs, between
+//! smol procs, and from each adapter to the other: traffic from `a` to `b` goes (through
+//! core's address book) via the fault-injecting [`proxy`](procwire_conformance::proxy), which
+//! cuts connections after a random number of bytes. Every message must still arrive exactly
+//! once and in order.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use procwire_conformance::adapters::SmolThread;
+use procwire_conformance::proxy::{FaultProxy, Faults};
 use procwire_conformance::{
     check_payload, init_logging, numbered_payload, options, sleep, within, Adapter, TestProc,
     TokioAdapter,
 };
 use procwire_tokio::ChannelTransport;
-use proxy::{FaultProxy, Faults};
 
-async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTransport, seed: u64) {
+/// `n` messages from `a` to `b` through a proxy that cuts up to `max_cuts` connections.
+async fn survives_cuts<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+    seed: u64,
+    n: u64,
+    max_cuts: u64,
+) {
     init_logging();
     let a = aa.start(t.any(), "a", options()).await.expect("a");
     let b = ba.start(t.any(), "b", options()).await.expect("b");
@@ -27,7 +32,7 @@ async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTranspo
         Faults {
             min_bytes: 1,
             max_bytes: 96 * 1024,
-            max_cuts: 30,
+            max_cuts,
             seed,
         },
     )
@@ -38,7 +43,6 @@ async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTranspo
     let (receiver, _) = b.instance("receiver").expect("receiver");
     let (port, mut rx) = receiver.open_port::<()>();
     let dest = port.port_id().clone();
-    const N: u64 = 10_000;
     let len_of = |i: u64| -> usize {
         match i % 1000 {
             0 => 200_000,
@@ -47,7 +51,7 @@ async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTranspo
         }
     };
     let send = async {
-        for i in 0..N {
+        for i in 0..n {
             sender
                 .send_bytes(&dest, numbered_payload(i, len_of(i)))
                 .await
@@ -55,7 +59,7 @@ async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTranspo
         }
     };
     let recv = async {
-        for i in 0..N {
+        for i in 0..n {
             let env = rx.recv_envelope().await.expect("message");
             assert_eq!(
                 check_payload(&env.payload, len_of(i)),
@@ -70,6 +74,7 @@ async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTranspo
         futures_lite::future::zip(send, recv),
     )
     .await;
+    // Nothing extra (no duplicate) shows up after a quiet moment, and nothing came back.
     sleep(Duration::from_millis(100)).await;
     assert!(rx.try_recv_envelope().is_err(), "a duplicate arrived");
     assert!(
@@ -78,6 +83,9 @@ async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTranspo
     );
     let cuts = proxy.cuts();
     assert!(cuts >= 5, "the proxy cut only {cuts} connections");
+    let stats = a.stats();
+    assert!(stats.retransmitted > 0 || cuts > 0, "{stats:?}");
+    tracing::info!(cuts, connections = proxy.connections(), ?stats, "done");
 
     // Replies flow back the other way through their own link.
     let (back_port, mut back_rx) = sender.open_port::<()>();
@@ -98,22 +106,41 @@ async fn survives_cuts<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTranspo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_tcp_connections_cut_mid_stream() {
+    let t = TokioAdapter::current();
+    survives_cuts(&t, &t, ChannelTransport::Tcp, 0x5eed_0001, 20_000, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_unix_connections_cut_mid_stream() {
+    let t = TokioAdapter::current();
+    survives_cuts(&t, &t, ChannelTransport::Unix, 0x5eed_0002, 20_000, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smol_tcp_connections_cut_mid_stream() {
     let smol = SmolThread::start();
     let s = smol.adapter();
-    survives_cuts(&s, &s, ChannelTransport::Tcp, 0x5eed_0101).await;
+    survives_cuts(&s, &s, ChannelTransport::Tcp, 0x5eed_0101, 10_000, 30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smol_unix_connections_cut_mid_stream() {
     let smol = SmolThread::start();
     let s = smol.adapter();
-    survives_cuts(&s, &s, ChannelTransport::Unix, 0x5eed_0102).await;
+    survives_cuts(&s, &s, ChannelTransport::Unix, 0x5eed_0102, 10_000, 30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokio_to_smol_connections_cut_mid_stream() {
+async fn tokio_to_smol_tcp_connections_cut_mid_stream() {
     let smol = SmolThread::start();
     let (t, s) = (TokioAdapter::current(), smol.adapter());
-    survives_cuts(&t, &s, ChannelTransport::Tcp, 0x5eed_0103).await;
+    survives_cuts(&t, &s, ChannelTransport::Tcp, 0x5eed_0103, 10_000, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smol_to_tokio_unix_connections_cut_mid_stream() {
+    let smol = SmolThread::start();
+    let (t, s) = (TokioAdapter::current(), smol.adapter());
+    survives_cuts(&s, &t, ChannelTransport::Unix, 0x5eed_0104, 10_000, 30).await;
 }

@@ -8,7 +8,9 @@
 //!
 //! Users of procwire normally depend on an adapter, not on this crate. Write against it
 //! directly to host procs on another executor: implement [`Runtime`] and call
-//! [`HostedProc::start`].
+//! [`HostedProc::start`]. An adapter crate gets its public API from here in two lines:
+//! `pub use procwire_host::api::*;` (everything but `Proc`) and [`adapter_proc!`] (the
+//! documented `Proc` wrapper on its runtime).
 //!
 //! ## What lives here
 //!
@@ -37,6 +39,7 @@
 #![allow(clippy::result_large_err)]
 
 mod actor;
+mod adapter;
 mod engine;
 mod error;
 mod instance;
@@ -66,3 +69,21 @@ pub use procwire_core::id::{
     ActorId, ChannelAddr, ChannelTransport, Name, PortId, ProcId, UnixAddr,
 };
 pub use procwire_core::proc::{Config, Stats};
+
+/// What every adapter crate re-exports at its root, beside its own `Proc` (see
+/// [`adapter_proc!`]): `pub use procwire_host::api::*;`.
+pub mod api {
+    pub use crate::{
+        decode, encode, Actor, ActorError, ActorHandle, ActorStatus, Context, Instance,
+        OncePortHandle, OncePortReceiver, OncePortRef, PortHandle, PortReceiver, PortRef,
+        ProcError, ProcOptions, RecvError, Returned, SendError, ShutdownReport, TryRecvError,
+        ACTOR_PORT,
+    };
+
+    pub use procwire_core;
+    pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
+    pub use procwire_core::id::{
+        ActorId, ChannelAddr, ChannelTransport, Name, PortId, ProcId, UnixAddr,
+    };
+    pub use procwire_core::proc::{Config, Stats};
+}

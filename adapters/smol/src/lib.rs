@@ -122,15 +122,4 @@ mod net;
 mod proc;
 
 pub use proc::Proc;
-pub use procwire_host::{
-    decode, encode, Actor, ActorError, ActorHandle, ActorStatus, Context, Instance, OncePortHandle,
-    OncePortReceiver, OncePortRef, PortHandle, PortReceiver, PortRef, ProcError, ProcOptions,
-    RecvError, Returned, SendError, ShutdownReport, TryRecvError, ACTOR_PORT,
-};
-
-pub use procwire_core;
-pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
-pub use procwire_core::id::{
-    ActorId, ChannelAddr, ChannelTransport, Name, PortId, ProcId, UnixAddr,
-};
-pub use procwire_core::proc::{Config, Stats};
+pub use procwire_host::api::*;

@@ -1,13 +1,11 @@
 //! Two OS processes: this test binary re-runs itself as the peer (see `peer_process_entry`),
 //! which stands up its own proc and echo actor and reports back over procwire.
 
-mod common;
-
 use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
 
-use common::*;
+use procwire_conformance::{fixed_addr, init_logging, options, within, Echo, EchoMsg, Pong};
 use procwire_tokio::{
     ActorStatus, ChannelAddr, ChannelTransport, PortId, PortRef, Proc, ProcId, Undeliverable,
 };
@@ -53,7 +51,7 @@ fn peer_process_entry() {
         let proc = Proc::direct_with(addr, "peer".to_string(), opts)
             .await
             .expect("peer proc");
-        let (echo, handle) = proc.spawn("echo", Echo::default()).expect("echo");
+        let (echo, handle) = proc.spawn("echo", Echo).expect("echo");
         let (boot, _) = proc.instance("boot").expect("boot");
         let ready = Ready {
             proc: proc.proc_id().clone(),

@@ -1,6 +1,9 @@
 //! A fault-injecting TCP/Unix proxy: forwards each accepted connection to an upstream
 //! address and cuts it (both sides, abruptly) after a random number of forwarded bytes, so
 //! cuts land anywhere: inside the preamble, the hello, a frame header or a frame body.
+//!
+//! It runs on tokio ([`FaultProxy::start`] must be called within a tokio runtime), whatever
+//! adapter the procs it sits between use.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,136 @@
+//! [`adapter_proc!`]: the `Proc` type every adapter exposes, defined once.
+
+/// Defines an adapter's public `Proc` type: a documented wrapper around
+/// [`HostedProc`](crate::HostedProc) on the adapter's runtime, with `direct`, `direct_with`
+/// and the delegating methods every adapter's `Proc` has. The adapter supplies only its
+/// runtime type, the expression that makes a handle on it for `direct`/`direct_with`, and
+/// the docs saying where `direct`'s tasks run. It can add constructors of its own in a
+/// further `impl Proc` block, building `Proc { inner }` from a
+/// [`HostedProc::start`](crate::HostedProc::start) on its runtime.
+///
+/// ```text
+/// procwire_host::adapter_proc! {
+///     runtime: TokioRuntime = TokioRuntime::current(),
+///     /// Must be called within a tokio runtime (with IO and time enabled).
+/// }
+/// ```
+#[macro_export]
+macro_rules! adapter_proc {
+    (
+        runtime: $rt:ty = $make_rt:expr,
+        $(#[doc = $direct_doc:expr])*
+    ) => {
+        /// A proc: an addressable endpoint serving on one address, holding actor identities.
+        ///
+        /// Cloning gives another handle on the same proc. The proc serves until
+        /// [`Proc::shutdown`] (graceful) or [`Proc::kill`] (abrupt), or until the last handle is
+        /// dropped, which stops it abruptly like `kill`. Instances and actors do not keep it alive.
+        #[derive(Clone)]
+        pub struct Proc {
+            inner: $crate::HostedProc<$rt>,
+        }
+
+        impl Proc {
+            /// Serves on `addr` (binding an `any()` address picks a free one) under the proc name
+            /// `name`, dials peers on demand, and starts the machine.
+            ///
+            $(#[doc = $direct_doc])*
+            pub async fn direct(
+                addr: $crate::ChannelAddr,
+                name: ::std::string::String,
+            ) -> ::std::result::Result<Proc, $crate::ProcError> {
+                Self::direct_with(addr, name, $crate::ProcOptions::default()).await
+            }
+
+            /// [`Proc::direct`] with options.
+            pub async fn direct_with(
+                addr: $crate::ChannelAddr,
+                name: ::std::string::String,
+                options: $crate::ProcOptions,
+            ) -> ::std::result::Result<Proc, $crate::ProcError> {
+                let inner = $crate::HostedProc::start($make_rt, addr, name, options).await?;
+                Ok(Proc { inner })
+            }
+
+            /// This proc's id: its bound address and name.
+            pub fn proc_id(&self) -> &$crate::ProcId {
+                self.inner.proc_id()
+            }
+
+            /// The address it serves on.
+            pub fn addr(&self) -> &$crate::ChannelAddr {
+                self.inner.addr()
+            }
+
+            /// Reserves the root name `name` and returns a caller-driven
+            /// [`Instance`](crate::Instance) with the identity `ActorId(proc, name, 0)`, and a
+            /// handle on it. A name already held in this proc is refused
+            /// ([`RegistryError::Duplicate`](crate::procwire_core::registry::RegistryError)).
+            pub fn instance(
+                &self,
+                name: &str,
+            ) -> ::std::result::Result<($crate::Instance, $crate::ActorHandle), $crate::ProcError>
+            {
+                self.inner.instance(name)
+            }
+
+            /// Reserves the root name `name` and runs `actor` on `ActorId(proc, name, 0)`.
+            /// Returns a reference to its mailbox (port [`ACTOR_PORT`](crate::ACTOR_PORT)) and a
+            /// handle.
+            pub fn spawn<A: $crate::Actor>(
+                &self,
+                name: &str,
+                actor: A,
+            ) -> ::std::result::Result<
+                ($crate::PortRef<A::Message>, $crate::ActorHandle),
+                $crate::ProcError,
+            > {
+                self.inner.spawn(name, actor)
+            }
+
+            /// Dials `proc` at `addr` from now on instead of at the address in its id (a proxy,
+            /// a tunnel, a NAT'd address).
+            pub fn set_address(&self, proc: $crate::ProcId, addr: $crate::ChannelAddr) {
+                self.inner.set_address(proc, addr);
+            }
+
+            /// Core's counters.
+            pub fn stats(&self) -> $crate::Stats {
+                self.inner.stats()
+            }
+
+            /// Undeliverable returns that could not be handed to their sender (gone, or its
+            /// queue full), including those core reported dropped.
+            pub fn returns_dropped(&self) -> u64 {
+                self.inner.returns_dropped()
+            }
+
+            /// Connections open or being dialed now.
+            pub fn connection_count(&self) -> usize {
+                self.inner.connection_count()
+            }
+
+            /// Shuts down gracefully: core flushes what is in flight (or returns it to its
+            /// senders), then every port closes (receivers drain and see `Closed`, actor loops
+            /// end), every connection is flushed and closed, and every task of the proc ends.
+            /// Bounded by [`ProcOptions::shutdown_timeout`](crate::ProcOptions::shutdown_timeout)
+            /// for each of the two waits. Idempotent.
+            pub async fn shutdown(&self) -> $crate::ShutdownReport {
+                self.inner.shutdown().await
+            }
+
+            /// Stops at once, as a crash would: nothing in flight is flushed or returned, and
+            /// every connection is dropped. Waits until all its tasks are gone and its address
+            /// is free.
+            pub async fn kill(&self) {
+                self.inner.kill().await
+            }
+        }
+
+        impl ::std::fmt::Debug for Proc {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "Proc({})", self.proc_id())
+            }
+        }
+    };
+}
