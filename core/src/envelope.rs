@@ -111,6 +111,21 @@ pub enum Undeliverable {
     ShuttingDown,
     /// The receiving proc no longer knew the session, so delivery cannot be proven either way.
     SessionLost,
+    /// The message was transmitted, then the link failed (or was given up, or the proc shut
+    /// down) before the peer acknowledged it: it may or may not have been delivered.
+    Unconfirmed,
+}
+
+impl Undeliverable {
+    /// True for reasons that mean "delivery unknown" (the message may also have been
+    /// delivered): `PeerRestarted`, `SessionLost`, `Unconfirmed`. Every other reason means
+    /// it was not delivered.
+    pub fn delivery_unknown(self) -> bool {
+        matches!(
+            self,
+            Undeliverable::PeerRestarted | Undeliverable::SessionLost | Undeliverable::Unconfirmed
+        )
+    }
 }
 
 impl fmt::Display for Undeliverable {
@@ -128,6 +143,9 @@ impl fmt::Display for Undeliverable {
             Undeliverable::ShuttingDown => f.write_str("shutting down"),
             Undeliverable::SessionLost => {
                 f.write_str("peer lost the session; delivery unknown, not retried")
+            }
+            Undeliverable::Unconfirmed => {
+                f.write_str("link failed before the peer confirmed it; delivery unknown")
             }
         }
     }

@@ -58,11 +58,12 @@
 //! send order across reconnects while both procs live; "delivered" means placed in the
 //! destination port's queue, which is what an acknowledgement confirms. Everything else
 //! comes back to its sender with a reason: definite ones (`NoSuchActor`, `NoSuchPort`,
-//! `TooLarge`, `TtlExhausted`, `Refused`) mean it was not delivered; "delivery unknown" ones
-//! (`Unreachable`, `PeerRestarted`, `SessionLost`, `ShuttingDown` after the timeout) mean a
-//! link failed before the acknowledgement, and the message may also have been delivered or
-//! returned definitely by the destination. A message is never delivered twice, has at most
-//! one definite outcome, and at most one "delivery unknown" return.
+//! `TooLarge`, `TtlExhausted`, `Refused`, `Unreachable`, `ShuttingDown`) mean it was not
+//! delivered; "delivery unknown" ones (`PeerRestarted`, `SessionLost`, `Unconfirmed`; see
+//! `Undeliverable::delivery_unknown`) mean the message was transmitted and the link failed
+//! before the acknowledgement, so it may also have been delivered, or returned definitely
+//! by the destination. A message is never delivered twice, has at most one definite
+//! outcome, and at most one "delivery unknown" return.
 #![no_std]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -9,8 +9,11 @@
 //! States of the current connection: `Idle` (none; a send dials) → `Dialing` (driver is
 //! connecting) → `Handshake` (hello sent) → `Open` (data flows) → on loss `Backoff` (a
 //! pure function of attempt number and injected jitter) → `Dialing` again. With messages
-//! waiting and no connection for `unreachable_timeout`, everything is returned as
-//! `Unreachable` and the session starts afresh.
+//! waiting and no connection for `unreachable_timeout`, everything is returned and the
+//! session starts afresh: what was never transmitted as `Unreachable` (certainly not
+//! delivered), what was transmitted but not acknowledged as `Unconfirmed` (delivery
+//! unknown). A graceful close that times out splits the same way (`ShuttingDown` /
+//! `Unconfirmed`).
 //!
 //! Failures, by what the welcome says:
 //! - another incarnation than before: the peer restarted; every message ever transmitted
@@ -556,12 +559,15 @@ impl Outbound {
         }
     }
 
-    /// Returns everything queued and drops the connection attempt or connection.
+    /// Returns everything queued and drops the connection attempt or connection: what was
+    /// transmitted comes back as `Unconfirmed` (the peer may have it), the rest with
+    /// `reason`, which then is definite.
     fn give_up(&mut self, now: Instant, sh: &mut Shared, reason: Undeliverable) {
         if matches!(self.conn, Conn::Open(..)) && reason == Undeliverable::Unreachable {
             // Connected again by now; the timer is stale.
             return;
         }
+        self.return_queued(sh, Undeliverable::Unconfirmed, false);
         self.return_queued(sh, reason, true);
         if let Some(conn) = self.conn() {
             if !matches!(self.conn, Conn::Open(..)) {

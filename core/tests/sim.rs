@@ -6,8 +6,8 @@
 //! - no message is delivered twice, and per (sender incarnation, destination) delivery
 //!   order is send order;
 //! - each message has at most one definite outcome (delivered, or returned with a definite
-//!   reason such as `NoSuchPort`) and at most one "delivery unknown" return (unreachable,
-//!   restarted, session lost, shutting down), which a link failure before the
+//!   reason such as `NoSuchPort` or `Unreachable`) and at most one "delivery unknown"
+//!   return (restarted, session lost, unconfirmed), which a link failure before the
 //!   acknowledgement produces whatever the destination did with the message;
 //! - after the faults stop, every accepted message of a live sender has been delivered or
 //!   returned, and none is left queued;
@@ -402,7 +402,9 @@ impl Sim {
         }
         if self.ledger.accepted[&k] {
             assert!(
-                reason == Undeliverable::NoSuchPort || uncertain(reason),
+                reason == Undeliverable::NoSuchPort
+                    || reason == Undeliverable::Unreachable
+                    || uncertain(reason),
                 "missing port returned with {reason:?}"
             );
         } else {
@@ -690,13 +692,7 @@ impl Sim {
 }
 
 fn uncertain(r: Undeliverable) -> bool {
-    matches!(
-        r,
-        Undeliverable::Unreachable
-            | Undeliverable::PeerRestarted
-            | Undeliverable::SessionLost
-            | Undeliverable::ShuttingDown
-    )
+    r.delivery_unknown()
 }
 
 fn run_seed(seed: u64) -> (usize, usize, usize) {
