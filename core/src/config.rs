@@ -35,7 +35,8 @@ pub struct Config {
     /// Up to this many percent of the delay are added at random (from the proc's seed).
     pub backoff_jitter_pct: u64,
     /// With messages waiting, a peer that cannot be (re)connected for this long is given
-    /// up: everything for it returns as `Unreachable`.
+    /// up: everything for it returns, as `Unreachable` if it was never transmitted and as
+    /// `Unconfirmed` if it was.
     pub unreachable_timeout: Duration,
     /// A receiver keeps a disconnected session's position this long for the dialer to
     /// resume.

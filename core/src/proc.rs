@@ -422,8 +422,9 @@ impl Proc {
     }
 
     /// Starts a graceful shutdown: new sends and sessions are refused, outbound links flush
-    /// and wait for acknowledgements up to `shutdown_timeout`, the rest comes back as
-    /// `ShuttingDown`, then [`Event::ShutdownComplete`].
+    /// and wait for acknowledgements up to `shutdown_timeout`, the rest comes back
+    /// (`ShuttingDown` if never transmitted, `Unconfirmed` if transmitted), then
+    /// [`Event::ShutdownComplete`].
     pub fn handle_shutdown(&mut self, now: Instant) {
         self.now = now;
         if self.life == Lifecycle::Running {
