@@ -284,12 +284,21 @@ pub fn append_envelope(
         returned: env.returned,
         headers,
     };
-    let w = core::mem::take(out);
-    *out = match postcard::to_extend(&meta, w) {
-        Ok(w) => w,
-        // Writing into memory cannot fail; should it, the message is refused, not lost.
-        Err(_) => unreachable_encode(),
-    };
+    // Metadata is small: serialize it on the stack and append it in one copy; large
+    // headers take the heap.
+    let mut stack = [0u8; 512];
+    match postcard::to_slice(&meta, &mut stack) {
+        Ok(used) => out.extend_from_slice(used),
+        Err(_) => match postcard::to_allocvec(&meta) {
+            Ok(v) => out.extend_from_slice(&v),
+            // Serializing into memory has no failure path; should it fail, the message is
+            // refused (the caller keeps it), and nothing else in `out` is touched.
+            Err(_) => {
+                out.truncate(start);
+                return Err(Undeliverable::TooLarge { len: u32::MAX, max });
+            }
+        },
+    }
     let body = out.len() - start - HEADER_LEN + env.payload.len();
     match u32::try_from(body) {
         Ok(len) if len <= max => {
@@ -312,12 +321,6 @@ pub fn append_envelope(
             })
         }
     }
-}
-
-#[cold]
-fn unreachable_encode() -> BytesMut {
-    // postcard's Extend flavor has no failure path for in-memory writers.
-    BytesMut::new()
 }
 
 /// Decodes a Data frame body. The payload (and header values) are slices of `body`.
