@@ -150,27 +150,7 @@ impl RawBench {
             rbuf,
             ..
         } = self;
-        let t = Instant::now();
-        for _ in 0..bursts {
-            let send = async {
-                for _ in 0..PIPELINE_N {
-                    oneway_w.write_all(small).await?;
-                }
-                oneway_w.flush().await
-            };
-            let recv = async {
-                for _ in 0..PIPELINE_N {
-                    if !read_frame(oneway_r, rbuf).await? {
-                        return Err(io::ErrorKind::UnexpectedEof.into());
-                    }
-                }
-                Ok::<_, io::Error>(())
-            };
-            let (s, r) = tokio::join!(send, recv);
-            s?;
-            r?;
-        }
-        Ok(t.elapsed())
+        one_way(oneway_w, oneway_r, rbuf, bursts, PIPELINE_N, &[small]).await
     }
 
     /// `bursts` bursts of [`BULK_BURST`] 1 MiB messages one way, each until all are read.
@@ -183,27 +163,41 @@ impl RawBench {
             ..
         } = self;
         let len = (bulk.len() as u32).to_le_bytes();
-        let t = Instant::now();
-        for _ in 0..bursts {
-            let send = async {
-                for _ in 0..BULK_BURST {
-                    oneway_w.write_all(&len).await?;
-                    oneway_w.write_all(bulk).await?;
-                }
-                oneway_w.flush().await
-            };
-            let recv = async {
-                for _ in 0..BULK_BURST {
-                    if !read_frame(oneway_r, rbuf).await? {
-                        return Err(io::ErrorKind::UnexpectedEof.into());
-                    }
-                }
-                Ok::<_, io::Error>(())
-            };
-            let (s, r) = tokio::join!(send, recv);
-            s?;
-            r?;
-        }
-        Ok(t.elapsed())
+        one_way(oneway_w, oneway_r, rbuf, bursts, BULK_BURST, &[&len, bulk]).await
     }
+}
+
+/// `bursts` bursts of `count` messages one way, each message written as `parts` (a framed
+/// message, possibly in pieces), each burst timed until every message has been read.
+async fn one_way(
+    w: &mut BufWriter<Writer>,
+    r: &mut Reader,
+    rbuf: &mut Vec<u8>,
+    bursts: u64,
+    count: usize,
+    parts: &[&[u8]],
+) -> Result<Duration, Error> {
+    let t = Instant::now();
+    for _ in 0..bursts {
+        let send = async {
+            for _ in 0..count {
+                for p in parts {
+                    w.write_all(p).await?;
+                }
+            }
+            w.flush().await
+        };
+        let recv = async {
+            for _ in 0..count {
+                if !read_frame(r, rbuf).await? {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Ok::<_, io::Error>(())
+        };
+        let (s, r) = tokio::join!(send, recv);
+        s?;
+        r?;
+    }
+    Ok(t.elapsed())
 }

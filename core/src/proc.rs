@@ -337,7 +337,7 @@ impl Proc {
                 }),
             }
         } else {
-            self.send_remote(now, env, false, None)
+            self.send_remote(now, &env, false, None)
         };
         self.settle(now);
         result
@@ -503,7 +503,7 @@ impl Proc {
     fn send_remote(
         &mut self,
         now: Instant,
-        env: Envelope,
+        env: &Envelope,
         force: bool,
         origin: Option<u64>,
     ) -> Result<(), SendError> {
@@ -516,7 +516,7 @@ impl Proc {
                 e.insert(s)
             }
         };
-        s.send(now, &mut self.sh, &env, force, origin)
+        s.send(now, &mut self.sh, env, force, origin)
     }
 
     /// Routes an envelope that arrived from a peer (of incarnation `origin`) or came back
@@ -531,7 +531,7 @@ impl Proc {
         env.ttl -= 1;
         // A forward's return, if any, goes to the original sender, not to `origin`.
         let for_incarnation = env.returned.and(origin);
-        if let Err(e) = self.send_remote(now, env.clone(), true, for_incarnation) {
+        if let Err(e) = self.send_remote(now, &env, true, for_incarnation) {
             let reason = match e {
                 SendError::TooLarge { len, max } => Undeliverable::TooLarge { len, max },
                 _ => Undeliverable::ShuttingDown,

@@ -14,7 +14,7 @@
 use alloc::collections::BTreeMap;
 use core::fmt;
 
-use crate::id::{validate_name, ActorId, Name, NameError, PortId, ProcId};
+use crate::id::{ActorId, Name, NameError, PortId, ProcId};
 
 /// Ports `0..FIRST_EPHEMERAL_PORT` are reserved for well-known uses.
 pub const FIRST_EPHEMERAL_PORT: u64 = 1024;
@@ -106,7 +106,7 @@ impl Registry {
 
     /// Reserves a root name: the new actor is `ActorId(proc, name, 0)`.
     pub fn reserve_root(&mut self, name: &str) -> Result<ActorId, RegistryError> {
-        validate_name(name).map_err(RegistryError::BadName)?;
+        // `Name::new` applies the one name predicate, the same the parsers use.
         let name = Name::new(name).map_err(RegistryError::BadName)?;
         let root = self.roots.entry(name.clone()).or_default();
         if root.held {

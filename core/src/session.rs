@@ -282,8 +282,9 @@ impl Outbound {
         mut bytes: &[u8],
     ) {
         while !bytes.is_empty() {
-            let dec = match &mut self.conn {
-                Conn::Handshake(c, d) | Conn::Open(c, d) if *c == conn => d,
+            let (dec, open) = match &mut self.conn {
+                Conn::Handshake(c, d) if *c == conn => (d, false),
+                Conn::Open(c, d) if *c == conn => (d, true),
                 _ => return,
             };
             let progress = match dec.decode(bytes) {
@@ -291,19 +292,18 @@ impl Outbound {
                 Err(e) => return self.fail_conn(now, sh, ConnError::Frame(e)),
             };
             bytes = &bytes[progress.consumed..];
-            if matches!(self.conn, Conn::Open(..)) {
+            let Some(Item::Frame(header)) = progress.item else {
+                if open {
+                    self.timers
+                        .set(OutTimer::Idle, now + sh.config.idle_timeout);
+                }
+                continue;
+            };
+            let body = dec.take_body();
+            if open {
                 self.timers
                     .set(OutTimer::Idle, now + sh.config.idle_timeout);
             }
-            let header = match progress.item {
-                Some(Item::Frame(h)) => h,
-                Some(Item::Preamble { .. }) | None => continue,
-            };
-            let body = match &mut self.conn {
-                Conn::Handshake(_, d) | Conn::Open(_, d) => d.take_body(),
-                _ => return,
-            };
-            let open = matches!(self.conn, Conn::Open(..));
             match (header.kind, open) {
                 (FrameKind::Welcome, false) => match postcard::from_bytes::<Welcome>(&body) {
                     Ok(w) => self.on_welcome(now, sh, conn, w),

@@ -72,17 +72,26 @@ pub enum SendError {
     Encode(postcard::Error),
 }
 
+impl SendError {
+    /// The core error this mirrors, for every variant but `Encode`.
+    fn core(&self) -> Option<CoreSendError> {
+        Some(match *self {
+            SendError::TooLarge { len, max } => CoreSendError::TooLarge { len, max },
+            SendError::WouldBlock => CoreSendError::WouldBlock,
+            SendError::ShuttingDown => CoreSendError::ShuttingDown,
+            SendError::ForeignSender => CoreSendError::ForeignSender,
+            SendError::Encode(_) => return None,
+        })
+    }
+}
+
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::TooLarge { len, max } => {
-                write!(f, "message of {len} bytes exceeds the limit of {max}")
-            }
-            SendError::WouldBlock => f.write_str("the link's send window is full"),
-            SendError::ShuttingDown => f.write_str("the proc is shutting down"),
-            SendError::ForeignSender => f.write_str("the sender does not belong to this proc"),
-            SendError::Encode(e) => write!(f, "cannot encode the message: {e}"),
+        if let SendError::Encode(e) = self {
+            return write!(f, "cannot encode the message: {e}");
         }
+        // Every other variant is core's, worded once there.
+        self.core().map_or(Ok(()), |core| core.fmt(f))
     }
 }
 
