@@ -45,8 +45,12 @@ pub struct Config {
     pub max_inbound_sessions: usize,
     /// Graceful shutdown waits this long for acknowledgements, then returns the rest.
     pub shutdown_timeout: Duration,
-    /// Small frames for one connection are coalesced into writes of up to this many bytes.
+    /// Control frames for one connection are coalesced into writes of up to this many bytes.
     pub coalesce_bytes: usize,
+    /// Data frames of an outbound link are encoded into chunks of this many bytes (a larger
+    /// frame gets a chunk of its own); a chunk is written as it is and kept for
+    /// retransmission until its last frame is acknowledged.
+    pub chunk_bytes: usize,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             max_inbound_sessions: 4096,
             shutdown_timeout: Duration::from_secs(5),
             coalesce_bytes: 64 * 1024,
+            chunk_bytes: 64 * 1024,
         }
     }
 }

@@ -14,12 +14,11 @@ use alloc::vec::Vec;
 
 use bytes::BytesMut;
 
+use crate::ctx::Ctx;
 use crate::envelope::{decode_envelope, Envelope, Link};
 use crate::frame::{FrameDecoder, FrameKind, Item, Welcome};
 use crate::id::ProcId;
-use crate::output::{ConnError, ConnId, Event, Output};
-use crate::proc::Shared;
-use crate::session::{append, write_postcard};
+use crate::output::{ConnError, ConnId, Violation};
 use crate::time::Instant;
 use crate::timer::{timer_keys, Timers};
 
@@ -28,7 +27,7 @@ timer_keys! {
     pub(crate) enum InTimer {
         /// Send a coalesced acknowledgement.
         Ack,
-        /// Nothing heard from the dialer for too long.
+        /// Check whether the dialer has been silent for too long.
         Idle,
         /// Send a keepalive, so the dialer hears from us even while a large frame of its
         /// own occupies the link for longer than its idle timeout.
@@ -55,6 +54,8 @@ pub(crate) struct Inbound {
     next: u64,
     acked: u64,
     unacked_bytes: usize,
+    /// Last time anything arrived on the connection.
+    heard: Instant,
     conn: Option<(ConnId, FrameDecoder<BytesMut>)>,
     timers: Timers<InTimer, 4>,
 }
@@ -67,6 +68,7 @@ impl Inbound {
             next: 0,
             acked: 0,
             unacked_bytes: 0,
+            heard: Instant::ZERO,
             conn: None,
             timers: Timers::default(),
         }
@@ -89,38 +91,45 @@ impl Inbound {
     pub(crate) fn attach(
         &mut self,
         now: Instant,
-        sh: &mut Shared,
+        cx: &mut Ctx,
         conn: ConnId,
         decoder: FrameDecoder<BytesMut>,
     ) {
         if let Some((old, _)) = self.conn.take() {
-            sh.out.push(Output::Close { conn: old });
+            cx.close(old);
         }
         let welcome = Welcome {
-            incarnation: sh.incarnation,
+            incarnation: cx.incarnation,
             next: Some(self.next),
-            max_frame_len: sh.config.max_frame_len,
+            max_frame_len: cx.config.max_frame_len,
         };
-        write_postcard(sh, conn, FrameKind::Welcome, &welcome);
+        if cx
+            .write_postcard(conn, FrameKind::Welcome, &welcome)
+            .is_err()
+        {
+            return self.detached(now, cx);
+        }
         self.acked = self.next;
         self.unacked_bytes = 0;
         self.conn = Some((conn, decoder));
+        self.heard = now;
         self.timers.clear(InTimer::Retention);
         self.timers.clear(InTimer::Ack);
-        self.timers.set(InTimer::Idle, now + sh.config.idle_timeout);
+        self.timers.set(InTimer::Idle, now + cx.config.idle_timeout);
         self.timers
-            .set(InTimer::Heartbeat, now + sh.config.heartbeat_interval);
+            .set(InTimer::Heartbeat, now + cx.config.heartbeat_interval);
     }
 
     /// Bytes arrived on `conn`; decoded envelopes are pushed to `received`.
     pub(crate) fn on_bytes(
         &mut self,
         now: Instant,
-        sh: &mut Shared,
+        cx: &mut Ctx,
         conn: ConnId,
         mut bytes: &[u8],
         received: &mut Vec<Envelope>,
     ) -> Fate {
+        self.heard = now;
         let mut ping = false;
         while !bytes.is_empty() {
             let dec = match &mut self.conn {
@@ -130,7 +139,7 @@ impl Inbound {
             let progress = match dec.decode(bytes) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.fail_conn(now, sh, ConnError::Frame(e));
+                    self.fail_conn(now, cx, ConnError::Frame(e));
                     return Fate::Live;
                 }
             };
@@ -144,7 +153,7 @@ impl Inbound {
                 FrameKind::Data => {
                     let link = Link {
                         sender: &self.peer,
-                        receiver: &sh.id,
+                        receiver: &cx.id,
                     };
                     let len = body.len();
                     match decode_envelope(body, Some(link)) {
@@ -154,7 +163,7 @@ impl Inbound {
                             received.push(env);
                         }
                         Err(e) => {
-                            self.fail_conn(now, sh, ConnError::Envelope(e));
+                            self.fail_conn(now, cx, ConnError::Envelope(e));
                             return Fate::Live;
                         }
                     }
@@ -162,97 +171,109 @@ impl Inbound {
                 FrameKind::Ping => ping = true,
                 FrameKind::Pong => {}
                 FrameKind::Close => {
-                    self.ack(sh);
+                    self.ack(cx);
                     if let Some((c, _)) = self.conn.take() {
-                        sh.out.push(Output::Close { conn: c });
+                        cx.close(c);
                     }
                     return Fate::Ended;
                 }
-                _ => {
-                    self.fail_conn(
-                        now,
-                        sh,
-                        ConnError::Protocol("unexpected frame on accepted link"),
-                    );
+                kind => {
+                    let v = Violation::UnexpectedFrame {
+                        kind,
+                        dialed: false,
+                    };
+                    self.fail_conn(now, cx, ConnError::Protocol(v));
                     return Fate::Live;
                 }
             }
         }
-        self.timers.set(InTimer::Idle, now + sh.config.idle_timeout);
-        let pending = self.next - self.acked;
-        if ping
-            || pending >= sh.config.ack_every_msgs
-            || self.unacked_bytes >= sh.config.ack_every_bytes
-        {
-            self.ack(sh);
-        } else if pending > 0 && !self.timers.is_set(InTimer::Ack) {
-            self.timers.set(InTimer::Ack, now + sh.config.ack_delay);
-        }
-        if ping {
-            if let Some((c, _)) = &self.conn {
-                append(sh, *c, FrameKind::Pong, &[]);
-            }
-        }
+        self.after_frames(now, cx, ping);
         Fate::Live
     }
 
-    fn ack(&mut self, sh: &mut Shared) {
+    fn after_frames(&mut self, now: Instant, cx: &mut Ctx, ping: bool) {
+        let pending = self.next - self.acked;
+        if ping
+            || pending >= cx.config.ack_every_msgs
+            || self.unacked_bytes >= cx.config.ack_every_bytes
+        {
+            self.ack(cx);
+        } else if pending > 0 && !self.timers.is_set(InTimer::Ack) {
+            self.timers.set(InTimer::Ack, now + cx.config.ack_delay);
+        }
+        if ping {
+            if let Some((c, _)) = &self.conn {
+                cx.write_frame(*c, FrameKind::Pong, &[]);
+            }
+        }
+    }
+
+    fn ack(&mut self, cx: &mut Ctx) {
         self.timers.clear(InTimer::Ack);
         if self.next == self.acked {
             return;
         }
         if let Some((c, _)) = &self.conn {
             let c = *c;
-            write_postcard(sh, c, FrameKind::Ack, &self.next);
-            sh.stats.acks_sent += 1;
-            self.acked = self.next;
-            self.unacked_bytes = 0;
+            // A u64 always serializes; on the impossible failure the connection is failed.
+            if cx.write_postcard(c, FrameKind::Ack, &self.next).is_ok() {
+                cx.stats.acks_sent += 1;
+                self.acked = self.next;
+                self.unacked_bytes = 0;
+            }
         }
     }
 
-    fn fail_conn(&mut self, now: Instant, sh: &mut Shared, error: ConnError) {
+    fn fail_conn(&mut self, now: Instant, cx: &mut Ctx, error: ConnError) {
         if let Some((conn, _)) = self.conn.take() {
-            sh.out.event(Event::ConnectionFailed { conn, error });
-            sh.out.push(Output::Close { conn });
+            cx.fail_conn(conn, error);
         }
-        self.detached(now, sh);
+        self.detached(now, cx);
     }
 
     /// The driver reports `conn` closed.
-    pub(crate) fn on_closed(&mut self, now: Instant, sh: &mut Shared, conn: ConnId) {
+    pub(crate) fn on_closed(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {
         if self.conn() == Some(conn) {
             self.conn = None;
-            self.detached(now, sh);
+            self.detached(now, cx);
         }
     }
 
-    fn detached(&mut self, now: Instant, sh: &mut Shared) {
+    fn detached(&mut self, now: Instant, cx: &mut Ctx) {
         self.timers.clear(InTimer::Ack);
         self.timers.clear(InTimer::Idle);
         self.timers.clear(InTimer::Heartbeat);
         self.timers
-            .set(InTimer::Retention, now + sh.config.session_retention);
+            .set(InTimer::Retention, now + cx.config.session_retention);
     }
 
     /// Closes the connection without forgetting the position (shutdown).
-    pub(crate) fn close_conn(&mut self, now: Instant, sh: &mut Shared) {
-        self.ack(sh);
+    pub(crate) fn close_conn(&mut self, now: Instant, cx: &mut Ctx) {
+        self.ack(cx);
         if let Some((conn, _)) = self.conn.take() {
-            sh.out.push(Output::Close { conn });
+            cx.close(conn);
         }
-        self.detached(now, sh);
+        self.detached(now, cx);
     }
 
-    pub(crate) fn on_timeout(&mut self, now: Instant, sh: &mut Shared) -> Fate {
+    pub(crate) fn on_timeout(&mut self, now: Instant, cx: &mut Ctx) -> Fate {
         while let Some(t) = self.timers.expired(now) {
             match t {
-                InTimer::Ack => self.ack(sh),
-                InTimer::Idle => self.fail_conn(now, sh, ConnError::IdleTimeout),
+                InTimer::Ack => self.ack(cx),
+                InTimer::Idle => {
+                    // Armed again from the last byte heard rather than moved on each one.
+                    let due = self.heard + cx.config.idle_timeout;
+                    if due > now {
+                        self.timers.set(InTimer::Idle, due);
+                    } else {
+                        self.fail_conn(now, cx, ConnError::IdleTimeout);
+                    }
+                }
                 InTimer::Heartbeat => {
                     if let Some((c, _)) = &self.conn {
-                        append(sh, *c, FrameKind::Pong, &[]);
+                        cx.write_frame(*c, FrameKind::Pong, &[]);
                         self.timers
-                            .set(InTimer::Heartbeat, now + sh.config.heartbeat_interval);
+                            .set(InTimer::Heartbeat, now + cx.config.heartbeat_interval);
                     }
                 }
                 InTimer::Retention => return Fate::Ended,

@@ -74,7 +74,11 @@ extern crate alloc;
 extern crate std;
 
 #[cfg(feature = "alloc")]
+mod chunks;
+#[cfg(feature = "alloc")]
 pub mod config;
+#[cfg(feature = "alloc")]
+mod ctx;
 #[cfg(feature = "alloc")]
 pub mod envelope;
 pub mod frame;
@@ -87,6 +91,8 @@ pub mod output;
 pub mod proc;
 #[cfg(feature = "alloc")]
 pub mod registry;
+#[cfg(feature = "alloc")]
+mod schedule;
 #[cfg(feature = "alloc")]
 mod session;
 pub mod time;

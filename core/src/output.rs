@@ -7,7 +7,7 @@ use core::fmt;
 use bytes::{Bytes, BytesMut};
 
 use crate::envelope::{EnvelopeError, RefuseReason, Undeliverable};
-use crate::frame::FrameError;
+use crate::frame::{FrameError, FrameKind};
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
 
 /// A connection, as named between the proc machine and its driver. Small and `Copy`; the
@@ -111,7 +111,9 @@ pub enum ConnError {
     /// A data frame does not hold an envelope.
     Envelope(EnvelopeError),
     /// A frame that makes no sense at this point of the protocol.
-    Protocol(&'static str),
+    Protocol(Violation),
+    /// A control frame of ours could not be encoded (not the peer's fault).
+    Encode,
     /// The peer refused the session.
     Refused(RefuseReason),
     /// The connection or its handshake did not complete in time.
@@ -126,6 +128,7 @@ impl fmt::Display for ConnError {
             ConnError::Frame(e) => write!(f, "framing error: {e}"),
             ConnError::Envelope(e) => write!(f, "bad envelope: {e}"),
             ConnError::Protocol(what) => write!(f, "protocol violation: {what}"),
+            ConnError::Encode => f.write_str("could not encode a control frame"),
             ConnError::Refused(r) => write!(f, "session refused: {r}"),
             ConnError::HandshakeTimeout => f.write_str("handshake timed out"),
             ConnError::IdleTimeout => f.write_str("peer silent for the idle timeout"),
@@ -135,13 +138,77 @@ impl fmt::Display for ConnError {
 
 impl core::error::Error for ConnError {}
 
-/// Frames at least this large are handed out as their own transmit instead of being copied
-/// into a coalescing buffer.
-const LARGE_FRAME: usize = 16 * 1024;
+impl ConnError {
+    /// Whether the peer's bytes caused it (counted in `Stats::conn_errors`).
+    pub fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            ConnError::Frame(_) | ConnError::Envelope(_) | ConnError::Protocol(_)
+        )
+    }
+}
 
-/// The output queue. Writes to a connection are appended to that connection's newest
-/// queued transmit while it is below `coalesce` bytes, so many small frames leave in one
-/// write.
+/// A protocol rule the peer broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// The first frame on an accepted connection was not a hello.
+    ExpectedHello(FrameKind),
+    /// A welcome that does not decode.
+    MalformedWelcome,
+    /// A refusal that does not decode.
+    MalformedRefusal,
+    /// An acknowledgement that does not decode.
+    MalformedAck,
+    /// A frame kind that has no meaning on this side of a link, or at this point.
+    UnexpectedFrame {
+        /// What arrived.
+        kind: FrameKind,
+        /// True on a connection this proc dialed.
+        dialed: bool,
+    },
+    /// An acknowledgement of messages never sent, or of ones acknowledged already.
+    AckOutOfRange {
+        /// What the peer acknowledged (one past its last received message).
+        ack: u64,
+        /// First unacknowledged sequence number.
+        base: u64,
+        /// One past the last sequence number sent.
+        sent: u64,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::ExpectedHello(k) => write!(f, "expected a hello, got {k:?}"),
+            Violation::MalformedWelcome => f.write_str("malformed welcome"),
+            Violation::MalformedRefusal => f.write_str("malformed refusal"),
+            Violation::MalformedAck => f.write_str("malformed acknowledgement"),
+            Violation::UnexpectedFrame { kind, dialed } => {
+                let side = if *dialed { "dialed" } else { "accepted" };
+                write!(f, "unexpected {kind:?} frame on a {side} link")
+            }
+            Violation::AckOutOfRange { ack, base, sent } => write!(
+                f,
+                "acknowledgement {ack} outside the unacknowledged range {base}..={sent}"
+            ),
+        }
+    }
+}
+
+/// What [`Outputs::pop`] yields: an output, or a connection whose data the proc must pull
+/// from its session now (so that bytes are handed out where they sit in the order).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // see `Output`
+pub(crate) enum Popped {
+    Output(Output),
+    Pull(ConnId),
+}
+
+/// The output queue. Control frames for a connection are appended to that connection's
+/// newest queued transmit while it is below `coalesce` bytes, so they leave in one write;
+/// data frames stay in their session's chunk store and are pulled when their marker is
+/// popped.
 #[derive(Debug)]
 pub(crate) struct Outputs {
     queue: VecDeque<Slot>,
@@ -150,9 +217,11 @@ pub(crate) struct Outputs {
     /// Absolute position of the open (appendable) transmit of each connection; a proc
     /// writes to a handful of connections at a time, so a short list beats a map.
     open: Vec<(ConnId, u64)>,
+    /// Connections with a pull marker queued and not yet popped.
+    pulls: Vec<ConnId>,
     coalesce: usize,
     /// Connections closed since the last `take_closed`.
-    closed: alloc::vec::Vec<ConnId>,
+    closed: Vec<ConnId>,
 }
 
 #[derive(Debug)]
@@ -160,6 +229,7 @@ pub(crate) struct Outputs {
 enum Slot {
     Ready(Output),
     Building { conn: ConnId, buf: BytesMut },
+    Pull(ConnId),
 }
 
 impl Outputs {
@@ -168,8 +238,9 @@ impl Outputs {
             queue: VecDeque::new(),
             popped: 0,
             open: Vec::new(),
+            pulls: Vec::new(),
             coalesce,
-            closed: alloc::vec::Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -185,43 +256,42 @@ impl Outputs {
         self.queue.push_back(Slot::Ready(o));
     }
 
-    /// Connections closed since the last call.
-    pub(crate) fn take_closed(&mut self) -> alloc::vec::Vec<ConnId> {
-        core::mem::take(&mut self.closed)
+    /// The next closed connection since the last call.
+    pub(crate) fn take_closed(&mut self) -> Option<ConnId> {
+        self.closed.pop()
     }
 
     pub(crate) fn event(&mut self, e: Event) {
         self.push(Output::Event(e));
     }
 
-    /// Queues bytes for `conn`, coalescing with earlier small writes.
-    pub(crate) fn write(&mut self, conn: ConnId, data: &[u8]) {
-        let limit = self.coalesce.max(LARGE_FRAME);
+    /// Queues the concatenation of `parts` for `conn`, coalescing with earlier writes.
+    pub(crate) fn write(&mut self, conn: ConnId, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let coalesce = self.coalesce;
         if let Some(buf) = self.open_buf(conn) {
-            if buf.len() + data.len() <= limit {
-                buf.extend_from_slice(data);
+            if buf.len() + len <= coalesce {
+                parts.iter().for_each(|p| buf.extend_from_slice(p));
                 return;
             }
         }
         // Start small: a turn often writes a single frame; `extend` doubles as more come.
-        let mut buf = BytesMut::with_capacity(data.len().max(256));
-        buf.extend_from_slice(data);
+        let mut buf = BytesMut::with_capacity(len.max(64));
+        parts.iter().for_each(|p| buf.extend_from_slice(p));
         let abs = self.popped + self.queue.len() as u64;
         self.close_open(conn);
         self.open.push((conn, abs));
         self.queue.push_back(Slot::Building { conn, buf });
     }
 
-    /// Queues a frame that is already in a `Bytes`; large ones are not copied.
-    pub(crate) fn write_bytes(&mut self, conn: ConnId, data: &Bytes) {
-        if data.len() < LARGE_FRAME {
-            return self.write(conn, data);
+    /// Data for `conn` is waiting in its session: queue a pull marker unless one is queued.
+    pub(crate) fn pull(&mut self, conn: ConnId) {
+        if self.pulls.contains(&conn) {
+            return;
         }
+        self.pulls.push(conn);
         self.close_open(conn);
-        self.queue.push_back(Slot::Ready(Output::Transmit {
-            conn,
-            data: data.clone(),
-        }));
+        self.queue.push_back(Slot::Pull(conn));
     }
 
     fn close_open(&mut self, conn: ConnId) {
@@ -237,18 +307,22 @@ impl Outputs {
         }
     }
 
-    pub(crate) fn pop(&mut self) -> Option<Output> {
+    pub(crate) fn pop(&mut self) -> Option<Popped> {
         let slot = self.queue.pop_front()?;
         let abs = self.popped;
         self.popped += 1;
         Some(match slot {
-            Slot::Ready(o) => o,
+            Slot::Ready(o) => Popped::Output(o),
+            Slot::Pull(conn) => {
+                self.pulls.retain(|c| *c != conn);
+                Popped::Pull(conn)
+            }
             Slot::Building { conn, buf } => {
                 self.open.retain(|o| *o != (conn, abs));
-                Output::Transmit {
+                Popped::Output(Output::Transmit {
                     conn,
                     data: buf.freeze(),
-                }
+                })
             }
         })
     }
@@ -258,9 +332,9 @@ impl Outputs {
 mod tests {
     use super::*;
 
-    fn transmit(o: Option<Output>) -> (ConnId, Bytes) {
+    fn transmit(o: Option<Popped>) -> (ConnId, Bytes) {
         match o {
-            Some(Output::Transmit { conn, data }) => (conn, data),
+            Some(Popped::Output(Output::Transmit { conn, data })) => (conn, data),
             other => panic!("expected a transmit, got {other:?}"),
         }
     }
@@ -269,31 +343,33 @@ mod tests {
     fn small_writes_coalesce_per_connection_in_order() {
         let mut q = Outputs::new(64 * 1024);
         let (a, b) = (ConnId(1), ConnId(2));
-        q.write(a, b"one");
-        q.write(b, b"x");
-        q.write(a, b"two");
+        q.write(a, &[b"one"]);
+        q.write(b, &[b"x"]);
+        q.write(a, &[b"tw", b"o"]);
         q.push(Output::Close { conn: b });
-        q.write(a, b"three");
+        q.write(a, &[b"three"]);
         assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"onetwothree")));
         assert_eq!(transmit(q.pop()), (b, Bytes::from_static(b"x")));
-        assert!(matches!(q.pop(), Some(Output::Close { conn }) if conn == b));
+        assert!(matches!(q.pop(), Some(Popped::Output(Output::Close { conn })) if conn == b));
         assert!(q.pop().is_none());
         // After a drain a new write starts a new transmit.
-        q.write(a, b"four");
+        q.write(a, &[b"four"]);
         assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"four")));
     }
 
     #[test]
-    fn large_frames_keep_their_place_and_are_not_merged() {
+    fn pull_markers_keep_their_place_once_per_connection() {
         let mut q = Outputs::new(64 * 1024);
         let a = ConnId(1);
-        let big = Bytes::from(alloc::vec![7u8; LARGE_FRAME]);
-        q.write(a, b"head");
-        q.write_bytes(a, &big);
-        q.write(a, b"tail");
+        q.write(a, &[b"head"]);
+        q.pull(a);
+        q.pull(a);
+        q.write(a, &[b"tail"]);
         assert_eq!(transmit(q.pop()).1, Bytes::from_static(b"head"));
-        let (_, d) = transmit(q.pop());
-        assert_eq!(d.as_ptr(), big.as_ptr(), "not copied");
+        assert!(matches!(q.pop(), Some(Popped::Pull(c)) if c == a));
         assert_eq!(transmit(q.pop()).1, Bytes::from_static(b"tail"));
+        assert!(q.pop().is_none());
+        q.pull(a);
+        assert!(matches!(q.pop(), Some(Popped::Pull(c)) if c == a));
     }
 }

@@ -63,118 +63,45 @@
 //!
 //! Inbound buffering is not bounded per link here: delivery means placing the message in
 //! the port's queue, and the acknowledgement follows at once.
+//!
+//! # Costs that do not grow with the number of peers
+//!
+//! Sessions live in slots; connections name their session's slot. Every machine's next
+//! deadline sits in one heap ([`crate::timer::Schedule`]): `poll_timeout` reads its top,
+//! `handle_timeout` visits only the machines that are due, and an input reschedules only
+//! the machines it touched. Idle deadlines are not moved on every byte; they re-arm from
+//! the last byte heard when they fire.
+//!
+//! # Data is pulled
+//!
+//! Data frames are encoded once into their session's chunks (see `session`). While a
+//! connection has frames not yet handed out, the output queue holds a pull marker for it
+//! at the position of the first such frame; `poll_output` turns the marker into
+//! [`Output::Transmit`]s that are slices of the chunks, so many small messages leave in
+//! one write without being copied, and a retransmission after a reconnect is a slice of
+//! what is stored.
 
-use alloc::collections::btree_map::Entry;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use core::fmt;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
+use crate::ctx::Ctx;
 use crate::envelope::{Envelope, Undeliverable, DEFAULT_TTL};
 use crate::frame::{
     preamble, FrameDecoder, FrameError, FrameKind, Hello, Item, RefuseReason, Welcome,
 };
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
 use crate::inbound::{Fate, Inbound};
-use crate::output::Outputs;
+use crate::output::{Popped, Violation};
 use crate::registry::{PortKind, Registry, RegistryError};
-use crate::session::{write_postcard, Outbound};
+use crate::schedule::{Owner, Schedule};
+use crate::session::Outbound;
 use crate::time::Instant;
 
 pub use crate::config::Config;
+pub use crate::ctx::{SendError, Stats};
 pub use crate::output::{ConnError, ConnId, Event, Output};
-
-/// Why a send was not accepted. Nothing was queued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendError {
-    /// The encoded message exceeds the frame limit of the link.
-    TooLarge {
-        /// Encoded size.
-        len: u32,
-        /// The limit.
-        max: u32,
-    },
-    /// The link's window is full; wait for [`Event::Writable`] and send again. The event
-    /// follows a refused send only: a driver that wants to wait must have tried.
-    WouldBlock,
-    /// The proc is shutting down.
-    ShuttingDown,
-    /// The sender is not a live actor of this proc (failures could not come back to it).
-    ForeignSender,
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::TooLarge { len, max } => {
-                write!(f, "message of {len} bytes exceeds the limit of {max}")
-            }
-            SendError::WouldBlock => f.write_str("link window full; try again when writable"),
-            SendError::ShuttingDown => f.write_str("proc is shutting down"),
-            SendError::ForeignSender => f.write_str("sender is not a live actor of this proc"),
-        }
-    }
-}
-
-impl core::error::Error for SendError {}
-
-/// Counters, for tests and monitoring.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Messages placed into local ports.
-    pub delivered: u64,
-    /// Returns handed to local senders.
-    pub returned: u64,
-    /// Returns that could not reach their sender.
-    pub returns_dropped: u64,
-    /// Data frames written (including retransmissions).
-    pub data_frames_sent: u64,
-    /// Data frames written again after a reconnect.
-    pub retransmitted: u64,
-    /// Acknowledgement frames written.
-    pub acks_sent: u64,
-    /// Connections closed for a protocol or framing error.
-    pub conn_errors: u64,
-}
-
-/// A small deterministic generator (SplitMix64) over the seed the driver passes in: core
-/// draws no randomness of its own.
-#[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// What every session of a proc shares: identity, config, the output queue.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) id: ProcId,
-    pub(crate) incarnation: u64,
-    pub(crate) config: Config,
-    pub(crate) out: Outputs,
-    pub(crate) rng: Rng,
-    pub(crate) stats: Stats,
-    /// Messages a session gave up on, with why; the proc routes them back.
-    pub(crate) failed: Vec<(Envelope, Undeliverable)>,
-    /// Connections sessions have dialed since the last settle, with their peer.
-    pub(crate) dialed: Vec<(ConnId, ProcId)>,
-    next_conn: u64,
-}
-
-impl Shared {
-    pub(crate) fn new_conn(&mut self) -> ConnId {
-        self.next_conn += 1;
-        ConnId(self.next_conn)
-    }
-}
 
 #[derive(Debug)]
 enum Role {
@@ -183,13 +110,20 @@ enum Role {
         decoder: FrameDecoder<BytesMut>,
         deadline: Instant,
     },
-    /// Dialed by one of our outbound sessions.
-    Out(ProcId),
-    /// Bound to an inbound session.
-    In(InKey),
+    /// Dialed by the outbound session in this slot.
+    Out(usize),
+    /// Bound to the inbound session in this slot.
+    In(usize),
 }
 
 type InKey = (ProcId, u64);
+
+/// An inbound session in its slot.
+#[derive(Debug)]
+struct InSlot {
+    key: InKey,
+    session: Inbound,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lifecycle {
@@ -201,12 +135,22 @@ enum Lifecycle {
 /// The proc machine.
 #[derive(Debug)]
 pub struct Proc {
-    sh: Shared,
+    cx: Ctx,
     registry: Registry,
     book: BTreeMap<ProcId, ChannelAddr>,
-    outbound: BTreeMap<ProcId, Outbound>,
-    inbound: BTreeMap<InKey, Inbound>,
+    /// Outbound session slot per peer proc.
+    peers: BTreeMap<ProcId, usize>,
+    outbound: Vec<Outbound>,
+    /// Inbound session slot per (dialer, session id).
+    in_keys: BTreeMap<InKey, usize>,
+    inbound: Vec<Option<InSlot>>,
+    in_free: Vec<usize>,
     conns: BTreeMap<ConnId, Role>,
+    schedule: Schedule,
+    /// Machines an input touched, to reschedule when it is done.
+    touched: Vec<Owner>,
+    /// The connection whose data `poll_output` is handing out.
+    pulling: Option<ConnId>,
     now: Instant,
     life: Lifecycle,
     received: Vec<Envelope>,
@@ -218,21 +162,17 @@ impl Proc {
     pub fn new(id: ProcId, config: Config, incarnation: u64, seed: u64) -> Proc {
         Proc {
             registry: Registry::new(id.clone()),
-            sh: Shared {
-                out: Outputs::new(config.coalesce_bytes),
-                id,
-                incarnation,
-                config,
-                rng: Rng(seed),
-                stats: Stats::default(),
-                failed: Vec::new(),
-                dialed: Vec::new(),
-                next_conn: 0,
-            },
+            cx: Ctx::new(id, config, incarnation, seed),
             book: BTreeMap::new(),
-            outbound: BTreeMap::new(),
-            inbound: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            outbound: Vec::new(),
+            in_keys: BTreeMap::new(),
+            inbound: Vec::new(),
+            in_free: Vec::new(),
             conns: BTreeMap::new(),
+            schedule: Schedule::default(),
+            touched: Vec::new(),
+            pulling: None,
             now: Instant::ZERO,
             life: Lifecycle::Running,
             received: Vec::new(),
@@ -241,22 +181,22 @@ impl Proc {
 
     /// This proc's id.
     pub fn id(&self) -> &ProcId {
-        &self.sh.id
+        &self.cx.id
     }
 
     /// This proc's incarnation.
     pub fn incarnation(&self) -> u64 {
-        self.sh.incarnation
+        self.cx.incarnation
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
-        &self.sh.config
+        &self.cx.config
     }
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        self.sh.stats
+        self.cx.stats
     }
 
     /// Reserves a root name; see [`Registry::reserve_root`].
@@ -296,8 +236,8 @@ impl Proc {
 
     /// Dials `proc` at `addr` from now on (a proxy, an alias, a moved peer).
     pub fn set_address(&mut self, proc: ProcId, addr: ChannelAddr) {
-        if let Some(s) = self.outbound.get_mut(&proc) {
-            s.set_addr(addr.clone());
+        if let Some(&slot) = self.peers.get(&proc) {
+            self.outbound[slot].set_addr(addr.clone());
         }
         self.book.insert(proc, addr);
     }
@@ -305,12 +245,16 @@ impl Proc {
     /// Whether a small send to `dest` would be taken now. A hint: waiting for room means
     /// trying the send and, on `WouldBlock`, waiting for [`Event::Writable`].
     pub fn can_send(&self, dest: &ProcId) -> bool {
-        self.outbound.get(dest).is_none_or(|s| s.can_send(&self.sh))
+        self.peers
+            .get(dest)
+            .is_none_or(|&s| self.outbound[s].can_send(&self.cx))
     }
 
     /// Unacknowledged (messages, bytes) on the link to `dest`.
     pub fn queued(&self, dest: &ProcId) -> (usize, usize) {
-        self.outbound.get(dest).map_or((0, 0), |s| s.queued())
+        self.peers
+            .get(dest)
+            .map_or((0, 0), |&s| self.outbound[s].queued())
     }
 
     /// Sends a message from a local actor. On `Ok` the proc owns it: it will be delivered,
@@ -325,7 +269,7 @@ impl Proc {
         }
         env.returned = None;
         let result = if self.is_local(env.dest.actor().proc()) {
-            let max = self.sh.config.max_frame_len;
+            let max = self.cx.config.max_frame_len;
             match u32::try_from(env.payload.len()) {
                 Ok(len) if len <= max => {
                     self.deliver_local(env, None);
@@ -346,22 +290,23 @@ impl Proc {
     /// The driver accepted a connection; the proc names it.
     pub fn handle_accepted(&mut self, now: Instant) -> ConnId {
         self.now = now;
-        let conn = self.sh.new_conn();
-        self.sh.out.write(conn, &preamble());
-        let decoder = FrameDecoder::new(self.sh.config.max_frame_len, BytesMut::new());
-        let deadline = now + self.sh.config.connect_timeout;
+        let conn = self.cx.new_conn();
+        self.cx.out.write(conn, &[&preamble()]);
+        let decoder = FrameDecoder::new(self.cx.config.max_frame_len, BytesMut::new());
+        let deadline = now + self.cx.config.connect_timeout;
         self.conns
             .insert(conn, Role::Accepting { decoder, deadline });
+        self.schedule.set(Owner::Accept(conn), Some(deadline));
+        self.settle(now);
         conn
     }
 
     /// A dial the proc asked for has connected.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
-        if let Some(Role::Out(peer)) = self.conns.get(&conn) {
-            if let Some(s) = self.outbound.get_mut(peer) {
-                s.on_connected(&mut self.sh, conn);
-            }
+        if let Some(&Role::Out(slot)) = self.conns.get(&conn) {
+            self.outbound[slot].on_connected(now, &mut self.cx, conn);
+            self.touch(Owner::Out(slot));
         }
         self.settle(now);
     }
@@ -371,24 +316,21 @@ impl Proc {
         self.now = now;
         let rest = match self.conns.get_mut(&conn) {
             None => None,
-            Some(Role::Out(peer)) => {
-                if let Some(s) = self.outbound.get_mut(peer) {
-                    s.on_bytes(now, &mut self.sh, conn, bytes);
-                }
+            Some(&mut Role::Out(slot)) => {
+                self.outbound[slot].on_bytes(now, &mut self.cx, conn, bytes);
+                self.touch(Owner::Out(slot));
                 None
             }
-            Some(Role::In(key)) => {
-                let key = key.clone();
-                self.inbound_bytes(now, conn, key, bytes);
+            Some(&mut Role::In(slot)) => {
+                self.inbound_bytes(now, conn, slot, bytes);
                 None
             }
             Some(Role::Accepting { .. }) => self.accept_bytes(now, conn, bytes),
         };
         if let Some(consumed) = rest {
             // The hello bound the connection to a session; the rest belongs to it.
-            if let Some(Role::In(key)) = self.conns.get(&conn) {
-                let key = key.clone();
-                self.inbound_bytes(now, conn, key, &bytes[consumed..]);
+            if let Some(&Role::In(slot)) = self.conns.get(&conn) {
+                self.inbound_bytes(now, conn, slot, &bytes[consumed..]);
             }
         }
         self.settle(now);
@@ -398,17 +340,18 @@ impl Proc {
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
         match self.conns.remove(&conn) {
-            Some(Role::Out(peer)) => {
-                if let Some(s) = self.outbound.get_mut(&peer) {
-                    s.on_closed(now, &mut self.sh, conn);
+            Some(Role::Out(slot)) => {
+                self.outbound[slot].on_closed(now, &mut self.cx, conn);
+                self.touch(Owner::Out(slot));
+            }
+            Some(Role::In(slot)) => {
+                if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {
+                    s.session.on_closed(now, &mut self.cx, conn);
+                    self.touch(Owner::In(slot));
                 }
             }
-            Some(Role::In(key)) => {
-                if let Some(s) = self.inbound.get_mut(&key) {
-                    s.on_closed(now, &mut self.sh, conn);
-                }
-            }
-            Some(Role::Accepting { .. }) | None => {}
+            Some(Role::Accepting { .. }) => self.schedule.set(Owner::Accept(conn), None),
+            None => {}
         }
         self.settle(now);
     }
@@ -421,81 +364,95 @@ impl Proc {
         self.settle(now);
     }
 
-    /// Starts a graceful shutdown: new sends and sessions are refused, outbound links flush
-    /// and wait for acknowledgements up to `shutdown_timeout`, the rest comes back
-    /// (`ShuttingDown` if never transmitted, `Unconfirmed` if transmitted), then
-    /// [`Event::ShutdownComplete`].
+    /// Starts a graceful shutdown: new sends are refused, outbound links flush and wait for
+    /// acknowledgements up to `shutdown_timeout`, the rest comes back (`ShuttingDown` if
+    /// never transmitted, `Unconfirmed` if transmitted), then [`Event::ShutdownComplete`].
+    /// Until then the proc keeps accepting sessions and acknowledging what its peers send,
+    /// so peers that drain at the same time are not held up.
     pub fn handle_shutdown(&mut self, now: Instant) {
         self.now = now;
         if self.life == Lifecycle::Running {
             self.life = Lifecycle::Draining;
-            for s in self.outbound.values_mut() {
-                s.shutdown(now, &mut self.sh);
+            for slot in 0..self.outbound.len() {
+                self.outbound[slot].shutdown(now, &mut self.cx);
+                self.touch(Owner::Out(slot));
             }
         }
         self.settle(now);
     }
 
-    /// Time has reached a deadline from [`Proc::poll_timeout`].
+    /// Time has reached a deadline from [`Proc::poll_timeout`]. Only the machines that are
+    /// due are visited.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        for s in self.outbound.values_mut() {
-            if s.next_deadline().is_some_and(|t| t <= now) {
-                s.on_timeout(now, &mut self.sh);
+        while let Some(owner) = self.schedule.pop_due(now) {
+            match owner {
+                Owner::Out(slot) => self.outbound[slot].on_timeout(now, &mut self.cx),
+                Owner::In(slot) => self.inbound_timeout(now, slot),
+                Owner::Accept(conn) => self.accept_timeout(conn),
             }
-        }
-        let mut ended = Vec::new();
-        for (key, s) in self.inbound.iter_mut() {
-            if s.next_deadline().is_some_and(|t| t <= now)
-                && s.on_timeout(now, &mut self.sh) == Fate::Ended
-            {
-                ended.push(key.clone());
-            }
-        }
-        for key in ended {
-            self.end_inbound(&key);
-        }
-        let late: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, r)| matches!(r, Role::Accepting { deadline, .. } if *deadline <= now))
-            .map(|(c, _)| *c)
-            .collect();
-        for conn in late {
-            self.conns.remove(&conn);
-            self.sh.out.event(Event::ConnectionFailed {
-                conn,
-                error: ConnError::HandshakeTimeout,
-            });
-            self.sh.out.push(Output::Close { conn });
+            self.touch(owner);
         }
         self.settle(now);
     }
 
-    /// The next action for the driver, until `None`.
+    /// The next action for the driver, until `None`. Data frames are pulled from their
+    /// session here, as slices of its chunks.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.sh.out.pop()
+        loop {
+            if let Some(conn) = self.pulling {
+                if let Some(data) = self.pull(conn) {
+                    return Some(Output::Transmit { conn, data });
+                }
+                self.pulling = None;
+            }
+            match self.cx.out.pop()? {
+                Popped::Output(o) => return Some(o),
+                Popped::Pull(conn) => self.pulling = Some(conn),
+            }
+        }
+    }
+
+    fn pull(&mut self, conn: ConnId) -> Option<Bytes> {
+        match self.conns.get(&conn) {
+            Some(&Role::Out(slot)) => self.outbound[slot].poll_transmit(&mut self.cx, conn),
+            _ => None,
+        }
     }
 
     /// When [`Proc::handle_timeout`] should be called next: the last `now` while output is
-    /// queued, otherwise the earliest deadline of any machine.
+    /// queued, otherwise the earliest deadline of any machine. It changes only with
+    /// `handle_*` calls, never while output is drained.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.sh.out.is_empty() {
+        if !self.cx.out.is_empty() || self.pulling.is_some() {
             return Some(self.now);
         }
-        let sessions = self.outbound.values().filter_map(|s| s.next_deadline());
-        let inbound = self.inbound.values().filter_map(|s| s.next_deadline());
-        let accepting = self.conns.values().filter_map(|r| match r {
-            Role::Accepting { deadline, .. } => Some(*deadline),
-            _ => None,
-        });
-        sessions.chain(inbound).chain(accepting).min()
+        self.schedule.peek()
     }
 
     // ---- routing ----
 
     fn is_local(&self, proc: &ProcId) -> bool {
-        proc == &self.sh.id
+        proc == &self.cx.id
+    }
+
+    fn touch(&mut self, owner: Owner) {
+        if self.touched.last() != Some(&owner) {
+            self.touched.push(owner);
+        }
+    }
+
+    /// The outbound session to `peer`, created on first use.
+    fn outbound_slot(&mut self, peer: &ProcId) -> usize {
+        if let Some(&slot) = self.peers.get(peer) {
+            return slot;
+        }
+        let slot = self.outbound.len();
+        let addr = self.book.get(peer).unwrap_or(peer.addr()).clone();
+        let s = Outbound::new(slot, peer.clone(), addr, &mut self.cx);
+        self.outbound.push(s);
+        self.peers.insert(peer.clone(), slot);
+        slot
     }
 
     /// Queues `env` on the session to its next proc. `origin` is the incarnation of the
@@ -507,16 +464,9 @@ impl Proc {
         force: bool,
         origin: Option<u64>,
     ) -> Result<(), SendError> {
-        // One session per peer proc, created (and dialed) on first use.
-        let s = match self.outbound.entry(env.next_proc().clone()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let addr = self.book.get(e.key()).unwrap_or(e.key().addr()).clone();
-                let s = Outbound::new(e.key().clone(), addr, &mut self.sh);
-                e.insert(s)
-            }
-        };
-        s.send(now, &mut self.sh, env, force, origin)
+        let slot = self.outbound_slot(env.next_proc());
+        self.touch(Owner::Out(slot));
+        self.outbound[slot].send(now, &mut self.cx, env, force, origin)
     }
 
     /// Routes an envelope that arrived from a peer (of incarnation `origin`) or came back
@@ -544,15 +494,15 @@ impl Proc {
         match env.returned {
             None => match self.registry.deliver(&env.dest) {
                 Ok(()) => {
-                    self.sh.stats.delivered += 1;
-                    self.sh.out.push(Output::Deliver(env));
+                    self.cx.stats.delivered += 1;
+                    self.cx.out.push(Output::Deliver(env));
                 }
                 Err(reason) => self.bounce(self.now, env, reason, origin),
             },
             Some(reason) => {
                 if self.registry.contains_actor(&env.sender) {
-                    self.sh.stats.returned += 1;
-                    self.sh.out.push(Output::Returned(env));
+                    self.cx.stats.returned += 1;
+                    self.cx.out.push(Output::Returned(env));
                 } else {
                     self.drop_return(env, reason);
                 }
@@ -579,8 +529,8 @@ impl Proc {
     }
 
     fn drop_return(&mut self, env: Envelope, reason: Undeliverable) {
-        self.sh.stats.returns_dropped += 1;
-        self.sh.out.event(Event::ReturnDropped {
+        self.cx.stats.returns_dropped += 1;
+        self.cx.event(Event::ReturnDropped {
             sender: env.sender,
             dest: env.dest,
             reason,
@@ -588,46 +538,78 @@ impl Proc {
         });
     }
 
-    /// After every input: route what sessions gave back, forget closed connections, and
-    /// finish a shutdown whose links have all drained.
+    /// After every input: route what sessions gave back, bind dialed connections, forget
+    /// closed ones, reschedule the machines touched, and finish a shutdown whose links have
+    /// all drained. Costs what the input touched, not what the proc holds.
     fn settle(&mut self, now: Instant) {
-        while !self.sh.failed.is_empty() {
-            for (env, reason) in core::mem::take(&mut self.sh.failed) {
+        while self.cx.has_failed() {
+            for (env, reason) in self.cx.take_failed() {
                 self.bounce(now, env, reason, None);
             }
         }
-        for conn in self.sh.out.take_closed() {
-            self.conns.remove(&conn);
+        while let Some((conn, slot)) = self.cx.take_dialed() {
+            self.conns.insert(conn, Role::Out(slot));
         }
-        for s in self.outbound.values() {
-            if let Some(conn) = s.conn() {
-                self.conns
-                    .entry(conn)
-                    .or_insert_with(|| Role::Out(s.peer().clone()));
+        while let Some(conn) = self.cx.out.take_closed() {
+            if let Some(Role::Accepting { .. }) = self.conns.remove(&conn) {
+                self.schedule.set(Owner::Accept(conn), None);
             }
         }
-        if self.life == Lifecycle::Draining && self.outbound.values().all(|s| s.is_closed()) {
-            self.life = Lifecycle::Done;
-            for s in self.inbound.values_mut() {
-                s.close_conn(now, &mut self.sh);
-            }
-            let accepting: Vec<ConnId> = self
-                .conns
-                .iter()
-                .filter(|(_, r)| matches!(r, Role::Accepting { .. }))
-                .map(|(c, _)| *c)
-                .collect();
-            for conn in accepting {
-                self.sh.out.push(Output::Close { conn });
-            }
-            for conn in self.sh.out.take_closed() {
-                self.conns.remove(&conn);
-            }
-            self.sh.out.event(Event::ShutdownComplete);
+        if self.life == Lifecycle::Draining
+            && (self.outbound.is_empty() || self.touched.iter().any(|o| matches!(o, Owner::Out(_))))
+            && self.outbound.iter().all(|s| s.is_closed())
+        {
+            self.finish_shutdown(now);
         }
+        for owner in core::mem::take(&mut self.touched) {
+            let at = match owner {
+                Owner::Out(slot) => self.outbound[slot].next_deadline(),
+                Owner::In(slot) => self.inbound[slot]
+                    .as_ref()
+                    .and_then(|s| s.session.next_deadline()),
+                Owner::Accept(conn) => match self.conns.get(&conn) {
+                    Some(Role::Accepting { deadline, .. }) => Some(*deadline),
+                    _ => None,
+                },
+            };
+            self.schedule.set(owner, at);
+        }
+        self.schedule.clean();
+    }
+
+    fn finish_shutdown(&mut self, now: Instant) {
+        self.life = Lifecycle::Done;
+        for slot in 0..self.inbound.len() {
+            if let Some(s) = self.inbound[slot].as_mut() {
+                s.session.close_conn(now, &mut self.cx);
+                self.touched.push(Owner::In(slot));
+            }
+        }
+        let accepting: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, r)| matches!(r, Role::Accepting { .. }))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in accepting {
+            self.cx.close(conn);
+        }
+        while let Some(conn) = self.cx.out.take_closed() {
+            if let Some(Role::Accepting { .. }) = self.conns.remove(&conn) {
+                self.schedule.set(Owner::Accept(conn), None);
+            }
+        }
+        self.cx.event(Event::ShutdownComplete);
     }
 
     // ---- accepting ----
+
+    fn accept_timeout(&mut self, conn: ConnId) {
+        if let Some(Role::Accepting { .. }) = self.conns.get(&conn) {
+            self.conns.remove(&conn);
+            self.cx.fail_conn(conn, ConnError::HandshakeTimeout);
+        }
+    }
 
     /// Feeds an accepted connection until its hello; returns how many bytes were consumed
     /// when the connection got bound to a session (the rest is for the session).
@@ -653,15 +635,17 @@ impl Proc {
                     let Some(Role::Accepting { decoder, .. }) = self.conns.remove(&conn) else {
                         return None;
                     };
+                    self.schedule.set(Owner::Accept(conn), None);
                     match hello {
                         Ok(hello) => self.on_hello(now, conn, hello, decoder),
                         Err(_) => self.refuse(conn, RefuseReason::BadHello),
                     }
                     return Some(consumed);
                 }
-                Some(Item::Frame(_)) => {
+                Some(Item::Frame(h)) => {
                     self.conns.remove(&conn);
-                    self.fail_accepted(conn, ConnError::Protocol("expected a hello"));
+                    let v = Violation::ExpectedHello(h.kind);
+                    self.cx.fail_conn(conn, ConnError::Protocol(v));
                     return None;
                 }
             }
@@ -673,18 +657,17 @@ impl Proc {
         if let FrameError::UnsupportedVersion { supported, .. } = e {
             self.refuse(conn, RefuseReason::UnsupportedVersion { supported });
         }
-        self.fail_accepted(conn, ConnError::Frame(e));
-    }
-
-    fn fail_accepted(&mut self, conn: ConnId, error: ConnError) {
-        self.sh.stats.conn_errors += 1;
-        self.sh.out.event(Event::ConnectionFailed { conn, error });
-        self.sh.out.push(Output::Close { conn });
+        self.cx.fail_conn(conn, ConnError::Frame(e));
     }
 
     fn refuse(&mut self, conn: ConnId, reason: RefuseReason) {
-        write_postcard(&mut self.sh, conn, FrameKind::Refuse, &reason);
-        self.sh.out.push(Output::Close { conn });
+        if self
+            .cx
+            .write_postcard(conn, FrameKind::Refuse, &reason)
+            .is_ok()
+        {
+            self.cx.close(conn);
+        }
     }
 
     fn on_hello(
@@ -694,75 +677,128 @@ impl Proc {
         hello: Hello,
         decoder: FrameDecoder<BytesMut>,
     ) {
-        if hello.to.name() != self.sh.id.name() {
+        if hello.to.name() != self.cx.id.name() {
             return self.refuse(conn, RefuseReason::WrongProc);
         }
-        if self.life != Lifecycle::Running {
+        if self.life == Lifecycle::Done {
             return self.refuse(conn, RefuseReason::ShuttingDown);
         }
-        // Sessions from an earlier start of the same peer can never resume.
-        let stale: Vec<InKey> = self
-            .inbound
-            .iter()
-            .filter(|((p, _), s)| *p == hello.from && s.incarnation() != hello.incarnation)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
-            self.end_inbound(&key);
-        }
+        self.end_stale_sessions(&hello);
         let key = (hello.from.clone(), hello.session);
-        if !self.inbound.contains_key(&key) {
-            if hello.resume {
-                // We do not know this session: say so; the dialer returns what it cannot
-                // prove delivered and starts a new one.
-                let welcome = Welcome {
-                    incarnation: self.sh.incarnation,
-                    next: None,
-                    max_frame_len: self.sh.config.max_frame_len,
-                };
-                write_postcard(&mut self.sh, conn, FrameKind::Welcome, &welcome);
-                self.sh.out.push(Output::Close { conn });
-                return;
-            }
-            if self.inbound.len() >= self.sh.config.max_inbound_sessions {
+        let slot = match self.in_keys.get(&key) {
+            Some(&slot) => slot,
+            None if hello.resume => return self.forgotten(conn),
+            None if self.in_keys.len() >= self.cx.config.max_inbound_sessions => {
                 return self.refuse(conn, RefuseReason::TooManySessions);
             }
-            self.inbound.insert(
-                key.clone(),
-                Inbound::new(hello.from.clone(), hello.incarnation),
-            );
-        }
-        if let Some(s) = self.inbound.get_mut(&key) {
-            s.attach(now, &mut self.sh, conn, decoder);
-            self.conns.insert(conn, Role::In(key));
+            None => self.new_inbound(key, hello.incarnation),
+        };
+        if let Some(s) = self.inbound[slot].as_mut() {
+            s.session.attach(now, &mut self.cx, conn, decoder);
+            self.conns.insert(conn, Role::In(slot));
+            self.touch(Owner::In(slot));
         }
     }
 
-    fn inbound_bytes(&mut self, now: Instant, conn: ConnId, key: InKey, bytes: &[u8]) {
-        let Some(s) = self.inbound.get_mut(&key) else {
+    /// Sessions from an earlier start of the same peer can never resume.
+    fn end_stale_sessions(&mut self, hello: &Hello) {
+        let stale: Vec<usize> = self
+            .in_keys
+            .range((hello.from.clone(), 0)..=(hello.from.clone(), u64::MAX))
+            .map(|(_, &slot)| slot)
+            .filter(|&slot| {
+                self.inbound[slot]
+                    .as_ref()
+                    .is_some_and(|s| s.session.incarnation() != hello.incarnation)
+            })
+            .collect();
+        for slot in stale {
+            self.end_inbound(slot);
+        }
+    }
+
+    /// We do not know the session the dialer resumes: say so; the dialer returns what it
+    /// cannot prove delivered and starts a new one.
+    fn forgotten(&mut self, conn: ConnId) {
+        let welcome = Welcome {
+            incarnation: self.cx.incarnation,
+            next: None,
+            max_frame_len: self.cx.config.max_frame_len,
+        };
+        if self
+            .cx
+            .write_postcard(conn, FrameKind::Welcome, &welcome)
+            .is_ok()
+        {
+            self.cx.close(conn);
+        }
+    }
+
+    fn new_inbound(&mut self, key: InKey, incarnation: u64) -> usize {
+        let session = Inbound::new(key.0.clone(), incarnation);
+        let entry = Some(InSlot {
+            key: key.clone(),
+            session,
+        });
+        let slot = match self.in_free.pop() {
+            Some(slot) => {
+                self.inbound[slot] = entry;
+                slot
+            }
+            None => {
+                self.inbound.push(entry);
+                self.inbound.len() - 1
+            }
+        };
+        self.in_keys.insert(key, slot);
+        slot
+    }
+
+    fn inbound_bytes(&mut self, now: Instant, conn: ConnId, slot: usize, bytes: &[u8]) {
+        let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
         let mut received = core::mem::take(&mut self.received);
-        let fate = s.on_bytes(now, &mut self.sh, conn, bytes, &mut received);
-        let origin = s.incarnation();
+        let fate = s
+            .session
+            .on_bytes(now, &mut self.cx, conn, bytes, &mut received);
+        let origin = s.session.incarnation();
+        self.touch(Owner::In(slot));
         for env in received.drain(..) {
             // Only a message whose sender lives in the dialing proc ties its return to
             // that proc's incarnation.
-            let from_dialer = env.returned.is_none() && env.sender.proc() == &key.0;
+            let from_dialer = env.returned.is_none()
+                && self.inbound[slot]
+                    .as_ref()
+                    .is_some_and(|s| env.sender.proc() == &s.key.0);
             self.route(now, env, from_dialer.then_some(origin));
         }
         self.received = received;
         if fate == Fate::Ended {
-            self.end_inbound(&key);
+            self.end_inbound(slot);
         }
     }
 
-    fn end_inbound(&mut self, key: &InKey) {
-        if let Some(mut s) = self.inbound.remove(key) {
-            if let Some(conn) = s.conn() {
-                s.close_conn(self.now, &mut self.sh);
-                self.conns.remove(&conn);
-            }
+    fn inbound_timeout(&mut self, now: Instant, slot: usize) {
+        let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if s.session.on_timeout(now, &mut self.cx) == Fate::Ended {
+            self.end_inbound(slot);
         }
+    }
+
+    fn end_inbound(&mut self, slot: usize) {
+        let Some(mut s) = self.inbound.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        if let Some(conn) = s.session.conn() {
+            s.session.close_conn(self.now, &mut self.cx);
+            self.conns.remove(&conn);
+        }
+        self.in_keys.remove(&s.key);
+        self.in_free.push(slot);
+        self.schedule.set(Owner::In(slot), None);
+        self.touched.retain(|o| *o != Owner::In(slot));
     }
 }

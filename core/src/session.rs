@@ -1,10 +1,15 @@
 //! The outbound half of a reliable link: everything one proc sends to one peer proc.
 //!
-//! A session outlives connections. Each message gets the next sequence number (implicit:
-//! frames on a connection are consecutive) and stays in the queue until the peer's
-//! cumulative acknowledgement covers it. After a reconnect the peer's welcome says how far
-//! it has received, and exactly the rest is sent again, so each message is delivered once
-//! and in order while both procs live.
+//! A session outlives connections. Each message is encoded once into the session's
+//! [`ChunkStore`] and gets the next sequence number (implicit: frames on a connection are
+//! consecutive); it stays there until the peer's cumulative acknowledgement covers it.
+//! Data is pulled: the session asks for a pull marker ([`Outputs::pull`]) and hands out
+//! slices of its chunks when the driver drains it. After a reconnect the peer's welcome
+//! says how far it has received, and exactly the rest is handed out again by slicing the
+//! stored chunks, so each message is delivered once and in order while both procs live,
+//! and nothing is encoded twice.
+//!
+//! [`Outputs::pull`]: crate::output::Outputs
 //!
 //! States of the current connection: `Idle` (none; a send dials) → `Dialing` (driver is
 //! connecting) → `Handshake` (hello sent) → `Open` (data flows) → on loss `Backoff` (a
@@ -31,13 +36,14 @@ use alloc::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::chunks::ChunkStore;
+use crate::ctx::{Ctx, SendError};
 use crate::envelope::{append_envelope, decode_envelope, Envelope, Link, Undeliverable};
 use crate::frame::{
-    append_frame, preamble, FrameDecoder, FrameKind, Hello, Item, RefuseReason, Welcome, HEADER_LEN,
+    preamble, FrameDecoder, FrameKind, Hello, Item, RefuseReason, Welcome, HEADER_LEN,
 };
 use crate::id::{ChannelAddr, ProcId};
-use crate::output::{ConnError, ConnId, Event, Output};
-use crate::proc::{SendError, Shared};
+use crate::output::{ConnError, ConnId, Event, Violation};
 use crate::time::Instant;
 use crate::timer::{timer_keys, Timers};
 
@@ -50,7 +56,7 @@ timer_keys! {
         Backoff,
         /// Next ping on an open connection.
         Heartbeat,
-        /// Nothing heard from the peer for too long.
+        /// Check whether the peer has been silent for too long.
         Idle,
         /// Give up on an unreachable peer.
         GiveUp,
@@ -61,15 +67,8 @@ timer_keys! {
 
 type Decoder = FrameDecoder<BytesMut>;
 
-/// One message waiting for its acknowledgement.
-#[derive(Debug)]
-struct Queued {
-    /// The whole encoded data frame.
-    frame: Bytes,
-    /// For a return: the incarnation of the peer whose message it returns. A return must
-    /// not reach a later incarnation, whose actors merely share the names.
-    for_incarnation: Option<u64>,
-}
+/// Room the encoder asks of the chunk store beyond the payload, for header and metadata.
+const META_HINT: usize = 256;
 
 #[derive(Debug)]
 enum Conn {
@@ -80,9 +79,22 @@ enum Conn {
     Open(ConnId, Decoder),
 }
 
+/// Where the session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Taking messages.
+    Running,
+    /// Graceful close: flushing, waiting for acknowledgements.
+    Closing,
+    /// Closed for good.
+    Closed,
+}
+
 /// Outbound session state toward one peer proc.
 #[derive(Debug)]
 pub(crate) struct Outbound {
+    /// This session's slot in the proc.
+    slot: usize,
     peer: ProcId,
     addr: ChannelAddr,
     session: u64,
@@ -90,63 +102,60 @@ pub(crate) struct Outbound {
     resume: bool,
     peer_incarnation: Option<u64>,
     peer_max: u32,
-    /// Encoded data frames; `queue[i]` has sequence number `base + i`.
-    queue: VecDeque<Queued>,
-    base: u64,
-    /// Next sequence number to write on the open connection.
+    /// Encoded data frames, `store.base()..store.end()`.
+    store: ChunkStore,
+    /// Returns among the frames held, with the incarnation of the peer whose message each
+    /// returns: a return must not reach a later incarnation, whose actors merely share the
+    /// names. `(sequence number, incarnation)`, in order.
+    bound: VecDeque<(u64, u64)>,
+    /// Next sequence number to hand out on the open connection.
     next_tx: u64,
     /// One past the highest sequence number that may have reached the peer: everything
-    /// written, until a welcome says how far the peer really got.
+    /// handed out, until a welcome says how far the peer really got.
     high_tx: u64,
-    /// One past the highest sequence number ever written (for the retransmission count).
+    /// One past the highest sequence number ever handed out (for the retransmission count).
     ever_tx: u64,
-    queued_bytes: usize,
     /// A send was refused for lack of room; announce room when it comes back.
     blocked: bool,
     conn: Conn,
     attempt: u32,
-    closing: bool,
-    closed: bool,
+    phase: Phase,
+    /// Last time anything arrived on the open connection.
+    heard: Instant,
     timers: Timers<OutTimer, 6>,
-    encode_buf: BytesMut,
 }
 
 impl Outbound {
-    pub(crate) fn new(peer: ProcId, addr: ChannelAddr, sh: &mut Shared) -> Self {
+    pub(crate) fn new(slot: usize, peer: ProcId, addr: ChannelAddr, cx: &mut Ctx) -> Self {
         Outbound {
+            slot,
             peer,
             addr,
-            session: sh.rng.next_u64(),
+            session: cx.rng.next_u64(),
             resume: false,
             peer_incarnation: None,
-            peer_max: sh.config.max_frame_len,
-            queue: VecDeque::new(),
-            base: 0,
+            peer_max: cx.config.max_frame_len,
+            store: ChunkStore::new(cx.config.chunk_bytes),
+            bound: VecDeque::new(),
             next_tx: 0,
             high_tx: 0,
             ever_tx: 0,
-            queued_bytes: 0,
             blocked: false,
             conn: Conn::Idle,
             attempt: 0,
-            closing: false,
-            closed: false,
+            phase: Phase::Running,
+            heard: Instant::ZERO,
             timers: Timers::default(),
-            encode_buf: BytesMut::new(),
         }
-    }
-
-    pub(crate) fn peer(&self) -> &ProcId {
-        &self.peer
     }
 
     pub(crate) fn set_addr(&mut self, addr: ChannelAddr) {
         self.addr = addr;
     }
 
-    /// Unacknowledged messages held.
+    /// Unacknowledged (messages, bytes) held.
     pub(crate) fn queued(&self) -> (usize, usize) {
-        (self.queue.len(), self.queued_bytes)
+        (self.store.len(), self.store.bytes())
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
@@ -154,7 +163,7 @@ impl Outbound {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed
+        self.phase == Phase::Closed
     }
 
     pub(crate) fn conn(&self) -> Option<ConnId> {
@@ -164,123 +173,125 @@ impl Outbound {
         }
     }
 
-    fn has_room(&self, sh: &Shared, len: usize) -> bool {
-        self.queue.is_empty()
-            || (self.queue.len() < sh.config.window_msgs
-                && self.queued_bytes + len <= sh.config.window_bytes)
+    fn has_room(&self, cx: &Ctx, len: usize) -> bool {
+        self.store.is_empty()
+            || (self.store.len() < cx.config.window_msgs
+                && self.store.bytes() + len <= cx.config.window_bytes)
     }
 
     /// Whether a small send would be taken now.
-    pub(crate) fn can_send(&self, sh: &Shared) -> bool {
-        self.has_room(sh, 1)
+    pub(crate) fn can_send(&self, cx: &Ctx) -> bool {
+        self.has_room(cx, 1)
     }
 
     /// Takes one message. `force` skips the window check (returns and forwards, which the
     /// proc cannot make wait). `for_incarnation` ties a return to the incarnation of the
-    /// peer that sent the original.
+    /// peer that sent the original. The window is checked before anything is encoded.
     pub(crate) fn send(
         &mut self,
         now: Instant,
-        sh: &mut Shared,
+        cx: &mut Ctx,
         env: &Envelope,
         force: bool,
         for_incarnation: Option<u64>,
     ) -> Result<(), SendError> {
-        if self.closing {
+        if self.phase != Phase::Running {
             return Err(SendError::ShuttingDown);
         }
-        let max = sh.config.max_frame_len.min(self.peer_max);
-        let link = Link {
-            sender: &sh.id,
-            receiver: &self.peer,
-        };
-        append_envelope(env, Some(link), max, &mut self.encode_buf).map_err(|e| match e {
-            Undeliverable::TooLarge { len, max } => SendError::TooLarge { len, max },
-            _ => SendError::ShuttingDown,
-        })?;
-        let frame = self.encode_buf.split().freeze();
-        if !force && !self.has_room(sh, frame.len()) {
+        if !force && !self.has_room(cx, env.payload.len()) {
             self.blocked = true;
             return Err(SendError::WouldBlock);
         }
-        if self.encode_buf.capacity() < 256 {
-            self.encode_buf.reserve(16 * 1024);
-        }
         if let (Some(want), Some(now_is)) = (for_incarnation, self.peer_incarnation) {
             if want != now_is {
-                sh.failed.push((env.clone(), Undeliverable::PeerRestarted));
+                cx.fail(env.clone(), Undeliverable::PeerRestarted);
                 return Ok(());
             }
         }
-        self.queued_bytes += frame.len();
-        self.queue.push_back(Queued {
-            frame,
-            for_incarnation,
-        });
+        let seq = self.encode(cx, env)?;
+        if let Some(i) = for_incarnation {
+            self.bound.push_back((seq, i));
+        }
         match self.conn {
-            Conn::Open(conn, _) => self.flush(sh, conn),
-            Conn::Idle => self.dial(now, sh),
+            Conn::Open(conn, _) => cx.out.pull(conn),
+            Conn::Idle => self.dial(now, cx),
             Conn::Backoff | Conn::Dialing(_) | Conn::Handshake(..) => {}
         }
         Ok(())
     }
 
-    /// Writes every queued frame not yet written on `conn`.
-    fn flush(&mut self, sh: &mut Shared, conn: ConnId) {
-        let end = self.base + self.queue.len() as u64;
-        while self.next_tx < end {
-            let frame = &self.queue[(self.next_tx - self.base) as usize].frame;
-            sh.out.write_bytes(conn, frame);
-            sh.stats.data_frames_sent += 1;
-            if self.next_tx < self.ever_tx {
-                sh.stats.retransmitted += 1;
-            }
-            self.next_tx += 1;
-        }
-        self.high_tx = self.high_tx.max(self.next_tx);
-        self.ever_tx = self.ever_tx.max(self.next_tx);
+    /// Encodes `env` once, at the end of the chunk store.
+    fn encode(&mut self, cx: &mut Ctx, env: &Envelope) -> Result<u64, SendError> {
+        let max = cx.config.max_frame_len.min(self.peer_max);
+        let link = Link {
+            sender: &cx.id,
+            receiver: &self.peer,
+        };
+        let buf = self.store.reserve(env.payload.len() + META_HINT);
+        let start = buf.len();
+        append_envelope(env, Some(link), max, buf).map_err(|e| match e {
+            Undeliverable::TooLarge { len, max } => SendError::TooLarge { len, max },
+            _ => SendError::ShuttingDown,
+        })?;
+        cx.stats.frames_encoded += 1;
+        Ok(self.store.commit(start))
     }
 
-    fn dial(&mut self, now: Instant, sh: &mut Shared) {
-        let conn = sh.new_conn();
-        sh.dialed.push((conn, self.peer.clone()));
+    /// Appends an already encoded frame (a copy, never a new encoding).
+    fn append_encoded(&mut self, frame: &[u8]) -> u64 {
+        let buf = self.store.reserve(frame.len());
+        let start = buf.len();
+        buf.extend_from_slice(frame);
+        self.store.commit(start)
+    }
+
+    /// The driver pulls data for `conn`: the next run of frames not yet handed out on it.
+    pub(crate) fn poll_transmit(&mut self, cx: &mut Ctx, conn: ConnId) -> Option<Bytes> {
+        if !matches!(self.conn, Conn::Open(c, _) if c == conn) {
+            return None;
+        }
+        let (bytes, n) = self.store.slice_from(self.next_tx)?;
+        cx.stats.data_frames_sent += n;
+        cx.stats.retransmitted += self.ever_tx.saturating_sub(self.next_tx).min(n);
+        self.next_tx += n;
+        self.high_tx = self.high_tx.max(self.next_tx);
+        self.ever_tx = self.ever_tx.max(self.next_tx);
+        Some(bytes)
+    }
+
+    fn dial(&mut self, now: Instant, cx: &mut Ctx) {
+        let conn = cx.new_conn();
         self.conn = Conn::Dialing(conn);
         self.timers.clear(OutTimer::Backoff);
         self.timers
-            .set(OutTimer::Connect, now + sh.config.connect_timeout);
-        sh.out.push(Output::Dial {
-            conn,
-            addr: self.addr.clone(),
-        });
+            .set(OutTimer::Connect, now + cx.config.connect_timeout);
+        cx.dial(self.slot, conn, self.addr.clone());
     }
 
     /// The driver connected `conn`.
-    pub(crate) fn on_connected(&mut self, sh: &mut Shared, conn: ConnId) {
+    pub(crate) fn on_connected(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {
         if !matches!(self.conn, Conn::Dialing(c) if c == conn) {
             return;
         }
         let hello = Hello {
-            from: sh.id.clone(),
+            from: cx.id.clone(),
             to: self.peer.clone(),
-            incarnation: sh.incarnation,
+            incarnation: cx.incarnation,
             session: self.session,
             resume: self.resume,
-            max_frame_len: sh.config.max_frame_len,
+            max_frame_len: cx.config.max_frame_len,
         };
-        sh.out.write(conn, &preamble());
-        write_postcard(sh, conn, FrameKind::Hello, &hello);
-        let dec = FrameDecoder::new(sh.config.max_frame_len, BytesMut::new());
+        cx.out.write(conn, &[&preamble()]);
+        if cx.write_postcard(conn, FrameKind::Hello, &hello).is_err() {
+            return self.conn_lost(now, cx);
+        }
+        let dec = FrameDecoder::new(cx.config.max_frame_len, BytesMut::new());
         self.conn = Conn::Handshake(conn, dec);
     }
 
     /// Bytes arrived on `conn`.
-    pub(crate) fn on_bytes(
-        &mut self,
-        now: Instant,
-        sh: &mut Shared,
-        conn: ConnId,
-        mut bytes: &[u8],
-    ) {
+    pub(crate) fn on_bytes(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, mut bytes: &[u8]) {
+        self.heard = now;
         while !bytes.is_empty() {
             let (dec, open) = match &mut self.conn {
                 Conn::Handshake(c, d) if *c == conn => (d, false),
@@ -289,206 +300,224 @@ impl Outbound {
             };
             let progress = match dec.decode(bytes) {
                 Ok(p) => p,
-                Err(e) => return self.fail_conn(now, sh, ConnError::Frame(e)),
+                Err(e) => return self.fail_conn(now, cx, ConnError::Frame(e)),
             };
             bytes = &bytes[progress.consumed..];
             let Some(Item::Frame(header)) = progress.item else {
-                if open {
-                    self.timers
-                        .set(OutTimer::Idle, now + sh.config.idle_timeout);
-                }
                 continue;
             };
             let body = dec.take_body();
-            if open {
-                self.timers
-                    .set(OutTimer::Idle, now + sh.config.idle_timeout);
-            }
-            match (header.kind, open) {
-                (FrameKind::Welcome, false) => match postcard::from_bytes::<Welcome>(&body) {
-                    Ok(w) => self.on_welcome(now, sh, conn, w),
-                    Err(_) => self.fail_conn(now, sh, ConnError::Protocol("malformed welcome")),
-                },
-                (FrameKind::Refuse, false) => match postcard::from_bytes::<RefuseReason>(&body) {
-                    Ok(r) => self.on_refuse(now, sh, conn, r),
-                    Err(_) => self.fail_conn(now, sh, ConnError::Protocol("malformed refusal")),
-                },
-                (FrameKind::Ack, true) => match postcard::from_bytes::<u64>(&body) {
-                    Ok(n) => self.on_ack(now, sh, n),
-                    Err(_) => self.fail_conn(now, sh, ConnError::Protocol("malformed ack")),
-                },
-                (FrameKind::Ping, true) => append(sh, conn, FrameKind::Pong, &[]),
-                (FrameKind::Pong, true) => {}
-                _ => self.fail_conn(
-                    now,
-                    sh,
-                    ConnError::Protocol("unexpected frame on dialed link"),
-                ),
+            self.on_frame(now, cx, conn, header.kind, open, &body);
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx,
+        conn: ConnId,
+        kind: FrameKind,
+        open: bool,
+        body: &[u8],
+    ) {
+        let violation = |v| ConnError::Protocol(v);
+        match (kind, open) {
+            (FrameKind::Welcome, false) => match postcard::from_bytes::<Welcome>(body) {
+                Ok(w) => self.on_welcome(now, cx, conn, w),
+                Err(_) => self.fail_conn(now, cx, violation(Violation::MalformedWelcome)),
+            },
+            (FrameKind::Refuse, false) => match postcard::from_bytes::<RefuseReason>(body) {
+                Ok(r) => self.on_refuse(now, cx, conn, r),
+                Err(_) => self.fail_conn(now, cx, violation(Violation::MalformedRefusal)),
+            },
+            (FrameKind::Ack, true) => match postcard::from_bytes::<u64>(body) {
+                Ok(n) => self.on_ack(now, cx, n),
+                Err(_) => self.fail_conn(now, cx, violation(Violation::MalformedAck)),
+            },
+            (FrameKind::Ping, true) => cx.write_frame(conn, FrameKind::Pong, &[]),
+            (FrameKind::Pong, true) => {}
+            _ => {
+                let v = Violation::UnexpectedFrame { kind, dialed: true };
+                self.fail_conn(now, cx, violation(v))
             }
         }
     }
 
-    fn on_welcome(&mut self, now: Instant, sh: &mut Shared, conn: ConnId, w: Welcome) {
+    fn on_welcome(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, w: Welcome) {
         let restarted = self.peer_incarnation.is_some_and(|i| i != w.incarnation);
         self.peer_incarnation = Some(w.incarnation);
         self.peer_max = w.max_frame_len;
         if restarted {
-            sh.out.event(Event::PeerRestarted {
+            cx.event(Event::PeerRestarted {
                 peer: self.peer.clone(),
             });
-            self.return_queued(sh, Undeliverable::PeerRestarted, false);
-            return self.restart_session(now, sh, conn);
+            self.return_queued(cx, Undeliverable::PeerRestarted, false);
+            return self.restart_session(now, cx, conn);
         }
-        let end = self.base + self.queue.len() as u64;
         let next = match w.next {
-            Some(n) if n >= self.base && n <= end => n,
+            Some(n) if n >= self.store.base() && n <= self.store.end() => n,
             // Forgotten (or a position we cannot have sent): nothing sent is provable.
             _ => {
-                self.return_queued(sh, Undeliverable::SessionLost, false);
-                return self.restart_session(now, sh, conn);
+                self.return_queued(cx, Undeliverable::SessionLost, false);
+                return self.restart_session(now, cx, conn);
             }
         };
         self.release(next);
         // The peer is authoritative: what it has not received was not delivered.
         self.high_tx = next;
         self.next_tx = next;
-        self.prune_unsent(sh, w.incarnation);
+        self.prune_unsent(cx, w.incarnation);
+        self.open(now, cx, conn, w.incarnation);
+    }
+
+    fn open(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, incarnation: u64) {
         self.resume = true;
         self.attempt = 0;
         self.timers.clear(OutTimer::Connect);
         self.timers.clear(OutTimer::GiveUp);
         self.timers
-            .set(OutTimer::Heartbeat, now + sh.config.heartbeat_interval);
+            .set(OutTimer::Heartbeat, now + cx.config.heartbeat_interval);
         self.timers
-            .set(OutTimer::Idle, now + sh.config.idle_timeout);
+            .set(OutTimer::Idle, now + cx.config.idle_timeout);
         let dec = match core::mem::replace(&mut self.conn, Conn::Idle) {
             Conn::Handshake(_, d) => d,
-            _ => FrameDecoder::frames_only(sh.config.max_frame_len, BytesMut::new()),
+            _ => FrameDecoder::frames_only(cx.config.max_frame_len, BytesMut::new()),
         };
         self.conn = Conn::Open(conn, dec);
-        sh.out.event(Event::PeerConnected {
+        cx.event(Event::PeerConnected {
             peer: self.peer.clone(),
-            incarnation: w.incarnation,
+            incarnation,
         });
-        self.flush(sh, conn);
-        self.after_release(sh);
+        if self.next_tx < self.store.end() {
+            cx.out.pull(conn);
+        }
+        self.after_release(cx);
     }
 
     /// Drops what the peer, as it is now, must not get: frames larger than it accepts,
     /// and returns meant for an earlier incarnation. None of them has been received (they
     /// are all past the peer's position), so they leave the sequence without renumbering
-    /// anything the peer has seen.
-    fn prune_unsent(&mut self, sh: &mut Shared, incarnation: u64) {
+    /// anything the peer has seen. The rest is kept as encoded.
+    fn prune_unsent(&mut self, cx: &mut Ctx, incarnation: u64) {
         let max = self.peer_max as usize + HEADER_LEN;
-        let keep =
-            |q: &Queued| q.frame.len() <= max && q.for_incarnation.is_none_or(|i| i == incarnation);
-        if self.queue.iter().all(keep) {
+        let first = self.next_tx;
+        let too_large = (first..self.store.end()).any(|s| self.store.frame_len(s) > Some(max));
+        let stale = self.bound.iter().any(|(_, i)| *i != incarnation);
+        if !too_large && !stale {
             return;
         }
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        for q in core::mem::take(&mut self.queue) {
-            if keep(&q) {
-                kept.push_back(q);
-                continue;
-            }
-            self.queued_bytes -= q.frame.len();
-            let reason = if q.frame.len() > max {
-                Undeliverable::TooLarge {
-                    len: (q.frame.len() - HEADER_LEN) as u32,
+        let tail = self.store.split_off(first);
+        let bound = core::mem::take(&mut self.bound);
+        for (k, frame) in tail.into_iter().enumerate() {
+            let seq = first + k as u64;
+            let inc = bound.iter().find(|(s, _)| *s == seq).map(|(_, i)| *i);
+            if frame.len() > max {
+                let len = (frame.len() - HEADER_LEN) as u32;
+                let reason = Undeliverable::TooLarge {
+                    len,
                     max: self.peer_max,
-                }
+                };
+                self.return_frame(cx, frame, reason);
+            } else if inc.is_some_and(|i| i != incarnation) {
+                self.return_frame(cx, frame, Undeliverable::PeerRestarted);
             } else {
-                Undeliverable::PeerRestarted
-            };
-            self.return_frame(sh, q.frame, reason);
+                let new = self.append_encoded(&frame);
+                if let Some(i) = inc {
+                    self.bound.push_back((new, i));
+                }
+            }
         }
-        self.queue = kept;
     }
 
-    fn on_refuse(&mut self, now: Instant, sh: &mut Shared, conn: ConnId, r: RefuseReason) {
-        sh.out.event(Event::ConnectionFailed {
-            conn,
-            error: ConnError::Refused(r),
-        });
-        self.return_queued(sh, Undeliverable::Refused(r), true);
-        sh.out.push(Output::Close { conn });
-        self.new_session(sh);
+    fn on_refuse(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, r: RefuseReason) {
+        cx.fail_conn(conn, ConnError::Refused(r));
+        self.return_queued(cx, Undeliverable::Refused(r), true);
+        self.new_session(cx);
         self.go_idle();
-        self.check_closed(now, sh);
+        self.check_closed(now, cx);
     }
 
-    fn on_ack(&mut self, now: Instant, sh: &mut Shared, n: u64) {
-        if n < self.base || n > self.next_tx {
-            return self.fail_conn(now, sh, ConnError::Protocol("acknowledgement out of range"));
+    fn on_ack(&mut self, now: Instant, cx: &mut Ctx, n: u64) {
+        if n < self.store.base() || n > self.next_tx {
+            let v = Violation::AckOutOfRange {
+                ack: n,
+                base: self.store.base(),
+                sent: self.next_tx,
+            };
+            return self.fail_conn(now, cx, ConnError::Protocol(v));
         }
         self.release(n);
-        self.after_release(sh);
-        self.check_closed(now, sh);
+        self.after_release(cx);
+        self.check_closed(now, cx);
     }
 
     fn release(&mut self, upto: u64) {
-        while self.base < upto {
-            if let Some(q) = self.queue.pop_front() {
-                self.queued_bytes -= q.frame.len();
-            }
-            self.base += 1;
+        self.store.release(upto);
+        while self.bound.front().is_some_and(|(s, _)| *s < upto) {
+            self.bound.pop_front();
         }
     }
 
-    fn after_release(&mut self, sh: &mut Shared) {
-        if self.blocked && self.can_send(sh) {
+    fn after_release(&mut self, cx: &mut Ctx) {
+        if self.blocked && self.can_send(cx) {
             self.blocked = false;
-            sh.out.event(Event::Writable {
+            cx.event(Event::Writable {
                 peer: self.peer.clone(),
             });
         }
     }
 
-    /// Returns queued messages: all of them, or only those ever transmitted.
-    fn return_queued(&mut self, sh: &mut Shared, reason: Undeliverable, all: bool) {
-        let sent = if all {
-            self.queue.len()
+    /// Returns held messages: all of them, or only those ever handed out.
+    fn return_queued(&mut self, cx: &mut Ctx, reason: Undeliverable, all: bool) {
+        let upto = if all {
+            self.store.end()
         } else {
-            (self.high_tx.saturating_sub(self.base) as usize).min(self.queue.len())
+            self.high_tx.clamp(self.store.base(), self.store.end())
         };
-        for q in self.queue.drain(..sent).collect::<VecDeque<_>>() {
-            self.queued_bytes -= q.frame.len();
-            self.return_frame(sh, q.frame, reason);
+        while self.store.base() < upto {
+            let Some(frame) = self.store.pop_front() else {
+                break;
+            };
+            self.return_frame(cx, frame, reason);
         }
-        self.base += sent as u64;
-        self.after_release(sh);
+        self.release(upto);
+        self.after_release(cx);
     }
 
-    fn return_frame(&self, sh: &mut Shared, frame: Bytes, reason: Undeliverable) {
+    fn return_frame(&self, cx: &mut Ctx, frame: Bytes, reason: Undeliverable) {
         let link = Link {
-            sender: &sh.id,
+            sender: &cx.id,
             receiver: &self.peer,
         };
         match decode_envelope(frame.slice(HEADER_LEN..), Some(link)) {
-            Ok(env) => sh.failed.push((env, reason)),
+            Ok(env) => cx.fail(env, reason),
             // Our own encoding always decodes; count rather than panic if it ever did not.
-            Err(_) => sh.stats.returns_dropped += 1,
+            Err(_) => cx.stats.returns_dropped += 1,
         }
     }
 
-    /// Starts a fresh session (new id, sequence from 0) with what is still queued.
-    fn new_session(&mut self, sh: &mut Shared) {
-        self.session = sh.rng.next_u64();
+    /// Starts a fresh session (new id, sequence from 0) with what is still held.
+    fn new_session(&mut self, cx: &mut Ctx) {
+        self.session = cx.rng.next_u64();
         self.resume = false;
-        self.base = 0;
+        let delta = self.store.base();
+        self.store.renumber();
+        for (s, _) in self.bound.iter_mut() {
+            *s -= delta;
+        }
         self.next_tx = 0;
         self.high_tx = 0;
         self.ever_tx = 0;
     }
 
-    fn restart_session(&mut self, now: Instant, sh: &mut Shared, conn: ConnId) {
-        sh.out.push(Output::Close { conn });
-        self.new_session(sh);
+    fn restart_session(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {
+        cx.close(conn);
+        self.new_session(cx);
         self.go_idle();
-        if !self.queue.is_empty() {
-            self.dial(now, sh);
+        if !self.store.is_empty() {
+            self.dial(now, cx);
         }
-        self.check_closed(now, sh);
+        self.check_closed(now, cx);
     }
 
     fn go_idle(&mut self) {
@@ -497,135 +526,121 @@ impl Outbound {
         self.timers.clear(OutTimer::Backoff);
         self.timers.clear(OutTimer::Heartbeat);
         self.timers.clear(OutTimer::Idle);
-        if self.queue.is_empty() {
+        if self.store.is_empty() {
             self.timers.clear(OutTimer::GiveUp);
         }
     }
 
     /// The driver reports `conn` closed (or the dial failed).
-    pub(crate) fn on_closed(&mut self, now: Instant, sh: &mut Shared, conn: ConnId) {
+    pub(crate) fn on_closed(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {
         if self.conn() == Some(conn) {
-            self.conn_lost(now, sh);
+            self.conn_lost(now, cx);
         }
     }
 
-    fn fail_conn(&mut self, now: Instant, sh: &mut Shared, error: ConnError) {
+    fn fail_conn(&mut self, now: Instant, cx: &mut Ctx, error: ConnError) {
         if let Some(conn) = self.conn() {
-            sh.out.event(Event::ConnectionFailed { conn, error });
-            sh.out.push(Output::Close { conn });
+            cx.fail_conn(conn, error);
         }
-        self.conn_lost(now, sh);
+        self.conn_lost(now, cx);
     }
 
-    fn conn_lost(&mut self, now: Instant, sh: &mut Shared) {
+    fn conn_lost(&mut self, now: Instant, cx: &mut Ctx) {
         self.go_idle();
-        self.next_tx = self.base;
-        if self.queue.is_empty() && !self.closing {
-            return;
-        }
-        if self.queue.is_empty() {
-            return self.check_closed(now, sh);
+        self.next_tx = self.store.base();
+        if self.store.is_empty() {
+            return self.check_closed(now, cx);
         }
         if !self.timers.is_set(OutTimer::GiveUp) {
             self.timers
-                .set(OutTimer::GiveUp, now + sh.config.unreachable_timeout);
+                .set(OutTimer::GiveUp, now + cx.config.unreachable_timeout);
         }
-        let delay = crate::config::backoff_delay(&sh.config, self.attempt, sh.rng.next_u64());
+        let delay = crate::config::backoff_delay(&cx.config, self.attempt, cx.rng.next_u64());
         self.attempt = self.attempt.saturating_add(1);
         self.conn = Conn::Backoff;
         self.timers.set(OutTimer::Backoff, now + delay);
     }
 
-    pub(crate) fn on_timeout(&mut self, now: Instant, sh: &mut Shared) {
+    pub(crate) fn on_timeout(&mut self, now: Instant, cx: &mut Ctx) {
         while let Some(t) = self.timers.expired(now) {
             match t {
-                OutTimer::Connect => self.fail_conn(now, sh, ConnError::HandshakeTimeout),
+                OutTimer::Connect => self.fail_conn(now, cx, ConnError::HandshakeTimeout),
                 OutTimer::Backoff => {
                     if matches!(self.conn, Conn::Backoff) {
-                        self.dial(now, sh);
+                        self.dial(now, cx);
                     }
                 }
                 OutTimer::Heartbeat => {
                     if let Conn::Open(conn, _) = self.conn {
-                        append(sh, conn, FrameKind::Ping, &[]);
+                        cx.write_frame(conn, FrameKind::Ping, &[]);
                         self.timers
-                            .set(OutTimer::Heartbeat, now + sh.config.heartbeat_interval);
+                            .set(OutTimer::Heartbeat, now + cx.config.heartbeat_interval);
                     }
                 }
-                OutTimer::Idle => self.fail_conn(now, sh, ConnError::IdleTimeout),
-                OutTimer::GiveUp => self.give_up(now, sh, Undeliverable::Unreachable),
-                OutTimer::Shutdown => self.give_up(now, sh, Undeliverable::ShuttingDown),
+                OutTimer::Idle => self.check_idle(now, cx),
+                OutTimer::GiveUp => self.give_up(now, cx, Undeliverable::Unreachable),
+                OutTimer::Shutdown => self.give_up(now, cx, Undeliverable::ShuttingDown),
             }
         }
     }
 
-    /// Returns everything queued and drops the connection attempt or connection: what was
-    /// transmitted comes back as `Unconfirmed` (the peer may have it), the rest with
+    /// The idle deadline is not moved on every byte: when it fires, it is armed again from
+    /// the last time anything arrived, or the connection is failed.
+    fn check_idle(&mut self, now: Instant, cx: &mut Ctx) {
+        let due = self.heard + cx.config.idle_timeout;
+        if due > now {
+            self.timers.set(OutTimer::Idle, due);
+        } else {
+            self.fail_conn(now, cx, ConnError::IdleTimeout);
+        }
+    }
+
+    /// Returns everything held and drops the connection attempt or connection: what was
+    /// handed out comes back as `Unconfirmed` (the peer may have it), the rest with
     /// `reason`, which then is definite.
-    fn give_up(&mut self, now: Instant, sh: &mut Shared, reason: Undeliverable) {
+    fn give_up(&mut self, now: Instant, cx: &mut Ctx, reason: Undeliverable) {
         if matches!(self.conn, Conn::Open(..)) && reason == Undeliverable::Unreachable {
             // Connected again by now; the timer is stale.
             return;
         }
-        self.return_queued(sh, Undeliverable::Unconfirmed, false);
-        self.return_queued(sh, reason, true);
+        self.return_queued(cx, Undeliverable::Unconfirmed, false);
+        self.return_queued(cx, reason, true);
         if let Some(conn) = self.conn() {
             if !matches!(self.conn, Conn::Open(..)) {
-                sh.out.push(Output::Close { conn });
+                cx.close(conn);
                 self.go_idle();
             }
         } else {
             self.go_idle();
         }
-        self.new_session(sh);
-        self.check_closed(now, sh);
+        self.new_session(cx);
+        self.check_closed(now, cx);
     }
 
     /// Graceful close: flush, wait for acknowledgements (up to the shutdown timeout), then
     /// say goodbye and close.
-    pub(crate) fn shutdown(&mut self, now: Instant, sh: &mut Shared) {
-        if self.closing {
+    pub(crate) fn shutdown(&mut self, now: Instant, cx: &mut Ctx) {
+        if self.phase != Phase::Running {
             return;
         }
-        self.closing = true;
+        self.phase = Phase::Closing;
         self.timers
-            .set(OutTimer::Shutdown, now + sh.config.shutdown_timeout);
-        self.check_closed(now, sh);
+            .set(OutTimer::Shutdown, now + cx.config.shutdown_timeout);
+        self.check_closed(now, cx);
     }
 
-    fn check_closed(&mut self, _now: Instant, sh: &mut Shared) {
-        if !self.closing || self.closed || !self.queue.is_empty() {
+    fn check_closed(&mut self, _now: Instant, cx: &mut Ctx) {
+        if self.phase != Phase::Closing || !self.store.is_empty() {
             return;
         }
         if let Some(conn) = self.conn() {
             if let Conn::Open(..) = self.conn {
-                append(sh, conn, FrameKind::Close, &[]);
+                cx.write_frame(conn, FrameKind::Close, &[]);
             }
-            sh.out.push(Output::Close { conn });
+            cx.close(conn);
         }
         self.conn = Conn::Idle;
         self.timers.clear_all();
-        self.closed = true;
-    }
-}
-
-/// Appends one frame with a raw body.
-pub(crate) fn append(sh: &mut Shared, conn: ConnId, kind: FrameKind, body: &[u8]) {
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + body.len());
-    // Control frames are tiny; they cannot exceed the u32 length.
-    if append_frame(kind, 0, &[body], &mut buf).is_ok() {
-        sh.out.write(conn, &buf);
-    }
-}
-
-/// Appends one frame whose body is `value` in postcard.
-pub(crate) fn write_postcard<T: serde::Serialize>(
-    sh: &mut Shared,
-    conn: ConnId,
-    kind: FrameKind,
-    value: &T,
-) {
-    if let Ok(body) = postcard::to_allocvec(value) {
-        append(sh, conn, kind, &body);
+        self.phase = Phase::Closed;
     }
 }

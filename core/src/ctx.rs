@@ -1,0 +1,200 @@
+//! What every machine of a proc shares: identity, config, the output queue, randomness,
+//! counters, and what sessions hand back to the proc. A named type with methods, so the
+//! session machines depend on it and not on the proc machine that owns them.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::config::Config;
+use crate::envelope::{Envelope, Undeliverable};
+use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
+use crate::id::ProcId;
+use crate::output::{ConnError, ConnId, Event, Output, Outputs};
+
+/// Why a send was not accepted. Nothing was queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The encoded message exceeds the frame limit of the link.
+    TooLarge {
+        /// Encoded size.
+        len: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The link's window is full; wait for [`Event::Writable`] and send again. The event
+    /// follows a refused send only: a driver that wants to wait must have tried.
+    WouldBlock,
+    /// The proc is shutting down.
+    ShuttingDown,
+    /// The sender is not a live actor of this proc (failures could not come back to it).
+    ForeignSender,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::TooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
+            SendError::WouldBlock => f.write_str("link window full; try again when writable"),
+            SendError::ShuttingDown => f.write_str("proc is shutting down"),
+            SendError::ForeignSender => f.write_str("sender is not a live actor of this proc"),
+        }
+    }
+}
+
+impl core::error::Error for SendError {}
+
+/// Counters, for tests and monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages placed into local ports.
+    pub delivered: u64,
+    /// Returns handed to local senders.
+    pub returned: u64,
+    /// Returns that could not reach their sender.
+    pub returns_dropped: u64,
+    /// Data frames encoded. Each accepted remote message is encoded once; a retransmission
+    /// slices what is stored and adds nothing here.
+    pub frames_encoded: u64,
+    /// Data frames handed to the driver (including retransmissions).
+    pub data_frames_sent: u64,
+    /// Data frames handed out again after a reconnect.
+    pub retransmitted: u64,
+    /// Acknowledgement frames written.
+    pub acks_sent: u64,
+    /// Connections closed for a protocol or framing error.
+    pub conn_errors: u64,
+}
+
+/// A small deterministic generator (SplitMix64) over the seed the driver passes in: core
+/// draws no randomness of its own.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// The shared context of one proc's machines.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) id: ProcId,
+    pub(crate) incarnation: u64,
+    pub(crate) config: Config,
+    pub(crate) out: Outputs,
+    pub(crate) rng: Rng,
+    pub(crate) stats: Stats,
+    /// Messages a session gave up on, with why; the proc routes them back.
+    failed: Vec<(Envelope, Undeliverable)>,
+    /// Connections sessions dialed since the proc last took them, with the session's slot.
+    dialed: Vec<(ConnId, usize)>,
+    next_conn: u64,
+}
+
+impl Ctx {
+    pub(crate) fn new(id: ProcId, config: Config, incarnation: u64, seed: u64) -> Self {
+        Ctx {
+            out: Outputs::new(config.coalesce_bytes),
+            id,
+            incarnation,
+            config,
+            rng: Rng(seed),
+            stats: Stats::default(),
+            failed: Vec::new(),
+            dialed: Vec::new(),
+            next_conn: 0,
+        }
+    }
+
+    pub(crate) fn new_conn(&mut self) -> ConnId {
+        self.next_conn += 1;
+        ConnId(self.next_conn)
+    }
+
+    /// A session in slot `slot` asks the driver to dial `conn`.
+    pub(crate) fn dial(&mut self, slot: usize, conn: ConnId, addr: crate::id::ChannelAddr) {
+        self.dialed.push((conn, slot));
+        self.out.push(Output::Dial { conn, addr });
+    }
+
+    /// Dials since the last call, for the proc to bind the connections to their sessions.
+    pub(crate) fn take_dialed(&mut self) -> Option<(ConnId, usize)> {
+        self.dialed.pop()
+    }
+
+    /// A message goes back to its sender with `reason`.
+    pub(crate) fn fail(&mut self, env: Envelope, reason: Undeliverable) {
+        self.failed.push((env, reason));
+    }
+
+    /// Everything handed back since the last call.
+    pub(crate) fn take_failed(&mut self) -> Vec<(Envelope, Undeliverable)> {
+        core::mem::take(&mut self.failed)
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
+    pub(crate) fn event(&mut self, e: Event) {
+        self.out.event(e);
+    }
+
+    /// Closes `conn` after what was queued for it; the proc forgets it.
+    pub(crate) fn close(&mut self, conn: ConnId) {
+        self.out.push(Output::Close { conn });
+    }
+
+    /// Reports `error` on `conn` and closes it.
+    pub(crate) fn fail_conn(&mut self, conn: ConnId, error: ConnError) {
+        if error.is_peer_fault() {
+            self.stats.conn_errors += 1;
+        }
+        self.out.event(Event::ConnectionFailed { conn, error });
+        self.close(conn);
+    }
+
+    /// Queues one control frame with a raw body for `conn`.
+    pub(crate) fn write_frame(&mut self, conn: ConnId, kind: FrameKind, body: &[u8]) {
+        let Ok(len) = u32::try_from(body.len()) else {
+            return self.fail_conn(conn, ConnError::Encode);
+        };
+        let mut h = [0u8; HEADER_LEN];
+        FrameHeader {
+            kind,
+            flags: 0,
+            len,
+        }
+        .write(&mut h);
+        self.out.write(conn, &[&h, body]);
+    }
+
+    /// Queues one control frame whose body is `value` in postcard. A value that does not
+    /// serialize fails the connection with [`ConnError::Encode`]: never a skipped write.
+    pub(crate) fn write_postcard<T: serde::Serialize>(
+        &mut self,
+        conn: ConnId,
+        kind: FrameKind,
+        value: &T,
+    ) -> Result<(), ConnError> {
+        let mut stack = [0u8; 1024];
+        match postcard::to_slice(value, &mut stack) {
+            Ok(body) => {
+                let body: &[u8] = body;
+                self.write_frame(conn, kind, body);
+                Ok(())
+            }
+            Err(_) => {
+                self.fail_conn(conn, ConnError::Encode);
+                Err(ConnError::Encode)
+            }
+        }
+    }
+}
