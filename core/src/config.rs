@@ -51,6 +51,9 @@ pub struct Config {
     /// frame gets a chunk of its own); a chunk is written as it is and kept for
     /// retransmission until its last frame is acknowledged.
     pub chunk_bytes: usize,
+    /// Actor ids one link caches (see `idcache`): the receiver of a session holds at most
+    /// this many, and announces it in the welcome; the sender uses the smaller of the two.
+    pub id_cache_entries: u16,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             coalesce_bytes: 64 * 1024,
             chunk_bytes: 64 * 1024,
+            id_cache_entries: 256,
         }
     }
 }

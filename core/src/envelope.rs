@@ -10,27 +10,36 @@
 //! A proc id holds an address and a name, often 30–100 bytes. Envelopes on a link almost
 //! always name the two procs at its ends, so the metadata refers to a proc as
 //! [`ProcRef::LinkSender`] (the proc that wrote the frame), [`ProcRef::LinkReceiver`] (the
-//! proc that reads it) or, for anyone else, the full id. A 64-byte message between actors
-//! with short names costs about 20 bytes of metadata plus the 6-byte frame header. The enum
-//! leaves room for a per-session id cache (an index assigned on first use) as a further
-//! variant without changing the other encodings.
+//! proc that reads it) or, for anyone else, the full id. On top of that, sessions cache
+//! whole actor ids ([`crate::idcache`]): an actor starts with a varint tag, `0` for an id
+//! sent whole and not cached, `(n + 1) << 1 | 1` for an id sent whole and cached as index
+//! `n` from now on, and `(n + 1) << 1` for index `n` alone. Between actors that have talked
+//! before, a 64-byte payload costs 77 bytes on the wire.
 //!
 //! # Byte-level example
 //!
 //! Actor `client[0]` in the sending proc sends the payload `hi` to port 7 of `echo[0]` in
-//! the receiving proc, TTL 16, no headers:
+//! the receiving proc, TTL 16, no headers, as the first message of a session:
 //!
 //! ```text
-//! 04 00 16 00 00 00                 frame header: Data, flags 0, body 22 bytes
-//! 00 06 'c' 'l' 'i' 'e' 'n' 't' 00  sender: LinkSender, name "client", pid 0
-//! 01 04 'e' 'c' 'h' 'o' 00 07       dest: LinkReceiver, name "echo", pid 0, port 7
-//! 10                                ttl 16
-//! 00                                returned: none
-//! 00                                headers: none
-//! 'h' 'i'                           payload
+//! 04 00 18 00 00 00                   frame header: Data, flags 0, body 24 bytes
+//! 03 00 06 'c' 'l' 'i' 'e' 'n' 't' 00 sender: define 0 = LinkSender, "client", pid 0
+//! 05 01 04 'e' 'c' 'h' 'o' 00 07      dest: define 1 = LinkReceiver, "echo", pid 0; port 7
+//! 10                                  ttl 16
+//! 00                                  returned: none
+//! 00                                  headers: none
+//! 'h' 'i'                             payload
 //! ```
 //!
-//! The test `byte_level_example` checks these exact bytes.
+//! The second message between the same actors names them by index:
+//!
+//! ```text
+//! 04 00 08 00 00 00                   frame header: Data, flags 0, body 8 bytes
+//! 02 04 07 10 00 00 'h' 'i'           sender index 0, dest index 1, port 7, ttl, none, none
+//! ```
+//!
+//! Outside a session (no cache) both actors carry tag `00` and their whole id. The test
+//! `byte_level_example` checks these exact bytes.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -41,6 +50,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::frame::RefuseReason;
 use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::id::{ActorId, Name, PortId, ProcId};
+use crate::idcache::{IdCache, IdTable, Slot};
 
 /// Default hop budget of a new envelope.
 pub const DEFAULT_TTL: u8 = 16;
@@ -222,10 +232,73 @@ struct ActorRef<'a> {
     pid: u64,
 }
 
+impl ActorRef<'_> {
+    fn resolve(self, link: Option<Link<'_>>) -> Result<ActorId, EnvelopeError> {
+        Ok(ActorId::new(self.proc.resolve(link)?, self.name, self.pid))
+    }
+}
+
+/// An actor as it travels in metadata: whole, whole and cached under an index, or only
+/// the index (see [`crate::idcache`]). A varint tag, then the whole id unless a reference.
+enum WireActor<'a> {
+    Inline(ActorRef<'a>),
+    Define(u16, ActorRef<'a>),
+    Ref(u16),
+}
+
+impl Serialize for WireActor<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let (slot, actor) = match self {
+            WireActor::Inline(a) => (Slot::Inline, Some(a)),
+            WireActor::Define(n, a) => (Slot::Define(*n), Some(a)),
+            WireActor::Ref(n) => (Slot::Ref(*n), None),
+        };
+        let mut t = s.serialize_tuple(1 + usize::from(actor.is_some()))?;
+        t.serialize_element(&slot.tag())?;
+        if let Some(a) = actor {
+            t.serialize_element(a)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for WireActor<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WireActor<'static>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an actor tag and, unless a reference, an actor")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::Error;
+                let tag: u32 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::custom("no tag"))?;
+                let slot = Slot::from_tag(tag).ok_or_else(|| A::Error::custom("bad actor tag"))?;
+                let mut actor = || -> Result<ActorRef<'static>, A::Error> {
+                    seq.next_element()?
+                        .ok_or_else(|| A::Error::custom("no actor"))
+                };
+                Ok(match slot {
+                    Slot::Ref(n) => WireActor::Ref(n),
+                    Slot::Define(n) => WireActor::Define(n, actor()?),
+                    Slot::Inline => WireActor::Inline(actor()?),
+                })
+            }
+        }
+        d.deserialize_tuple(2, V)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Meta<'a> {
-    sender: ActorRef<'a>,
-    dest: ActorRef<'a>,
+    sender: WireActor<'a>,
+    dest: WireActor<'a>,
     port: u64,
     ttl: u8,
     returned: Option<Undeliverable>,
@@ -241,6 +314,69 @@ fn actor_ref<'a>(a: &'a ActorId, link: Option<Link<'_>>) -> ActorRef<'a> {
     }
 }
 
+fn wire_actor<'a>(
+    a: &'a ActorId,
+    link: Option<Link<'_>>,
+    cache: Option<(&mut IdCache, u64)>,
+) -> WireActor<'a> {
+    match cache.map(|(c, seq)| c.slot(a, seq)) {
+        Some(Slot::Ref(n)) => WireActor::Ref(n),
+        Some(Slot::Define(n)) => WireActor::Define(n, actor_ref(a, link)),
+        Some(Slot::Inline) | None => WireActor::Inline(actor_ref(a, link)),
+    }
+}
+
+/// Where a decoder looks up cached ids, and records definitions.
+pub(crate) trait IdLookup {
+    /// The id at index `n`.
+    fn get(&self, n: u16) -> Option<&ActorId>;
+    /// Records that index `n` is `id`; `false` if that cannot be.
+    fn define(&mut self, n: u16, id: &ActorId) -> bool;
+}
+
+impl IdLookup for IdTable {
+    fn get(&self, n: u16) -> Option<&ActorId> {
+        IdTable::get(self, n)
+    }
+    fn define(&mut self, n: u16, id: &ActorId) -> bool {
+        IdTable::define(self, n, id.clone())
+    }
+}
+
+/// Decoding frames the cache itself encoded: definitions are already in it.
+impl IdLookup for IdCache {
+    fn get(&self, n: u16) -> Option<&ActorId> {
+        IdCache::get(self, n)
+    }
+    fn define(&mut self, n: u16, id: &ActorId) -> bool {
+        IdCache::get(self, n) == Some(id)
+    }
+}
+
+fn resolve_actor(
+    w: WireActor<'_>,
+    link: Option<Link<'_>>,
+    ids: &mut Option<&mut dyn IdLookup>,
+) -> Result<ActorId, EnvelopeError> {
+    match w {
+        WireActor::Inline(a) => a.resolve(link),
+        WireActor::Define(n, a) => {
+            let id = a.resolve(link)?;
+            let known = ids.as_mut().is_none_or(|t| t.define(n, &id));
+            if known {
+                Ok(id)
+            } else {
+                Err(EnvelopeError::IdOutOfRange(n))
+            }
+        }
+        WireActor::Ref(n) => ids
+            .as_ref()
+            .and_then(|t| t.get(n))
+            .cloned()
+            .ok_or(EnvelopeError::UnknownId(n)),
+    }
+}
+
 /// Why a frame body is not a valid envelope. The peer's fault; fatal for the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnvelopeError {
@@ -248,6 +384,10 @@ pub enum EnvelopeError {
     Malformed(postcard::Error),
     /// The metadata uses a link-relative id outside a link.
     NoLink,
+    /// A cached id index that was never defined on this link.
+    UnknownId(u16),
+    /// A cached id index beyond the capacity this side announced.
+    IdOutOfRange(u16),
 }
 
 impl fmt::Display for EnvelopeError {
@@ -255,38 +395,78 @@ impl fmt::Display for EnvelopeError {
         match self {
             EnvelopeError::Malformed(e) => write!(f, "malformed envelope metadata: {e}"),
             EnvelopeError::NoLink => f.write_str("link-relative id outside a link"),
+            EnvelopeError::UnknownId(n) => write!(f, "id index {n} was never defined on this link"),
+            EnvelopeError::IdOutOfRange(n) => {
+                write!(f, "id index {n} is beyond the announced cache capacity")
+            }
         }
     }
 }
 
 impl core::error::Error for EnvelopeError {}
 
-/// Appends `env` to `out` as one whole Data frame (header included). If the body would
-/// exceed `max` bytes, nothing is appended and the error carries the size and the limit.
+/// Appends `env` to `out` as one whole Data frame (header included), with every id whole.
+/// If the body would exceed `max` bytes, nothing is appended and the error carries the
+/// size and the limit.
 pub fn append_envelope(
     env: &Envelope,
     link: Option<Link<'_>>,
     max: u32,
     out: &mut BytesMut,
 ) -> Result<(), Undeliverable> {
+    encode(env, link, max, out, None)
+}
+
+/// [`append_envelope`] on a link with an id cache: `seq` is the frame's sequence number in
+/// the session (definitions remember it, see [`IdCache::rewind`]).
+pub fn append_envelope_cached(
+    env: &Envelope,
+    link: Link<'_>,
+    max: u32,
+    out: &mut BytesMut,
+    cache: &mut IdCache,
+    seq: u64,
+) -> Result<(), Undeliverable> {
+    encode(env, Some(link), max, out, Some((cache, seq)))
+}
+
+fn encode(
+    env: &Envelope,
+    link: Option<Link<'_>>,
+    max: u32,
+    out: &mut BytesMut,
+    mut cache: Option<(&mut IdCache, u64)>,
+) -> Result<(), Undeliverable> {
     let start = out.len();
-    out.extend_from_slice(&[0u8; HEADER_LEN]);
     let headers: Vec<(Name, &[u8])> = env
         .headers
         .iter()
         .map(|(k, v)| (k.clone(), &v[..]))
         .collect();
     let meta = Meta {
-        sender: actor_ref(&env.sender, link),
-        dest: actor_ref(env.dest.actor(), link),
+        sender: wire_actor(
+            &env.sender,
+            link,
+            cache.as_mut().map(|(c, s)| (&mut **c, *s)),
+        ),
+        dest: wire_actor(
+            env.dest.actor(),
+            link,
+            cache.as_mut().map(|(c, s)| (&mut **c, *s)),
+        ),
         port: env.dest.index(),
         ttl: env.ttl,
         returned: env.returned,
         headers,
     };
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
     // Metadata is small: serialize it on the stack and append it in one copy; large
     // headers take the heap.
     let mut stack = [0u8; 512];
+    let too_large = |len: usize| Undeliverable::TooLarge {
+        len: u32::try_from(len).unwrap_or(u32::MAX),
+        max,
+    };
     match postcard::to_slice(&meta, &mut stack) {
         Ok(used) => out.extend_from_slice(used),
         Err(_) => match postcard::to_allocvec(&meta) {
@@ -295,7 +475,7 @@ pub fn append_envelope(
             // refused (the caller keeps it), and nothing else in `out` is touched.
             Err(_) => {
                 out.truncate(start);
-                return Err(Undeliverable::TooLarge { len: u32::MAX, max });
+                return Err(too_large(usize::MAX));
             }
         },
     }
@@ -315,16 +495,32 @@ pub fn append_envelope(
         }
         _ => {
             out.truncate(start);
-            Err(Undeliverable::TooLarge {
-                len: u32::try_from(body).unwrap_or(u32::MAX),
-                max,
-            })
+            Err(too_large(body))
         }
     }
 }
 
-/// Decodes a Data frame body. The payload (and header values) are slices of `body`.
+/// Decodes a Data frame body whose ids are all whole. The payload (and header values) are
+/// slices of `body`.
 pub fn decode_envelope(body: Bytes, link: Option<Link<'_>>) -> Result<Envelope, EnvelopeError> {
+    decode(body, link, None)
+}
+
+/// Decodes a Data frame body on a link with an id cache: definitions are recorded in
+/// `table`, references looked up there.
+pub fn decode_envelope_cached(
+    body: Bytes,
+    link: Link<'_>,
+    table: &mut IdTable,
+) -> Result<Envelope, EnvelopeError> {
+    decode(body, Some(link), Some(table))
+}
+
+pub(crate) fn decode(
+    body: Bytes,
+    link: Option<Link<'_>>,
+    mut ids: Option<&mut dyn IdLookup>,
+) -> Result<Envelope, EnvelopeError> {
     let (meta, rest) =
         postcard::take_from_bytes::<Meta<'_>>(&body).map_err(EnvelopeError::Malformed)?;
     let payload = body.slice_ref(rest);
@@ -333,12 +529,8 @@ pub fn decode_envelope(body: Bytes, link: Option<Link<'_>>) -> Result<Envelope, 
         .into_iter()
         .map(|(k, v)| (k, body.slice_ref(v)))
         .collect();
-    let sender = ActorId::new(
-        meta.sender.proc.resolve(link)?,
-        meta.sender.name,
-        meta.sender.pid,
-    );
-    let dest_actor = ActorId::new(meta.dest.proc.resolve(link)?, meta.dest.name, meta.dest.pid);
+    let sender = resolve_actor(meta.sender, link, &mut ids)?;
+    let dest_actor = resolve_actor(meta.dest, link, &mut ids)?;
     Ok(Envelope {
         sender,
         dest: PortId::new(dest_actor, meta.port),
@@ -434,20 +626,79 @@ mod tests {
     #[test]
     fn byte_level_example() {
         let (a, b, env) = example();
-        let mut out = BytesMut::new();
         let link = Link {
             sender: &a,
             receiver: &b,
         };
-        append_envelope(&env, Some(link), u32::MAX, &mut out).unwrap();
-        let mut want = std::vec![4u8, 0, 22, 0, 0, 0];
-        want.extend_from_slice(&[0, 6]);
+        let mut cache = IdCache::new(8);
+        let mut out = BytesMut::new();
+        append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 0).unwrap();
+        let mut want = std::vec![4u8, 0, 24, 0, 0, 0];
+        want.extend_from_slice(&[3, 0, 6]);
         want.extend_from_slice(b"client");
-        want.extend_from_slice(&[0, 1, 4]);
+        want.extend_from_slice(&[0, 5, 1, 4]);
         want.extend_from_slice(b"echo");
         want.extend_from_slice(&[0, 7, 16, 0, 0]);
         want.extend_from_slice(b"hi");
         assert_eq!(&out[..], &want[..]);
+        let first = out.split().freeze();
+        append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 1).unwrap();
+        assert_eq!(
+            &out[..],
+            &[4, 0, 8, 0, 0, 0, 2, 4, 7, 16, 0, 0, b'h', b'i'][..]
+        );
+        // The receiver learns the ids from the first frame and resolves the second.
+        let mut table = IdTable::new(8);
+        for frame in [first, out.freeze()] {
+            let got = decode_envelope_cached(frame.slice(HEADER_LEN..), link, &mut table).unwrap();
+            assert_eq!(got, env);
+        }
+        // Without a cache, every id is whole behind tag 0.
+        let mut plain = BytesMut::new();
+        append_envelope(&env, Some(link), u32::MAX, &mut plain).unwrap();
+        assert_eq!(&plain[6..9], &[0, 0, 6]);
+    }
+
+    #[test]
+    fn a_64_byte_payload_costs_77_bytes_once_ids_are_cached() {
+        let (a, b, mut env) = example();
+        env.dest = env.dest.actor().port(1024);
+        env.payload = Bytes::from(std::vec![7u8; 64]);
+        let link = Link {
+            sender: &a,
+            receiver: &b,
+        };
+        let mut cache = IdCache::new(8);
+        let mut out = BytesMut::new();
+        append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 0).unwrap();
+        out.clear();
+        append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 1).unwrap();
+        assert_eq!(out.len(), 77);
+    }
+
+    #[test]
+    fn unknown_and_out_of_range_indices_are_errors() {
+        let (a, b, env) = example();
+        let link = Link {
+            sender: &a,
+            receiver: &b,
+        };
+        let mut cache = IdCache::new(8);
+        let mut out = BytesMut::new();
+        append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 0).unwrap();
+        let first = out.split().freeze();
+        append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 1).unwrap();
+        let mut fresh = IdTable::new(8);
+        let second = out.freeze().slice(HEADER_LEN..);
+        assert_eq!(
+            decode_envelope_cached(second, link, &mut fresh),
+            Err(EnvelopeError::UnknownId(0))
+        );
+        let mut small = IdTable::new(1);
+        assert_eq!(
+            decode_envelope_cached(first.slice(HEADER_LEN..), link, &mut small),
+            Err(EnvelopeError::IdOutOfRange(1))
+        );
     }
 
     #[test]
@@ -493,7 +744,7 @@ mod tests {
             &mut out,
         )
         .unwrap_err();
-        assert_eq!(err, Undeliverable::TooLarge { len: 120, max: 64 });
+        assert_eq!(err, Undeliverable::TooLarge { len: 122, max: 64 });
         assert_eq!(&out[..], b"xyz");
     }
 

@@ -1,7 +1,7 @@
 //! Framing: the connection preamble, the fixed frame header, an incremental decoder and
 //! encoders into caller-owned buffers.
 //!
-//! # Wire layout (protocol version 1)
+//! # Wire layout (protocol version 2)
 //!
 //! Each side of a connection first writes an 8-byte preamble, then frames:
 //!
@@ -40,7 +40,7 @@ use crate::id::ProcId;
 /// First four bytes of every connection.
 pub const MAGIC: [u8; 4] = *b"PWIR";
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Bytes in the preamble.
 pub const PREAMBLE_LEN: usize = 8;
 /// Bytes in a frame header.
@@ -529,6 +529,9 @@ pub struct Welcome {
     pub next: Option<u64>,
     /// Largest frame body the acceptor accepts.
     pub max_frame_len: u32,
+    /// Entries of the acceptor's id cache for this session: the dialer defines indices
+    /// below this only (see `idcache`).
+    pub id_cache: u16,
 }
 
 /// Why an acceptor refused a session (body of [`FrameKind::Refuse`]).

@@ -15,9 +15,10 @@ use alloc::vec::Vec;
 use bytes::BytesMut;
 
 use crate::ctx::Ctx;
-use crate::envelope::{decode_envelope, Envelope, Link};
+use crate::envelope::{decode_envelope_cached, Envelope, Link};
 use crate::frame::{FrameDecoder, FrameKind, Item, Welcome};
 use crate::id::ProcId;
+use crate::idcache::IdTable;
 use crate::output::{ConnError, ConnId, Violation};
 use crate::time::Instant;
 use crate::timer::{timer_keys, Timers};
@@ -56,12 +57,14 @@ pub(crate) struct Inbound {
     unacked_bytes: usize,
     /// Last time anything arrived on the connection.
     heard: Instant,
+    /// Ids the dialer defined in this session.
+    ids: IdTable,
     conn: Option<(ConnId, FrameDecoder<BytesMut>)>,
     timers: Timers<InTimer, 4>,
 }
 
 impl Inbound {
-    pub(crate) fn new(peer: ProcId, incarnation: u64) -> Self {
+    pub(crate) fn new(peer: ProcId, incarnation: u64, id_cache: u16) -> Self {
         Inbound {
             peer,
             incarnation,
@@ -69,6 +72,7 @@ impl Inbound {
             acked: 0,
             unacked_bytes: 0,
             heard: Instant::ZERO,
+            ids: IdTable::new(id_cache),
             conn: None,
             timers: Timers::default(),
         }
@@ -102,6 +106,7 @@ impl Inbound {
             incarnation: cx.incarnation,
             next: Some(self.next),
             max_frame_len: cx.config.max_frame_len,
+            id_cache: self.ids.capacity(),
         };
         if cx
             .write_postcard(conn, FrameKind::Welcome, &welcome)
@@ -156,7 +161,7 @@ impl Inbound {
                         receiver: &cx.id,
                     };
                     let len = body.len();
-                    match decode_envelope(body, Some(link)) {
+                    match decode_envelope_cached(body, link, &mut self.ids) {
                         Ok(env) => {
                             self.next += 1;
                             self.unacked_bytes += len;

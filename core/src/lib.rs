@@ -84,6 +84,8 @@ pub mod envelope;
 pub mod frame;
 pub mod id;
 #[cfg(feature = "alloc")]
+pub mod idcache;
+#[cfg(feature = "alloc")]
 mod inbound;
 #[cfg(feature = "alloc")]
 pub mod output;

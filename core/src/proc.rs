@@ -724,6 +724,7 @@ impl Proc {
             incarnation: self.cx.incarnation,
             next: None,
             max_frame_len: self.cx.config.max_frame_len,
+            id_cache: 0,
         };
         if self
             .cx
@@ -735,7 +736,7 @@ impl Proc {
     }
 
     fn new_inbound(&mut self, key: InKey, incarnation: u64) -> usize {
-        let session = Inbound::new(key.0.clone(), incarnation);
+        let session = Inbound::new(key.0.clone(), incarnation, self.cx.config.id_cache_entries);
         let entry = Some(InSlot {
             key: key.clone(),
             session,

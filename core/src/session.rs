@@ -38,11 +38,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::chunks::ChunkStore;
 use crate::ctx::{Ctx, SendError};
-use crate::envelope::{append_envelope, decode_envelope, Envelope, Link, Undeliverable};
+use crate::envelope::{append_envelope_cached, decode, Envelope, Link, Undeliverable};
 use crate::frame::{
     preamble, FrameDecoder, FrameKind, Hello, Item, RefuseReason, Welcome, HEADER_LEN,
 };
 use crate::id::{ChannelAddr, ProcId};
+use crate::idcache::IdCache;
 use crate::output::{ConnError, ConnId, Event, Violation};
 use crate::time::Instant;
 use crate::timer::{timer_keys, Timers};
@@ -104,6 +105,8 @@ pub(crate) struct Outbound {
     peer_max: u32,
     /// Encoded data frames, `store.base()..store.end()`.
     store: ChunkStore,
+    /// Ids this session has defined for the peer.
+    ids: IdCache,
     /// Returns among the frames held, with the incarnation of the peer whose message each
     /// returns: a return must not reach a later incarnation, whose actors merely share the
     /// names. `(sequence number, incarnation)`, in order.
@@ -136,6 +139,7 @@ impl Outbound {
             peer_incarnation: None,
             peer_max: cx.config.max_frame_len,
             store: ChunkStore::new(cx.config.chunk_bytes),
+            ids: IdCache::new(cx.config.id_cache_entries),
             bound: VecDeque::new(),
             next_tx: 0,
             high_tx: 0,
@@ -227,22 +231,19 @@ impl Outbound {
             sender: &cx.id,
             receiver: &self.peer,
         };
+        let seq = self.store.end();
         let buf = self.store.reserve(env.payload.len() + META_HINT);
         let start = buf.len();
-        append_envelope(env, Some(link), max, buf).map_err(|e| match e {
-            Undeliverable::TooLarge { len, max } => SendError::TooLarge { len, max },
-            _ => SendError::ShuttingDown,
-        })?;
+        if let Err(e) = append_envelope_cached(env, link, max, buf, &mut self.ids, seq) {
+            // Nothing was appended: the ids it defined must not count as sent.
+            self.ids.rewind(seq);
+            return Err(match e {
+                Undeliverable::TooLarge { len, max } => SendError::TooLarge { len, max },
+                _ => SendError::ShuttingDown,
+            });
+        }
         cx.stats.frames_encoded += 1;
         Ok(self.store.commit(start))
-    }
-
-    /// Appends an already encoded frame (a copy, never a new encoding).
-    fn append_encoded(&mut self, frame: &[u8]) -> u64 {
-        let buf = self.store.reserve(frame.len());
-        let start = buf.len();
-        buf.extend_from_slice(frame);
-        self.store.commit(start)
     }
 
     /// The driver pulls data for `conn`: the next run of frames not yet handed out on it.
@@ -366,7 +367,7 @@ impl Outbound {
         // The peer is authoritative: what it has not received was not delivered.
         self.high_tx = next;
         self.next_tx = next;
-        self.prune_unsent(cx, w.incarnation);
+        self.prune_unsent(cx, w.incarnation, w.id_cache);
         self.open(now, cx, conn, w.incarnation);
     }
 
@@ -395,36 +396,66 @@ impl Outbound {
     }
 
     /// Drops what the peer, as it is now, must not get: frames larger than it accepts,
-    /// and returns meant for an earlier incarnation. None of them has been received (they
-    /// are all past the peer's position), so they leave the sequence without renumbering
-    /// anything the peer has seen. The rest is kept as encoded.
-    fn prune_unsent(&mut self, cx: &mut Ctx, incarnation: u64) {
+    /// and returns meant for an earlier incarnation; and fits the id cache to the
+    /// capacity the peer announced. None of the frames concerned has been received (they
+    /// are all past the peer's position), so they leave the sequence, or are encoded
+    /// again, without renumbering anything the peer has seen.
+    fn prune_unsent(&mut self, cx: &mut Ctx, incarnation: u64, id_cache: u16) {
         let max = self.peer_max as usize + HEADER_LEN;
         let first = self.next_tx;
         let too_large = (first..self.store.end()).any(|s| self.store.frame_len(s) > Some(max));
         let stale = self.bound.iter().any(|(_, i)| *i != incarnation);
-        if !too_large && !stale {
+        let smaller_cache = id_cache < self.ids.capacity();
+        if !too_large && !stale && !smaller_cache {
             return;
         }
-        let tail = self.store.split_off(first);
+        let held = self.take_held(cx, first);
+        self.ids.rewind(first);
+        self.ids.limit(id_cache);
+        self.encode_again(cx, held, Some(incarnation));
+    }
+
+    /// Removes the frames from `first` on and decodes them (with the incarnation each
+    /// return is bound to), before the id cache forgets what they defined.
+    fn take_held(&mut self, cx: &mut Ctx, first: u64) -> VecDeque<(Envelope, Option<u64>)> {
+        let frames = self.store.split_off(first);
         let bound = core::mem::take(&mut self.bound);
-        for (k, frame) in tail.into_iter().enumerate() {
+        let mut held = VecDeque::with_capacity(frames.len());
+        for (k, frame) in frames.into_iter().enumerate() {
             let seq = first + k as u64;
             let inc = bound.iter().find(|(s, _)| *s == seq).map(|(_, i)| *i);
-            if frame.len() > max {
-                let len = (frame.len() - HEADER_LEN) as u32;
-                let reason = Undeliverable::TooLarge {
-                    len,
-                    max: self.peer_max,
-                };
-                self.return_frame(cx, frame, reason);
-            } else if inc.is_some_and(|i| i != incarnation) {
-                self.return_frame(cx, frame, Undeliverable::PeerRestarted);
-            } else {
-                let new = self.append_encoded(&frame);
-                if let Some(i) = inc {
-                    self.bound.push_back((new, i));
+            match self.decode_own(cx, frame) {
+                Some(env) => held.push_back((env, inc)),
+                None => cx.stats.returns_dropped += 1,
+            }
+        }
+        held
+    }
+
+    /// Encodes held messages again, in order, at the end of the store. With the peer's
+    /// `incarnation`, returns bound to another one go back as `PeerRestarted`; a message
+    /// now over the peer's limit goes back as `TooLarge`.
+    fn encode_again(
+        &mut self,
+        cx: &mut Ctx,
+        held: VecDeque<(Envelope, Option<u64>)>,
+        incarnation: Option<u64>,
+    ) {
+        for (env, inc) in held {
+            if inc.is_some_and(|i| incarnation.is_some_and(|now| now != i)) {
+                cx.fail(env, Undeliverable::PeerRestarted);
+                continue;
+            }
+            match self.encode(cx, &env) {
+                Ok(seq) => {
+                    if let Some(i) = inc {
+                        self.bound.push_back((seq, i));
+                    }
                 }
+                Err(SendError::TooLarge { len, max }) => {
+                    cx.fail(env, Undeliverable::TooLarge { len, max })
+                }
+                Err(_) => cx.fail(env, Undeliverable::ShuttingDown),
             }
         }
     }
@@ -484,30 +515,36 @@ impl Outbound {
         self.after_release(cx);
     }
 
-    fn return_frame(&self, cx: &mut Ctx, frame: Bytes, reason: Undeliverable) {
+    fn return_frame(&mut self, cx: &mut Ctx, frame: Bytes, reason: Undeliverable) {
+        match self.decode_own(cx, frame) {
+            Some(env) => cx.fail(env, reason),
+            // Our own encoding always decodes; count rather than panic if it ever did not.
+            None => cx.stats.returns_dropped += 1,
+        }
+    }
+
+    /// Decodes a frame this session encoded (its cached ids are in `self.ids`).
+    fn decode_own(&mut self, cx: &Ctx, frame: Bytes) -> Option<Envelope> {
         let link = Link {
             sender: &cx.id,
             receiver: &self.peer,
         };
-        match decode_envelope(frame.slice(HEADER_LEN..), Some(link)) {
-            Ok(env) => cx.fail(env, reason),
-            // Our own encoding always decodes; count rather than panic if it ever did not.
-            Err(_) => cx.stats.returns_dropped += 1,
-        }
+        decode(frame.slice(HEADER_LEN..), Some(link), Some(&mut self.ids)).ok()
     }
 
-    /// Starts a fresh session (new id, sequence from 0) with what is still held.
+    /// Starts a fresh session (new id, sequence from 0, empty id cache) with what is
+    /// still held: none of it was received in the old session, and it is encoded again for
+    /// the new one, whose receiver knows no cached id.
     fn new_session(&mut self, cx: &mut Ctx) {
         self.session = cx.rng.next_u64();
         self.resume = false;
-        let delta = self.store.base();
+        let held = self.take_held(cx, self.store.base());
+        self.ids = IdCache::new(cx.config.id_cache_entries);
         self.store.renumber();
-        for (s, _) in self.bound.iter_mut() {
-            *s -= delta;
-        }
         self.next_tx = 0;
         self.high_tx = 0;
         self.ever_tx = 0;
+        self.encode_again(cx, held, None);
     }
 
     fn restart_session(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {

@@ -806,3 +806,65 @@ fn giving_up_splits_transmitted_from_never_sent() {
     assert!(!Undeliverable::Unreachable.delivery_unknown());
     assert_eq!(p.payloads(1), ["acked", "sent"], "the peer did get it");
 }
+
+#[test]
+fn retransmission_after_a_cut_slices_what_was_encoded() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"warm").unwrap();
+    p.run_for(Duration::from_millis(50));
+    let before = p.nodes[0].proc.stats();
+    for m in [&b"a"[..], b"b", b"c"] {
+        p.send(0, target(1), m).unwrap();
+    }
+    // The data leaves node 0, then the connection is cut before any of it arrives.
+    let mut cut = None;
+    while let Some(o) = p.nodes[0].proc.poll_output() {
+        match o {
+            Output::Transmit { conn, .. } => cut = Some(conn),
+            other => p.carry_out(0, other),
+        }
+    }
+    let conn = cut.expect("the three messages were handed out");
+    if let Some(to) = p.wires.remove(&End::Node(0, conn)) {
+        p.wires.remove(&to);
+        p.pending.push_back((to, None));
+    }
+    p.nodes[0].proc.handle_closed(p.now, conn);
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(p.payloads(1), ["warm", "a", "b", "c"]);
+    let after = p.nodes[0].proc.stats();
+    assert_eq!(
+        after.frames_encoded - before.frames_encoded,
+        3,
+        "encoded once"
+    );
+    assert_eq!(after.retransmitted - before.retransmitted, 3);
+    assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0));
+}
+
+#[test]
+fn messages_between_actors_that_talked_before_name_them_by_index() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"warm").unwrap();
+    p.run_for(Duration::from_millis(50));
+    let payload = Bytes::from(vec![9u8; 64]);
+    for _ in 0..3 {
+        let env = Envelope::new(actor(0, "a"), target(1), payload.clone());
+        p.nodes[0].proc.handle_send(p.now, env).unwrap();
+    }
+    let mut wire = 0;
+    while let Some(o) = p.nodes[0].proc.poll_output() {
+        if let Output::Transmit { data, .. } = &o {
+            wire += data.len();
+        }
+        p.carry_out(0, o);
+    }
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.payloads(1).len(), 4);
+    // Header 6, sender index 1, dest index 1, port 1, ttl 1, returned 1, headers 1.
+    assert_eq!(
+        wire,
+        3 * (6 + 6 + 64),
+        "three frames coalesced into one write"
+    );
+}

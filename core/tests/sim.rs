@@ -176,6 +176,10 @@ impl Sim {
             unreachable_timeout: Duration::from_secs(3),
             session_retention: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(2),
+            // Chunks from 64 B (every frame straddles or fills one) to 8 KiB, and id caches
+            // from none to a few entries, so ids also travel whole once the cache is full.
+            chunk_bytes: 64 << (seed % 8),
+            id_cache_entries: (seed % 5) as u16,
             ..Config::default()
         };
         let mut sim = Sim {

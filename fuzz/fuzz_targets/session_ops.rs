@@ -95,6 +95,10 @@ impl Cfg {
             ack_every_bytes: 1 + usize::from(self.ack_every_bytes),
             coalesce_bytes: usize::from(self.coalesce),
             max_inbound_sessions: 1 + usize::from(self.inbound % 4),
+            // Small chunks and caches: frames straddle chunk boundaries and ids overflow
+            // the cache (travelling whole) within a few messages.
+            chunk_bytes: 16 + usize::from(self.coalesce % 512),
+            id_cache_entries: u16::from(self.ack_every_msgs % 3),
             ..Config::default()
         };
         match &self.timing {
@@ -1188,6 +1192,8 @@ impl World {
                     incarnation: u64::from(*incarnation % 4),
                     next: next.map(u64::from),
                     max_frame_len: u32::from(*max),
+                    // Small and varying: exercises re-encoding for a smaller peer cache.
+                    id_cache: u16::from(*max % 4),
                 };
                 let body = postcard::to_allocvec(&w).expect("in memory");
                 postcard_frame(FrameKind::Welcome, body, &mut buf);
