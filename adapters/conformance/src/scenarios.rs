@@ -586,6 +586,54 @@ pub async fn duplicate_root_names_and_bad_names_are_refused<A: Adapter>(
     shutdown_clean(&a).await;
 }
 
+/// A root name held again is `svc[0]` again, but a reference to a port of its earlier holder
+/// comes back `NoSuchPort` instead of reaching the new holder; a well-known port of the name
+/// does reach the new holder once it binds it.
+pub async fn stale_refs_never_reach_a_new_holder<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (old, old_handle) = b.instance("svc").expect("first svc");
+    let (old_port, _old_rx) = old.open_port::<u64>();
+    let stale = old_port.bind();
+    let (_, _old_mailbox) = old.bind_port::<u64>(5).expect("well-known port 5");
+    old_handle.stop();
+    assert_eq!(old_handle.status(), ActorStatus::Stopped);
+    drop(old);
+
+    let (new, _) = b.instance("svc").expect("svc is free again");
+    assert_eq!(new.actor_id(), stale.actor_id(), "the same id, svc[0]");
+    let (new_port, mut new_rx) = new.open_port::<u64>();
+    assert_ne!(new_port.port_id(), stale.port_id());
+
+    within(10, "stale send", stale.send(&sender, 1u64))
+        .await
+        .expect("the stale send is accepted");
+    let back = within(10, "return of the stale send", sender.next_undeliverable())
+        .await
+        .expect("a return");
+    assert_eq!(back.reason, Undeliverable::NoSuchPort);
+    assert_eq!(back.dest(), stale.port_id());
+    assert_eq!(back.decode::<u64>(), Ok(1));
+    // Nothing reached the new holder: the first message it gets is one sent to it after.
+    assert!(new_rx.try_recv().is_err(), "the new holder got nothing");
+    new_port.bind().send(&sender, 2u64).await.expect("send");
+    assert_eq!(within(10, "fresh ref", new_rx.recv()).await, Ok(2));
+
+    // A well-known port belongs to the name: it reaches the new holder once bound.
+    let (_, mut mailbox) = new.bind_port::<u64>(5).expect("bind 5 again");
+    PortRef::<u64>::attest(new.actor_id().port(5))
+        .send(&sender, 3u64)
+        .await
+        .expect("send to well-known port");
+    assert_eq!(within(10, "well-known port", mailbox.recv()).await, Ok(3));
+    drop((new_rx, mailbox, new, sender));
+    shutdown_both(&a, &b).await;
+}
+
 /// After a shutdown every port and actor is closed, sends are refused, no connection is
 /// left, and every task of both procs has ended.
 pub async fn shutdown_leaks_no_tasks_and_closes_everything<A: Adapter, B: Adapter>(
