@@ -307,6 +307,7 @@ macro_rules! suite {
                 child_ids_count_up_per_root,
                 actor_lifecycle_and_failures,
                 stale_refs_never_reach_a_new_holder,
+                wrong_types_are_refused,
             );
             $crate::suite!(@single $run, $transport,
                 duplicate_root_names_and_bad_names_are_refused,

@@ -12,7 +12,7 @@
 //! let proc = Proc::direct(ChannelTransport::Unix.any(), "root".to_string()).await?;
 //! let (instance, _handle) = proc.instance("client")?;
 //! let (port, mut rx) = instance.open_port::<String>();
-//! port.bind().send(&instance, "hello".to_string()).await?;
+//! port.port_ref().send(&instance, "hello".to_string()).await?;
 //! assert_eq!(rx.recv().await?, "hello");
 //! proc.shutdown().await;
 //! # Ok(()) }
