@@ -6,10 +6,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use procwire_smol::procwire_core::registry::RegistryError;
 use procwire_smol::{
     encode, ActorStatus, ChannelAddr, ChannelTransport, DecodeError, Name, PortRef, ProcError,
-    ProcId, RecvError, SendError, TypeFingerprint, Undeliverable, UnixAddr, ACTOR_PORT,
+    ProcId, RecvError, RegistryError, SendError, TypeFingerprint, Undeliverable, UnixAddr,
+    ACTOR_PORT,
 };
 
 use crate::{

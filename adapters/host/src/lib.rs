@@ -40,9 +40,9 @@
 //!
 //! Ephemeral port indices are never reused in the life of a proc, even when a root name is
 //! released and reserved again, so a stale reference comes back `NoSuchPort` instead of
-//! reaching a newer holder of the name. Well-known ports (below
-//! [`FIRST_EPHEMERAL_PORT`](procwire_core::registry::FIRST_EPHEMERAL_PORT), such as an actor's
-//! mailbox [`ACTOR_PORT`]) belong to the name: they reach whoever holds it and binds them.
+//! reaching a newer holder of the name. Well-known ports (below [`FIRST_EPHEMERAL_PORT`],
+//! such as an actor's mailbox [`ACTOR_PORT`]) belong to the name: they reach whoever holds it
+//! and binds them.
 //!
 //! ### Type checks
 //!
@@ -133,12 +133,20 @@ pub use typed::{
 pub use procwire_core;
 pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
 pub use procwire_core::id::{
-    ActorId, ChannelAddr, ChannelTransport, Name, PortId, ProcId, UnixAddr,
+    ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
+    ParseErrorReason, PortId, ProcId, UnixAddr,
 };
 pub use procwire_core::proc::{Config, Stats};
+pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 
 /// What every adapter crate re-exports at its root, beside its own `Proc` (see
 /// [`adapter_proc!`]): `pub use procwire_host::api::*;`.
+///
+/// It holds everything a user of an adapter names or matches on: the identity, port, actor
+/// and error types of this crate, and the core types that appear in them (ids and their
+/// parse errors, [`RegistryError`] inside [`ProcError::Registry`], [`Undeliverable`] and
+/// [`RefuseReason`] in returns, [`Config`] and [`Stats`]). Enums that will grow are
+/// `#[non_exhaustive]`: match them with a wildcard arm.
 pub mod api {
     pub use crate::{
         decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus, Context,
@@ -150,7 +158,9 @@ pub mod api {
     pub use procwire_core;
     pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
     pub use procwire_core::id::{
-        ActorId, ChannelAddr, ChannelTransport, Name, PortId, ProcId, UnixAddr,
+        ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
+        ParseErrorReason, PortId, ProcId, UnixAddr,
     };
     pub use procwire_core::proc::{Config, Stats};
+    pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 }

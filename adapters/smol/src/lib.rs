@@ -43,6 +43,30 @@
 //! * [`Proc::shutdown`] flushes or returns everything in flight, then stops every task;
 //!   [`Proc::kill`] stops at once, as a crash would.
 //!
+//! ## Errors
+//!
+//! Everything the API returns can be matched with names from this crate, including the
+//! registry's refusals inside [`ProcError::Registry`] and the reasons of returned messages.
+//! The error enums are `#[non_exhaustive]`: keep a wildcard arm.
+//!
+//! ```
+//! use procwire_smol::{ChannelTransport, Proc, ProcError, RegistryError};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let proc = Proc::direct(ChannelTransport::Local.any(), "root".to_string()).await?;
+//!     let (_svc, _handle) = proc.instance("svc")?;
+//!     match proc.instance("svc") {
+//!         Err(ProcError::Registry(RegistryError::Duplicate(name))) => {
+//!             assert_eq!(name.as_str(), "svc")
+//!         }
+//!         other => panic!("expected a duplicate root name, got {other:?}"),
+//!     }
+//!     proc.shutdown().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
 //! ## Actors
 //!
 //! An actor is a handler per message on an identity of its own; its mailbox is the
