@@ -79,7 +79,7 @@ impl ProcwireBench {
         let (echo, echo_handle) = b.spawn(
             "echo",
             Echo {
-                reply: reply.bind(),
+                reply: reply.port_ref(),
             },
         )?;
         let (sink, _) = b.instance("sink")?;
@@ -93,7 +93,7 @@ impl ProcwireBench {
             echo,
             echo_handle,
             _sink: sink,
-            sink_ref: sink_port.bind(),
+            sink_ref: sink_port.port_ref(),
             sink_rx,
             small: crate::payload(SMALL),
             bulk: crate::payload(BULK),

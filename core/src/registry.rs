@@ -6,10 +6,27 @@
 //! the root is released and the name reserved again, so a stale id never reaches a newer
 //! actor.
 //!
-//! Ports below [`FIRST_EPHEMERAL_PORT`] are well-known and bound explicitly
-//! ([`Registry::bind_port`]); [`Registry::open_port`] hands out ephemeral ports counting up
-//! from there, never reused while the actor lives. A once-port is retired by its first
-//! delivery.
+//! # Ports
+//!
+//! Ports below [`FIRST_EPHEMERAL_PORT`] are *well-known* and bound explicitly
+//! ([`Registry::bind_port`]). A well-known port belongs to the name, not to one holder: when
+//! a root name is released and reserved again, `name[0]`'s well-known ports (for example an
+//! actor's mailbox) reach the new holder once it binds them. That is what they are for: a
+//! peer that knows only the name can keep talking to whoever holds it.
+//!
+//! [`Registry::open_port`] hands out *ephemeral* ports, counting up from
+//! [`FIRST_EPHEMERAL_PORT`] on one counter per root name, shared by the root and all its
+//! children and kept, like the pid counter, when the root is released. So an ephemeral index
+//! is never handed out twice in the life of the proc, whichever actor of the name asks and
+//! however often the name changes hands: a reference to a port of an earlier holder finds no
+//! port (`NoSuchPort`) instead of reaching the newer holder. One counter per root name
+//! rather than per proc keeps the indices, which travel as varints, small.
+//!
+//! The bookkeeping of a root name (its pid and port counters, a few words) is kept for the
+//! life of the proc, so memory grows with the number of distinct root names ever reserved,
+//! not with how often they are reused.
+//!
+//! A once-port is retired by its first delivery.
 
 use alloc::collections::BTreeMap;
 use core::fmt;
@@ -67,18 +84,29 @@ impl fmt::Display for RegistryError {
 
 impl core::error::Error for RegistryError {}
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Root {
     /// Whether an actor holds the root name now.
     held: bool,
     /// Next child pid; 0 is the root itself.
     next_pid: u64,
+    /// Next ephemeral port index of any actor of this name; never goes back.
+    next_port: u64,
 }
 
-#[derive(Debug)]
+impl Default for Root {
+    fn default() -> Self {
+        Root {
+            held: false,
+            next_pid: 0,
+            next_port: FIRST_EPHEMERAL_PORT,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
 struct Actor {
     ports: BTreeMap<u64, PortKind>,
-    next_port: u64,
 }
 
 /// Actors and ports of one proc.
@@ -114,7 +142,7 @@ impl Registry {
         }
         root.held = true;
         root.next_pid = root.next_pid.max(1);
-        self.actors.insert((name.clone(), 0), Actor::new());
+        self.actors.insert((name.clone(), 0), Actor::default());
         Ok(self.proc.actor(name, 0))
     }
 
@@ -128,15 +156,25 @@ impl Registry {
         let pid = root.next_pid;
         root.next_pid += 1;
         self.actors
-            .insert((parent.name().clone(), pid), Actor::new());
+            .insert((parent.name().clone(), pid), Actor::default());
         Ok(self.proc.actor(parent.name().clone(), pid))
     }
 
-    /// Opens an ephemeral port on `actor`.
+    /// Opens an ephemeral port on `actor`, with an index never handed out before to any
+    /// actor of its root name.
     pub fn open_port(&mut self, actor: &ActorId, kind: PortKind) -> Result<PortId, RegistryError> {
-        let a = self.actor_mut(actor)?;
-        let index = a.next_port;
-        a.next_port += 1;
+        self.check_local(actor)?;
+        let a = self
+            .actors
+            .get_mut(&(actor.name().clone(), actor.pid()))
+            .ok_or_else(|| no_such(actor))?;
+        // Every registered actor's root name has an entry: `reserve_root` made it.
+        let root = self
+            .roots
+            .get_mut(actor.name())
+            .ok_or_else(|| no_such(actor))?;
+        let index = root.next_port;
+        root.next_port += 1;
         a.ports.insert(index, kind);
         Ok(actor.port(index))
     }
@@ -229,15 +267,6 @@ fn no_such(actor: &ActorId) -> RegistryError {
     }
 }
 
-impl Actor {
-    fn new() -> Self {
-        Actor {
-            ports: BTreeMap::new(),
-            next_port: FIRST_EPHEMERAL_PORT,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +325,59 @@ mod tests {
         assert_eq!(p2.index(), FIRST_EPHEMERAL_PORT + 1);
         assert_eq!(r.deliver(&p1), Err(Undeliverable::NoSuchPort));
         assert_eq!(r.deliver(&p2), Ok(()));
+    }
+
+    #[test]
+    fn a_reserved_again_name_never_gets_its_predecessors_ephemeral_ports() {
+        let mut r = reg();
+        let old = r.reserve_root("svc").unwrap();
+        let p_old = r.open_port(&old, PortKind::Stream).unwrap();
+        let once_old = r.open_port(&old, PortKind::Once).unwrap();
+        r.remove_actor(&old);
+        let new = r.reserve_root("svc").unwrap();
+        assert_eq!(new, old, "the name is held again as svc[0]");
+        let p_new = r.open_port(&new, PortKind::Stream).unwrap();
+        let once_new = r.open_port(&new, PortKind::Once).unwrap();
+        assert!(p_new.index() > once_old.index(), "{p_new} after {once_old}");
+        assert_ne!(once_new, once_old);
+        assert_eq!(r.deliver(&p_old), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&once_old), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&p_new), Ok(()));
+    }
+
+    #[test]
+    fn children_of_a_root_never_share_an_ephemeral_index() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        let c = r.child(&a).unwrap();
+        let pa = r.open_port(&a, PortKind::Stream).unwrap();
+        let pc = r.open_port(&c, PortKind::Stream).unwrap();
+        assert_ne!(pa.index(), pc.index());
+        // A port index of a removed child is not handed out again, to a new child either.
+        r.remove_actor(&c);
+        let c2 = r.child(&a).unwrap();
+        let pc2 = r.open_port(&c2, PortKind::Stream).unwrap();
+        assert!(pc2.index() > pc.index());
+        // Another root name counts on its own.
+        let b = r.reserve_root("b").unwrap();
+        assert_eq!(
+            r.open_port(&b, PortKind::Stream).unwrap().index(),
+            FIRST_EPHEMERAL_PORT
+        );
+    }
+
+    #[test]
+    fn well_known_ports_of_a_name_reach_its_new_holder() {
+        let mut r = reg();
+        let old = r.reserve_root("svc").unwrap();
+        let mailbox = old.port(0);
+        r.bind_port(&mailbox, PortKind::Stream).unwrap();
+        r.remove_actor(&old);
+        assert_eq!(r.deliver(&mailbox), Err(Undeliverable::NoSuchActor));
+        let new = r.reserve_root("svc").unwrap();
+        assert_eq!(r.deliver(&mailbox), Err(Undeliverable::NoSuchPort));
+        r.bind_port(&new.port(0), PortKind::Stream).unwrap();
+        assert_eq!(r.deliver(&mailbox), Ok(()));
     }
 
     #[test]

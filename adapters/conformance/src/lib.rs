@@ -306,6 +306,8 @@ macro_rules! suite {
                 shutdown_leaks_no_tasks_and_closes_everything,
                 child_ids_count_up_per_root,
                 actor_lifecycle_and_failures,
+                stale_refs_never_reach_a_new_holder,
+                wrong_types_are_refused,
             );
             $crate::suite!(@single $run, $transport,
                 duplicate_root_names_and_bad_names_are_refused,

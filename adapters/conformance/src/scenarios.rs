@@ -6,10 +6,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use procwire_smol::procwire_core::registry::RegistryError;
 use procwire_smol::{
-    ActorStatus, ChannelAddr, ChannelTransport, Name, PortRef, ProcError, ProcId, RecvError,
-    SendError, Undeliverable, UnixAddr, ACTOR_PORT,
+    encode, ActorStatus, ChannelAddr, ChannelTransport, DecodeError, Name, PortRef, ProcError,
+    ProcId, RecvError, RegistryError, SendError, TypeFingerprint, Undeliverable, UnixAddr,
+    ACTOR_PORT,
 };
 
 use crate::{
@@ -86,7 +86,7 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
             let msg = EchoMsg::Ping {
                 seq,
                 payload: vec![7; (seq as usize) * 13],
-                reply_to: pong_port.bind(),
+                reply_to: pong_port.port_ref(),
             };
             by_id.send(&client, msg).await.expect("send ping");
             let pong = pongs.recv().await.expect("pong");
@@ -108,7 +108,7 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
             let msg = EchoMsg::Ping {
                 seq,
                 payload: Vec::new(),
-                reply_to: pong_port.bind(),
+                reply_to: pong_port.port_ref(),
             };
             echo.send(&client, msg).await.expect("send");
         }
@@ -120,7 +120,7 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
 
     // A once-port takes one message.
     let (once, once_rx) = client.open_once_port::<u64>();
-    let once_ref = once.bind();
+    let once_ref = once.port_ref();
     let once_id = once_ref.port_id().clone();
     echo.send(
         &client,
@@ -269,7 +269,7 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
     let big = vec![1u8; 100 * 1024];
 
     // Over the sender's own limit: refused at once, by both forms of send.
-    match port.bind().try_send(&sender, &big) {
+    match port.port_ref().try_send(&sender, &big) {
         Err(SendError::TooLarge { len, max }) => {
             assert!(len as usize > big.len());
             assert_eq!(max, 64 * 1024);
@@ -277,11 +277,11 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
         other => panic!("expected TooLarge, got {other:?}"),
     }
     assert!(matches!(
-        port.bind().send(&sender, &big).await,
+        port.port_ref().send(&sender, &big).await,
         Err(SendError::TooLarge { .. })
     ));
     // Under it: delivered.
-    port.bind()
+    port.port_ref()
         .send(&sender, vec![2u8; 1000])
         .await
         .expect("small send");
@@ -295,7 +295,7 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
 
     // The receiver's smaller limit is learned at the handshake and enforced at the sender.
     let (back_port, mut back_rx) = sender.open_port::<Vec<u8>>();
-    match back_port.bind().try_send(&receiver, &big) {
+    match back_port.port_ref().try_send(&receiver, &big) {
         Err(SendError::TooLarge { max, .. }) => assert_eq!(max, 64 * 1024),
         Ok(()) => {
             // The link to `a` was not yet established; the message must come back, not vanish.
@@ -311,7 +311,7 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
         Err(other) => panic!("expected TooLarge, got {other}"),
     }
     back_port
-        .bind()
+        .port_ref()
         .send(&receiver, vec![3u8; 10])
         .await
         .expect("small back");
@@ -321,7 +321,7 @@ pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(
     );
     // Now the link is up: refused at the sender synchronously.
     assert!(matches!(
-        back_port.bind().try_send(&receiver, &big),
+        back_port.port_ref().try_send(&receiver, &big),
         Err(SendError::TooLarge { max: 65536, .. })
     ));
     drop((rx, back_rx, sender, receiver));
@@ -352,7 +352,7 @@ pub async fn peer_restart_returns_in_flight<A: Adapter, B: Adapter>(
     let (sender, _) = a.instance("sender").expect("sender");
     let (receiver, _) = b.instance("receiver").expect("receiver");
     let (port, mut rx) = receiver.open_port::<u64>();
-    let dest = port.bind();
+    let dest = port.port_ref();
 
     // Transmitted to (and even placed in a port of) the first incarnation, unacknowledged.
     for i in 0..=20u64 {
@@ -521,7 +521,7 @@ pub async fn pipelined_sends_wait_for_window<A: Adapter, B: Adapter>(
     let (sender, _) = a.instance("sender").expect("sender");
     let (receiver, _) = b.instance("receiver").expect("receiver");
     let (port, mut rx) = receiver.open_port::<u64>();
-    let dest = port.bind();
+    let dest = port.port_ref();
     const N: u64 = 5000;
     let send = async {
         for i in 0..N {
@@ -586,6 +586,149 @@ pub async fn duplicate_root_names_and_bad_names_are_refused<A: Adapter>(
     shutdown_clean(&a).await;
 }
 
+/// A root name held again is `svc[0]` again, but a reference to a port of its earlier holder
+/// comes back `NoSuchPort` instead of reaching the new holder; a well-known port of the name
+/// does reach the new holder once it binds it.
+pub async fn stale_refs_never_reach_a_new_holder<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (old, old_handle) = b.instance("svc").expect("first svc");
+    let (old_port, _old_rx) = old.open_port::<u64>();
+    let stale = old_port.port_ref();
+    let (_, _old_mailbox) = old.bind_port::<u64>(5).expect("well-known port 5");
+    old_handle.stop();
+    assert_eq!(old_handle.status(), ActorStatus::Stopped);
+    drop(old);
+
+    let (new, _) = b.instance("svc").expect("svc is free again");
+    assert_eq!(new.actor_id(), stale.actor_id(), "the same id, svc[0]");
+    let (new_port, mut new_rx) = new.open_port::<u64>();
+    assert_ne!(new_port.port_id(), stale.port_id());
+
+    within(10, "stale send", stale.send(&sender, 1u64))
+        .await
+        .expect("the stale send is accepted");
+    let back = within(10, "return of the stale send", sender.next_undeliverable())
+        .await
+        .expect("a return");
+    assert_eq!(back.reason, Undeliverable::NoSuchPort);
+    assert_eq!(back.dest(), stale.port_id());
+    assert_eq!(back.decode::<u64>(), Ok(1));
+    // Nothing reached the new holder: the first message it gets is one sent to it after.
+    assert!(new_rx.try_recv().is_err(), "the new holder got nothing");
+    new_port.port_ref().send(&sender, 2u64).await.expect("send");
+    assert_eq!(within(10, "fresh ref", new_rx.recv()).await, Ok(2));
+
+    // A well-known port belongs to the name: it reaches the new holder once bound.
+    let (_, mut mailbox) = new.bind_port::<u64>(5).expect("bind 5 again");
+    PortRef::<u64>::attest(new.actor_id().port(5))
+        .send(&sender, 3u64)
+        .await
+        .expect("send to well-known port");
+    assert_eq!(within(10, "well-known port", mailbox.recv()).await, Ok(3));
+    drop((new_rx, mailbox, new, sender));
+    shutdown_both(&a, &b).await;
+}
+
+/// Messages of the wrong type are refused by typed ports, never handed out as values: a
+/// `String` sent to a `Vec<u8>` port and a `(u64, u64, u64)` sent to a `Vec<u64>` port (which
+/// postcard encodes compatibly) by their type fingerprint, raw bytes by strict decoding, and
+/// a message an actor would misread as a command is skipped. The ports stay open.
+pub async fn wrong_types_are_refused<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: ChannelTransport) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (bytes_port, mut bytes_rx) = receiver.open_port::<Vec<u8>>();
+    let (u64s_port, mut u64s_rx) = receiver.open_port::<Vec<u64>>();
+
+    let as_string = PortRef::<String>::attest(bytes_port.port_id().clone());
+    as_string
+        .send(&sender, "hello".to_string())
+        .await
+        .expect("send");
+    let as_triple = PortRef::<(u64, u64, u64)>::attest(u64s_port.port_id().clone());
+    as_triple.send(&sender, (1, 2, 3)).await.expect("send");
+    assert_eq!(
+        within(10, "String to Vec<u8>", bytes_rx.recv()).await,
+        Err(RecvError::Decode(DecodeError::WrongType {
+            expected: TypeFingerprint::of::<Vec<u8>>(),
+            found: TypeFingerprint::of::<String>(),
+        }))
+    );
+    assert_eq!(
+        within(10, "tuple to Vec<u64>", u64s_rx.recv()).await,
+        Err(RecvError::Decode(DecodeError::WrongType {
+            expected: TypeFingerprint::of::<Vec<u64>>(),
+            found: TypeFingerprint::of::<(u64, u64, u64)>(),
+        }))
+    );
+
+    // Untyped (raw) sends carry no fingerprint: strict decoding still refuses what is not
+    // exactly one message of the port's type.
+    let triple = encode(&(1u64, 2u64, 3u64)).expect("encode");
+    sender
+        .send_bytes(u64s_port.port_id(), triple)
+        .await
+        .expect("send raw");
+    assert_eq!(
+        within(10, "raw tuple", u64s_rx.recv()).await,
+        Err(RecvError::Decode(DecodeError::TrailingBytes {
+            used: 2,
+            len: 3
+        }))
+    );
+    // A reference to a `Vec<u8>` port cannot be read as a `PortRef<String>`.
+    let (refs_port, mut refs_rx) = receiver.open_port::<PortRef<String>>();
+    let foreign_ref = encode(&bytes_port.port_ref()).expect("encode");
+    sender
+        .send_bytes(refs_port.port_id(), foreign_ref)
+        .await
+        .expect("send raw");
+    assert!(matches!(
+        within(10, "foreign ref", refs_rx.recv()).await,
+        Err(RecvError::Decode(DecodeError::Malformed(_)))
+    ));
+
+    // The ports stay open and take their own types.
+    bytes_port
+        .port_ref()
+        .send(&sender, b"ok".to_vec())
+        .await
+        .expect("send");
+    assert_eq!(
+        within(10, "Vec<u8>", bytes_rx.recv()).await,
+        Ok(b"ok".to_vec())
+    );
+    u64s_port
+        .port_ref()
+        .send(&sender, vec![4, 5])
+        .await
+        .expect("send");
+    assert_eq!(within(10, "Vec<u64>", u64s_rx.recv()).await, Ok(vec![4, 5]));
+
+    // `4u8` encodes like `EchoMsg::Stop`; the mailbox refuses it by type and the actor runs on.
+    let (echo, echo_handle) = b.spawn("echo", Echo).expect("echo");
+    PortRef::<u8>::attest(echo.port_id().clone())
+        .send(&sender, 4u8)
+        .await
+        .expect("send");
+    let (pong_port, mut pongs) = sender.open_port::<Pong>();
+    let ping = EchoMsg::Ping {
+        seq: 9,
+        payload: Vec::new(),
+        reply_to: pong_port.port_ref(),
+    };
+    echo.send(&sender, ping).await.expect("ping");
+    assert_eq!(within(10, "pong", pongs.recv()).await.map(|p| p.seq), Ok(9));
+    assert_eq!(echo_handle.status(), ActorStatus::Running);
+    drop((bytes_rx, u64s_rx, refs_rx, pongs, receiver, sender));
+    shutdown_both(&a, &b).await;
+}
+
 /// After a shutdown every port and actor is closed, sends are refused, no connection is
 /// left, and every task of both procs has ended.
 pub async fn shutdown_leaks_no_tasks_and_closes_everything<A: Adapter, B: Adapter>(
@@ -604,7 +747,7 @@ pub async fn shutdown_leaks_no_tasks_and_closes_everything<A: Adapter, B: Adapte
             EchoMsg::Ping {
                 seq,
                 payload: vec![0; 100],
-                reply_to: pong.bind(),
+                reply_to: pong.port_ref(),
             },
         )
         .await
@@ -626,7 +769,7 @@ pub async fn shutdown_leaks_no_tasks_and_closes_everything<A: Adapter, B: Adapte
         ActorStatus::Stopped
     );
     assert_eq!(
-        pong.bind().try_send(
+        pong.port_ref().try_send(
             &client,
             Pong {
                 seq: 0,
@@ -692,7 +835,7 @@ pub async fn child_ids_count_up_per_root<A: Adapter, B: Adapter>(
         EchoMsg::Ping {
             seq: 5,
             payload: vec![1, 2, 3],
-            reply_to: pong.bind(),
+            reply_to: pong.port_ref(),
         },
     )
     .await
@@ -836,7 +979,7 @@ pub async fn dropping_every_handle_stops_the_proc<A: Adapter, B: Adapter>(
                 EchoMsg::Ping {
                     seq: 1,
                     payload: vec![],
-                    reply_to: pong.bind(),
+                    reply_to: pong.port_ref(),
                 },
             )
             .await

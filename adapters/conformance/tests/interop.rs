@@ -48,6 +48,16 @@ macro_rules! both_ways {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn identities_and_types_across_adapters() {
+                let smol = SmolThread::start();
+                let (t, s) = (TokioAdapter::current(), smol.adapter());
+                scenarios::stale_refs_never_reach_a_new_holder(&t, &s, $transport).await;
+                scenarios::stale_refs_never_reach_a_new_holder(&s, &t, $transport).await;
+                scenarios::wrong_types_are_refused(&t, &s, $transport).await;
+                scenarios::wrong_types_are_refused(&s, &t, $transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn shutdown_leaks_no_tasks_on_either_side() {
                 let smol = SmolThread::start();
                 let (t, s) = (TokioAdapter::current(), smol.adapter());

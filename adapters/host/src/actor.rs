@@ -8,7 +8,9 @@
 //!
 //! The loop, in order of priority: a requested stop, then messages that came back
 //! undeliverable ([`Actor::handle_undeliverable`]), then the mailbox ([`Actor::handle`]).
-//! A message that does not decode as [`Actor::Message`] is logged and skipped. A handler
+//! A message that the mailbox refuses (another type than [`Actor::Message`], or a payload
+//! that does not decode strictly as one; see [`crate::typed`]'s type checks) is logged and
+//! skipped. A handler
 //! that returns an error or panics ends the actor with [`ActorStatus::Failed`]; its
 //! `stopped` hook is not run then (its state may be inconsistent).
 
@@ -27,7 +29,7 @@ use crate::engine::Engine;
 use crate::error::{ActorError, ProcError, RecvError};
 use crate::instance::{ActorCell, ActorHandle, ActorStatus, Instance};
 use crate::sync::{CatchUnwind, Queue};
-use crate::typed::{decode, PortReceiver, PortRef, Returned};
+use crate::typed::{PortReceiver, PortRef, Returned};
 
 /// The well-known port index of an actor's mailbox.
 pub const ACTOR_PORT: u64 = 0;
@@ -236,10 +238,10 @@ async fn drive<A: Actor>(
         let outcome = match next {
             Next::Stop | Next::MailboxClosed => return None,
             Next::Returned(r) => CatchUnwind::new(actor.handle_undeliverable(cx, r)).await,
-            Next::Message(env) => match decode::<A::Message>(&env.payload) {
+            Next::Message(env) => match mailbox.decode(&env) {
                 Ok(msg) => CatchUnwind::new(actor.handle(cx, msg)).await,
                 Err(e) => {
-                    tracing::warn!(sender = %env.sender, error = %e, "skipping a message that does not decode");
+                    tracing::warn!(sender = %env.sender, error = %e, "skipping a refused message");
                     continue;
                 }
             },

@@ -7,8 +7,11 @@ use procwire_core::id::{ChannelAddr, NameError};
 use procwire_core::proc::SendError as CoreSendError;
 use procwire_core::registry::RegistryError;
 
+use crate::typed::TypeFingerprint;
+
 /// Why a proc could not be stood up or an identity could not be created in it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ProcError {
     /// The proc name is not a valid name.
     BadName(NameError),
@@ -54,6 +57,7 @@ impl From<RegistryError> for ProcError {
 
 /// Why a message was not accepted for sending. When a send fails, nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// The encoded message exceeds the frame limit.
     TooLarge {
@@ -108,35 +112,105 @@ impl From<CoreSendError> for SendError {
     }
 }
 
+/// Why a typed port refused a message (it is never handed out as a value).
+///
+/// The type check comes first: a message whose type header names another type is refused
+/// before its payload is looked at. Decoding is strict: the payload must be exactly one
+/// encoded message, with no bytes left over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The sender sent another message type than the port takes.
+    WrongType {
+        /// The fingerprint of the port's type.
+        expected: TypeFingerprint,
+        /// The fingerprint the message carried.
+        found: TypeFingerprint,
+    },
+    /// The type header is present but is not an 8-byte fingerprint.
+    BadTypeHeader {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The payload is not a valid encoding of the port's type.
+    Malformed(postcard::Error),
+    /// The payload holds a valid message followed by bytes that belong to none: it was made
+    /// from another type.
+    TrailingBytes {
+        /// Bytes the message used.
+        used: usize,
+        /// Bytes in the payload.
+        len: usize,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::WrongType { expected, found } => write!(
+                f,
+                "the message is of type {found}, the port takes type {expected}"
+            ),
+            DecodeError::BadTypeHeader { len } => {
+                write!(f, "the type header has {len} bytes, not 8")
+            }
+            DecodeError::Malformed(e) => write!(f, "the payload does not decode: {e}"),
+            DecodeError::TrailingBytes { used, len } => write!(
+                f,
+                "the message uses {used} of the payload's {len} bytes; the rest belongs to no message"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DecodeError::Malformed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Why a receive produced no message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecvError {
     /// The port is closed (its owner stopped, or the proc shut down) and its queue is empty.
     Closed,
-    /// A message arrived but does not decode as the port's type. The port stays open.
-    Decode(postcard::Error),
+    /// A message arrived but the port refused it: another type, or a payload that does not
+    /// decode strictly as the port's type. It is consumed; the port stays open.
+    Decode(DecodeError),
 }
 
 impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RecvError::Closed => f.write_str("the port is closed"),
-            RecvError::Decode(e) => write!(f, "a message does not decode as the port's type: {e}"),
+            RecvError::Decode(e) => write!(f, "refused a message: {e}"),
         }
     }
 }
 
-impl std::error::Error for RecvError {}
+impl std::error::Error for RecvError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecvError::Decode(e) => Some(e),
+            RecvError::Closed => None,
+        }
+    }
+}
 
 /// Why a non-waiting receive produced no message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TryRecvError {
     /// Nothing is queued right now.
     Empty,
     /// See [`RecvError::Closed`].
     Closed,
     /// See [`RecvError::Decode`].
-    Decode(postcard::Error),
+    Decode(DecodeError),
 }
 
 impl fmt::Display for TryRecvError {
@@ -144,12 +218,19 @@ impl fmt::Display for TryRecvError {
         match self {
             TryRecvError::Empty => f.write_str("no message is queued"),
             TryRecvError::Closed => RecvError::Closed.fmt(f),
-            TryRecvError::Decode(e) => RecvError::Decode(e.clone()).fmt(f),
+            TryRecvError::Decode(e) => write!(f, "refused a message: {e}"),
         }
     }
 }
 
-impl std::error::Error for TryRecvError {}
+impl std::error::Error for TryRecvError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TryRecvError::Decode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// An error returned by an actor's handler; it stops the actor with
 /// [`ActorStatus::Failed`](crate::ActorStatus::Failed).

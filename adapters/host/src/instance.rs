@@ -17,6 +17,7 @@ use crate::typed::{OncePortHandle, OncePortReceiver, PortHandle, PortReceiver, P
 
 /// Where an actor or instance is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ActorStatus {
     /// Alive: an instance that has not been dropped, or an actor whose loop is running.
     Running,
@@ -211,9 +212,10 @@ impl Instance {
         )
     }
 
-    /// Binds well-known port `index` (below
-    /// [`FIRST_EPHEMERAL_PORT`](procwire_core::registry::FIRST_EPHEMERAL_PORT)), so that
-    /// others can address it without being told.
+    /// Binds well-known port `index` (below [`FIRST_EPHEMERAL_PORT`](crate::FIRST_EPHEMERAL_PORT)),
+    /// so that others can address it without being told. Well-known ports belong to the
+    /// root name: after this identity is gone, the next holder of the name can bind the same
+    /// index and receives what is sent to it from then on.
     pub fn bind_port<M>(&self, index: u64) -> Result<(PortHandle<M>, PortReceiver<M>), ProcError> {
         let port = self.id.port(index);
         let queue = self.engine.bind_port(&port, PortKind::Stream)?;

@@ -29,6 +29,73 @@
 //! * [`Instance`], typed ports ([`PortRef`], [`PortReceiver`], once-ports), [`Actor`]s and
 //!   their loop, and the errors.
 //!
+//! ## Typed ports
+//!
+//! [`Instance::open_port`] binds a port of the instance and returns a [`PortHandle`] and a
+//! [`PortReceiver`]. [`PortHandle::port_ref`] hands out a [`PortRef`]: plain data (the port
+//! id and the message type's [`TypeFingerprint`]) that any proc can send to. Handing out a
+//! reference binds nothing and may be done any number of times; the port is bound from
+//! `open_port` until its receiver is dropped (`PortHandle::bind`, the old name of
+//! `port_ref`, is deprecated because it suggested otherwise).
+//!
+//! Ephemeral port indices are never reused in the life of a proc, even when a root name is
+//! released and reserved again, so a stale reference comes back `NoSuchPort` instead of
+//! reaching a newer holder of the name. Well-known ports (below [`FIRST_EPHEMERAL_PORT`],
+//! such as an actor's mailbox [`ACTOR_PORT`]) belong to the name: they reach whoever holds it
+//! and binds them.
+//!
+//! ### Type checks
+//!
+//! A typed port never hands out a value of another type:
+//!
+//! 1. **Fingerprint.** A typed send adds the header [`TYPE_HEADER`] holding the
+//!    [`TypeFingerprint`] of the message type (8 bytes, little-endian). The receiving port
+//!    compares it with its own type's fingerprint *before* decoding and refuses a mismatch
+//!    ([`DecodeError::WrongType`]). Envelopes without the header (raw sends such as
+//!    [`Instance::send_bytes`], or a peer that does not use typed ports) skip this step.
+//! 2. **Strict decoding.** The payload must be exactly one encoding of the port's type: a
+//!    payload that does not decode is [`DecodeError::Malformed`], one with bytes left over
+//!    is [`DecodeError::TrailingBytes`].
+//!
+//! A refused message is consumed and reported to the receiver as [`RecvError::Decode`] (an
+//! actor's loop logs and skips it); the port stays open. A once-port is spent by a refused
+//! message as by any other. The sender is not told yet: the check runs when the receiver
+//! takes the message, after the receiving proc has placed it in the port's queue and
+//! confirmed delivery. Returning it to its sender with a reason belongs before that point,
+//! where core decides delivery, and is planned there.
+//!
+//! The fingerprint travels as a header rather than in the payload so that the payload stays
+//! exactly the postcard encoding of the message (raw receivers and [`Returned::payload`] see
+//! what was encoded) and core needs no change. It costs about 17 bytes of metadata per
+//! message.
+//!
+//! A [`PortRef`] carries its type's fingerprint in its serialized form too (the port id, then
+//! the 8 fingerprint bytes), and deserializing it as a `PortRef` of another type fails. So a
+//! reference to a `Vec<u8>` port that travels inside a message cannot be read as a
+//! `PortRef<String>`: the message holding it is refused instead.
+//!
+//! ### Fingerprints
+//!
+//! [`TypeFingerprint::of::<M>()`](TypeFingerprint::of) is the 64-bit FNV-1a hash of the
+//! UTF-8 text of [`core::any::type_name::<M>()`](core::any::type_name), e.g.
+//! `alloc::vec::Vec<u8>` or `my_app::proto::Ping`. Anyone can compute it from that text
+//! ([`TypeFingerprint::of_type_name`]), in any language. What it covers, and what not:
+//!
+//! * It names the type by its full path and generic arguments: `String` and `Vec<u8>`, or
+//!   `(u64, u64, u64)` and `Vec<u64>`, differ although postcard encodes them alike.
+//! * Two builds agree when they name the type the same way: the same crate and module
+//!   path, built by the same compiler. Moving or renaming the type or its crate changes the
+//!   fingerprint, and Rust does not promise that `type_name`'s text stays the same across
+//!   compiler versions. All of these make peers *refuse* each other's messages, never
+//!   misread them: upgrade the procs that talk together with the same toolchain.
+//! * It does not cover the type's shape: the crate version is not part of the path, so a
+//!   struct that gained a field under the same path keeps its fingerprint. Strict decoding
+//!   catches most such changes; version a protocol by naming its types (`v2::Ping`).
+//!
+//! The alternative, a trait every message type implements with a chosen identifier, would
+//! be stable across refactorings but needs an impl (or a derive) for every message type,
+//! including `String`, tuples and other std types; the hash needs nothing from the user.
+//!
 //! Logs go through `tracing`, with a `proc` span around every task of a proc, `conn` spans
 //! per connection, and `actor` spans per actor.
 #![warn(missing_docs)]
@@ -53,37 +120,47 @@ mod tasks;
 mod typed;
 
 pub use actor::{Actor, Context, ACTOR_PORT};
-pub use error::{ActorError, ProcError, RecvError, SendError, TryRecvError};
+pub use error::{ActorError, DecodeError, ProcError, RecvError, SendError, TryRecvError};
 pub use instance::{ActorHandle, ActorStatus, Instance};
 pub use net::unix_socket_path;
 pub use proc::{random_u64, sleep, timeout, HostedProc, ProcOptions, ShutdownReport};
 pub use runtime::{BoxFuture, Connection, Reader, Runtime, StdListener, Timer, Writer};
 pub use typed::{
-    decode, encode, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle, PortReceiver,
-    PortRef, Returned,
+    decode, decode_envelope, encode, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
+    PortReceiver, PortRef, Returned, TypeFingerprint, TYPE_HEADER,
 };
 
 pub use procwire_core;
 pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
 pub use procwire_core::id::{
-    ActorId, ChannelAddr, ChannelTransport, Name, PortId, ProcId, UnixAddr,
+    ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
+    ParseErrorReason, PortId, ProcId, UnixAddr,
 };
 pub use procwire_core::proc::{Config, Stats};
+pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 
 /// What every adapter crate re-exports at its root, beside its own `Proc` (see
 /// [`adapter_proc!`]): `pub use procwire_host::api::*;`.
+///
+/// It holds everything a user of an adapter names or matches on: the identity, port, actor
+/// and error types of this crate, and the core types that appear in them (ids and their
+/// parse errors, [`RegistryError`] inside [`ProcError::Registry`], [`Undeliverable`] and
+/// [`RefuseReason`] in returns, [`Config`] and [`Stats`]). Enums that will grow are
+/// `#[non_exhaustive]`: match them with a wildcard arm.
 pub mod api {
     pub use crate::{
-        decode, encode, Actor, ActorError, ActorHandle, ActorStatus, Context, Instance,
-        OncePortHandle, OncePortReceiver, OncePortRef, PortHandle, PortReceiver, PortRef,
-        ProcError, ProcOptions, RecvError, Returned, SendError, ShutdownReport, TryRecvError,
-        ACTOR_PORT,
+        decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus, Context,
+        DecodeError, Instance, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
+        PortReceiver, PortRef, ProcError, ProcOptions, RecvError, Returned, SendError,
+        ShutdownReport, TryRecvError, TypeFingerprint, ACTOR_PORT, TYPE_HEADER,
     };
 
     pub use procwire_core;
     pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
     pub use procwire_core::id::{
-        ActorId, ChannelAddr, ChannelTransport, Name, PortId, ProcId, UnixAddr,
+        ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
+        ParseErrorReason, PortId, ProcId, UnixAddr,
     };
     pub use procwire_core::proc::{Config, Stats};
+    pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 }

@@ -1,17 +1,22 @@
 //! Typed ports: references anyone can send to, and the receivers that drain them.
 //!
 //! Runtime-neutral. Messages are serialized with serde + postcard; the payload of each
-//! envelope is exactly the postcard encoding of one message.
+//! envelope is exactly the postcard encoding of one message, and the envelope carries the
+//! message type's [`TypeFingerprint`] in the header [`TYPE_HEADER`].
 //!
-//! * [`PortRef<M>`] names a port that takes `M`s. It is plain data (a [`PortId`] with a type)
-//!   that serializes as the port id, so it can travel inside messages to any proc, which can
-//!   then send to it.
+//! * [`PortRef<M>`] names a port that takes `M`s. It is plain data (a [`PortId`] and the
+//!   fingerprint of `M`) that can travel inside messages to any proc, which can then send to
+//!   it.
 //! * [`OncePortRef<M>`] is the same for a port that takes a single message; sending consumes
 //!   the reference.
 //! * [`PortHandle<M>`] / [`OncePortHandle<M>`] are what the owner gets when it opens a port;
-//!   [`PortHandle::bind`] hands out references.
+//!   [`PortHandle::port_ref`] hands out references. Handing out a reference binds nothing:
+//!   the port was bound when it was opened and stays bound until its receiver is dropped.
 //! * [`PortReceiver<M>`] / [`OncePortReceiver<M>`] drain the port. Dropping a receiver unbinds
 //!   the port; later messages to it come back to their senders as `NoSuchPort`.
+//!
+//! The type checks and the fingerprint scheme are described in the crate docs
+//! ([type checks](crate#type-checks), [fingerprints](crate#fingerprints)).
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -22,14 +27,116 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use procwire_core::envelope::{Envelope, Undeliverable};
-use procwire_core::id::{ActorId, PortId};
-use serde::de::DeserializeOwned;
+use procwire_core::id::{ActorId, Name, PortId};
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::engine::Engine;
-use crate::error::{RecvError, SendError, TryRecvError};
+use crate::error::{DecodeError, RecvError, SendError, TryRecvError};
 use crate::instance::Instance;
 use crate::sync::{PopError, Queue};
+
+/// The envelope header that carries a typed message's [`TypeFingerprint`] (8 bytes,
+/// little-endian). Header names starting with `pw-` are reserved for procwire.
+pub const TYPE_HEADER: &str = "pw-type";
+
+/// A stable 64-bit identifier of a message type; see [fingerprints](crate#fingerprints) for what
+/// it covers.
+///
+/// It serializes as 8 bytes, little-endian (the same bytes as in [`TYPE_HEADER`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TypeFingerprint(u64);
+
+impl Serialize for TypeFingerprint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.to_le_bytes().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TypeFingerprint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <[u8; 8]>::deserialize(d).map(|b| TypeFingerprint(u64::from_le_bytes(b)))
+    }
+}
+
+impl TypeFingerprint {
+    /// The fingerprint of `M`: FNV-1a (64-bit) of `core::any::type_name::<M>()`.
+    pub fn of<M: ?Sized>() -> Self {
+        Self::of_type_name(core::any::type_name::<M>())
+    }
+
+    /// The fingerprint of a type named `name` (the text `core::any::type_name` gives).
+    pub const fn of_type_name(name: &str) -> Self {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let bytes = name.as_bytes();
+        let mut hash = OFFSET;
+        let mut i = 0;
+        while i < bytes.len() {
+            hash ^= bytes[i] as u64;
+            hash = hash.wrapping_mul(PRIME);
+            i += 1;
+        }
+        TypeFingerprint(hash)
+    }
+
+    /// A fingerprint from its numeric value.
+    pub const fn from_u64(value: u64) -> Self {
+        TypeFingerprint(value)
+    }
+
+    /// The numeric value.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The [`TYPE_HEADER`] entry carrying this fingerprint.
+    pub fn header(self) -> (Name, Bytes) {
+        (
+            type_header_name(),
+            Bytes::copy_from_slice(&self.0.to_le_bytes()),
+        )
+    }
+
+    /// The fingerprint an envelope carries: `Ok(None)` without a [`TYPE_HEADER`].
+    pub fn in_envelope(env: &Envelope) -> Result<Option<Self>, DecodeError> {
+        let Some((_, value)) = env.headers.iter().find(|(n, _)| n.as_str() == TYPE_HEADER) else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = value[..]
+            .try_into()
+            .map_err(|_| DecodeError::BadTypeHeader { len: value.len() })?;
+        Ok(Some(TypeFingerprint(u64::from_le_bytes(bytes))))
+    }
+
+    /// `Ok` unless `env` carries another fingerprint than `self` (or a malformed one).
+    pub fn check(self, env: &Envelope) -> Result<(), DecodeError> {
+        match Self::in_envelope(env)? {
+            Some(found) if found != self => Err(DecodeError::WrongType {
+                expected: self,
+                found,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn type_header_name() -> Name {
+    // A constant that satisfies the name predicate; checked by a test.
+    Name::new(TYPE_HEADER).unwrap_or_else(|_| unreachable!("TYPE_HEADER is a valid name"))
+}
+
+impl fmt::Display for TypeFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for TypeFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TypeFingerprint({self})")
+    }
+}
 
 /// Serializes `msg` as a payload.
 pub fn encode<M: Serialize + ?Sized>(msg: &M) -> Result<Bytes, SendError> {
@@ -38,23 +145,94 @@ pub fn encode<M: Serialize + ?Sized>(msg: &M) -> Result<Bytes, SendError> {
         .map_err(SendError::Encode)
 }
 
-/// Deserializes a payload made by [`encode`].
-pub fn decode<M: DeserializeOwned>(payload: &[u8]) -> Result<M, postcard::Error> {
-    postcard::from_bytes(payload)
+/// Deserializes a payload made by [`encode`], strictly: the whole payload must be one
+/// message.
+pub fn decode<M: DeserializeOwned>(payload: &[u8]) -> Result<M, DecodeError> {
+    let (msg, rest) = postcard::take_from_bytes(payload).map_err(DecodeError::Malformed)?;
+    if rest.is_empty() {
+        Ok(msg)
+    } else {
+        Err(DecodeError::TrailingBytes {
+            used: payload.len() - rest.len(),
+            len: payload.len(),
+        })
+    }
+}
+
+/// Decodes the message in `env` as an `M`, the way a typed port does: its type header (if
+/// any) must be `M`'s fingerprint, then the payload must decode strictly.
+pub fn decode_envelope<M: DeserializeOwned>(env: &Envelope) -> Result<M, DecodeError> {
+    decode_checked(env, TypeFingerprint::of::<M>())
+}
+
+fn decode_checked<M: DeserializeOwned>(
+    env: &Envelope,
+    expected: TypeFingerprint,
+) -> Result<M, DecodeError> {
+    expected.check(env)?;
+    decode(&env.payload)
+}
+
+/// An envelope from `cx` to `port` carrying `msg` and its type's fingerprint.
+fn typed_envelope<M: Serialize + ?Sized>(
+    cx: &Instance,
+    port: PortId,
+    fingerprint: TypeFingerprint,
+    msg: &M,
+) -> Result<Envelope, SendError> {
+    let mut env = Envelope::new(cx.actor_id().clone(), port, encode(msg)?);
+    env.headers.push(fingerprint.header());
+    Ok(env)
+}
+
+/// The serialized form of a port reference: the port and the fingerprint of its type.
+#[derive(Serialize, Deserialize)]
+struct RefForm {
+    port: PortId,
+    fingerprint: TypeFingerprint,
+}
+
+impl RefForm {
+    /// Reads a reference that must be for a port taking `M`.
+    fn read<'de, M, D: Deserializer<'de>>(d: D) -> Result<PortRef<M>, D::Error> {
+        let form = RefForm::deserialize(d)?;
+        let want = TypeFingerprint::of::<M>();
+        if form.fingerprint == want {
+            Ok(PortRef {
+                port: form.port,
+                fingerprint: want,
+                _m: PhantomData,
+            })
+        } else {
+            Err(D::Error::custom(format_args!(
+                "port {} takes messages of type {}, not {} ({})",
+                form.port,
+                form.fingerprint,
+                want,
+                core::any::type_name::<M>()
+            )))
+        }
+    }
 }
 
 /// A reference to a port that takes messages of type `M`, in any proc.
+///
+/// It serializes as the port id and [`TypeFingerprint::of::<M>()`](TypeFingerprint::of);
+/// deserializing it as a `PortRef` of another type fails, so a `PortRef<M>` read from a
+/// message always names a port that was opened for `M`.
 pub struct PortRef<M> {
     port: PortId,
+    fingerprint: TypeFingerprint,
     _m: PhantomData<fn(M)>,
 }
 
 impl<M> PortRef<M> {
-    /// Vouches that `port` takes `M`s (nothing checks it; a mismatch shows up as decode
-    /// errors at the receiver).
+    /// Vouches that `port` takes `M`s. Nothing checks it here; the port refuses messages of
+    /// another type when they arrive ([`DecodeError::WrongType`]).
     pub fn attest(port: PortId) -> Self {
         PortRef {
             port,
+            fingerprint: TypeFingerprint::of::<M>(),
             _m: PhantomData,
         }
     }
@@ -68,35 +246,35 @@ impl<M> PortRef<M> {
     pub fn actor_id(&self) -> &ActorId {
         self.port.actor()
     }
+
+    /// The fingerprint of `M`, which messages sent through this reference carry.
+    pub fn fingerprint(&self) -> TypeFingerprint {
+        self.fingerprint
+    }
 }
 
 impl<M: Serialize> PortRef<M> {
     /// Sends `msg` from `cx`, waiting while the link's send window is full.
     pub async fn send(&self, cx: &Instance, msg: impl Borrow<M>) -> Result<(), SendError> {
-        let payload = encode(msg.borrow())?;
-        cx.send_envelope(Envelope::new(
-            cx.actor_id().clone(),
-            self.port.clone(),
-            payload,
-        ))
-        .await
+        let env = typed_envelope(cx, self.port.clone(), self.fingerprint, msg.borrow())?;
+        cx.send_envelope(env).await
     }
 
     /// Sends `msg` from `cx` without waiting: [`SendError::WouldBlock`] if the link's window
     /// is full.
     pub fn try_send(&self, cx: &Instance, msg: impl Borrow<M>) -> Result<(), SendError> {
-        let payload = encode(msg.borrow())?;
-        cx.try_send_envelope(Envelope::new(
-            cx.actor_id().clone(),
-            self.port.clone(),
-            payload,
-        ))
+        let env = typed_envelope(cx, self.port.clone(), self.fingerprint, msg.borrow())?;
+        cx.try_send_envelope(env)
     }
 }
 
 impl<M> Clone for PortRef<M> {
     fn clone(&self) -> Self {
-        PortRef::attest(self.port.clone())
+        PortRef {
+            port: self.port.clone(),
+            fingerprint: self.fingerprint,
+            _m: PhantomData,
+        }
     }
 }
 
@@ -116,7 +294,7 @@ impl<M> Hash for PortRef<M> {
 
 impl<M> fmt::Debug for PortRef<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PortRef({})", self.port)
+        write!(f, "PortRef({}, type {})", self.port, self.fingerprint)
     }
 }
 
@@ -128,143 +306,169 @@ impl<M> fmt::Display for PortRef<M> {
 
 impl<M> Serialize for PortRef<M> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.port.serialize(s)
+        let form = RefForm {
+            port: self.port.clone(),
+            fingerprint: self.fingerprint,
+        };
+        form.serialize(s)
     }
 }
 
 impl<'de, M> Deserialize<'de> for PortRef<M> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        PortId::deserialize(d).map(PortRef::attest)
+        RefForm::read::<M, D>(d)
     }
 }
 
-/// A reference to a port that takes a single message of type `M`.
+/// A reference to a port that takes a single message of type `M`. Its serialized form and
+/// type check are those of [`PortRef`].
 pub struct OncePortRef<M> {
-    port: PortId,
-    _m: PhantomData<fn(M)>,
+    inner: PortRef<M>,
 }
 
 impl<M> OncePortRef<M> {
     /// Vouches that `port` is a once-port taking an `M`.
     pub fn attest(port: PortId) -> Self {
         OncePortRef {
-            port,
-            _m: PhantomData,
+            inner: PortRef::attest(port),
         }
     }
 
     /// The port's id.
     pub fn port_id(&self) -> &PortId {
-        &self.port
+        self.inner.port_id()
+    }
+
+    /// The fingerprint of `M`, which the message sent through this reference carries.
+    pub fn fingerprint(&self) -> TypeFingerprint {
+        self.inner.fingerprint
     }
 }
 
 impl<M: Serialize> OncePortRef<M> {
     /// Sends the one message, waiting while the link's send window is full.
     pub async fn send(self, cx: &Instance, msg: impl Borrow<M>) -> Result<(), SendError> {
-        let payload = encode(msg.borrow())?;
-        cx.send_envelope(Envelope::new(cx.actor_id().clone(), self.port, payload))
-            .await
+        self.inner.send(cx, msg).await
     }
 
     /// Sends the one message without waiting. On error the reference is lost with the
     /// message; use [`OncePortRef::send`] to wait for room instead.
     pub fn try_send(self, cx: &Instance, msg: impl Borrow<M>) -> Result<(), SendError> {
-        let payload = encode(msg.borrow())?;
-        cx.try_send_envelope(Envelope::new(cx.actor_id().clone(), self.port, payload))
+        self.inner.try_send(cx, msg)
     }
 }
 
 impl<M> fmt::Debug for OncePortRef<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OncePortRef({})", self.port)
+        write!(
+            f,
+            "OncePortRef({}, type {})",
+            self.inner.port, self.inner.fingerprint
+        )
     }
 }
 
 impl<M> fmt::Display for OncePortRef<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.port, f)
+        fmt::Display::fmt(&self.inner.port, f)
     }
 }
 
 impl<M> Serialize for OncePortRef<M> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.port.serialize(s)
+        self.inner.serialize(s)
     }
 }
 
 impl<'de, M> Deserialize<'de> for OncePortRef<M> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        PortId::deserialize(d).map(OncePortRef::attest)
+        PortRef::deserialize(d).map(|inner| OncePortRef { inner })
     }
 }
 
 /// The owner's handle on a port it opened.
 pub struct PortHandle<M> {
-    port: PortId,
-    _m: PhantomData<fn(M)>,
+    port: PortRef<M>,
 }
 
 impl<M> PortHandle<M> {
     pub(crate) fn new(port: PortId) -> Self {
         PortHandle {
-            port,
-            _m: PhantomData,
+            port: PortRef::attest(port),
         }
     }
 
-    /// A reference to hand out; any proc can send to it.
+    /// A reference to hand out; any proc can send to it. It binds nothing: the port is
+    /// bound from [`Instance::open_port`] until its receiver is dropped, and the reference is
+    /// plain data (a copy of the port id and the type's fingerprint).
+    pub fn port_ref(&self) -> PortRef<M> {
+        self.port.clone()
+    }
+
+    /// The old name of [`PortHandle::port_ref`]: it binds nothing.
+    #[deprecated(since = "0.1.0", note = "binds nothing; use `port_ref`")]
     pub fn bind(&self) -> PortRef<M> {
-        PortRef::attest(self.port.clone())
+        self.port_ref()
     }
 
     /// The port's id.
     pub fn port_id(&self) -> &PortId {
-        &self.port
+        self.port.port_id()
     }
 }
 
 impl<M> fmt::Debug for PortHandle<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PortHandle({})", self.port)
+        write!(f, "PortHandle({})", self.port.port)
     }
 }
 
 /// The owner's handle on a once-port it opened.
 pub struct OncePortHandle<M> {
-    port: PortId,
-    _m: PhantomData<fn(M)>,
+    port: PortRef<M>,
 }
 
 impl<M> OncePortHandle<M> {
     pub(crate) fn new(port: PortId) -> Self {
         OncePortHandle {
-            port,
-            _m: PhantomData,
+            port: PortRef::attest(port),
         }
     }
 
-    /// The reference to hand out (consumes the handle: the port takes one message).
+    /// The reference to hand out (consumes the handle: the port takes one message). Like
+    /// [`PortHandle::port_ref`], it binds nothing.
+    pub fn port_ref(self) -> OncePortRef<M> {
+        OncePortRef { inner: self.port }
+    }
+
+    /// The old name of [`OncePortHandle::port_ref`]: it binds nothing.
+    #[deprecated(since = "0.1.0", note = "binds nothing; use `port_ref`")]
     pub fn bind(self) -> OncePortRef<M> {
-        OncePortRef::attest(self.port)
+        self.port_ref()
     }
 
     /// The port's id.
     pub fn port_id(&self) -> &PortId {
-        &self.port
+        self.port.port_id()
     }
 }
 
 impl<M> fmt::Debug for OncePortHandle<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OncePortHandle({})", self.port)
+        write!(f, "OncePortHandle({})", self.port.port)
     }
 }
 
 /// The receiving end of a port. Dropping it unbinds the port.
+///
+/// The typed receives ([`recv`](PortReceiver::recv), [`try_recv`](PortReceiver::try_recv),
+/// [`recv_from`](PortReceiver::recv_from)) check each message's type and decode it strictly
+/// (see [type checks](crate#type-checks)); the `*_envelope` receives hand out envelopes
+/// as they arrived, to be checked with [`PortReceiver::decode`] if wanted.
 pub struct PortReceiver<M> {
     engine: Arc<Engine>,
     port: PortId,
+    fingerprint: TypeFingerprint,
     queue: Arc<Queue<Envelope>>,
     _m: PhantomData<fn() -> M>,
 }
@@ -274,6 +478,7 @@ impl<M> PortReceiver<M> {
         PortReceiver {
             engine,
             port,
+            fingerprint: TypeFingerprint::of::<M>(),
             queue,
             _m: PhantomData,
         }
@@ -282,6 +487,11 @@ impl<M> PortReceiver<M> {
     /// The port's id.
     pub fn port_id(&self) -> &PortId {
         &self.port
+    }
+
+    /// The fingerprint of `M`: messages carrying another one are refused.
+    pub fn fingerprint(&self) -> TypeFingerprint {
+        self.fingerprint
     }
 
     /// Messages queued now.
@@ -294,12 +504,13 @@ impl<M> PortReceiver<M> {
         self.len() == 0
     }
 
-    /// Waits for the next envelope, undecoded (sender, headers and raw payload).
+    /// Waits for the next envelope, unchecked and undecoded (sender, headers and raw
+    /// payload).
     pub async fn recv_envelope(&mut self) -> Result<Envelope, RecvError> {
         std::future::poll_fn(|cx| self.poll_recv_envelope(cx)).await
     }
 
-    /// Polls for the next envelope, undecoded.
+    /// Polls for the next envelope, unchecked and undecoded.
     pub fn poll_recv_envelope(
         &mut self,
         cx: &mut Context<'_>,
@@ -307,7 +518,7 @@ impl<M> PortReceiver<M> {
         self.queue.poll_pop(cx).map(|e| e.ok_or(RecvError::Closed))
     }
 
-    /// The next envelope if one is queued.
+    /// The next envelope if one is queued, unchecked and undecoded.
     pub fn try_recv_envelope(&mut self) -> Result<Envelope, TryRecvError> {
         self.queue.try_pop().map_err(|e| match e {
             PopError::Empty => TryRecvError::Empty,
@@ -317,24 +528,30 @@ impl<M> PortReceiver<M> {
 }
 
 impl<M: DeserializeOwned> PortReceiver<M> {
-    /// Waits for the next message. A message that does not decode is reported as
-    /// [`RecvError::Decode`] and consumed; the port stays open.
+    /// Checks and decodes an envelope as this port does: its type header, if any, must be
+    /// `M`'s fingerprint, and the payload must be exactly one `M`.
+    pub fn decode(&self, env: &Envelope) -> Result<M, DecodeError> {
+        decode_checked(env, self.fingerprint)
+    }
+
+    /// Waits for the next message. A message of another type, or one that does not decode
+    /// strictly, is reported as [`RecvError::Decode`] and consumed; the port stays open.
     pub async fn recv(&mut self) -> Result<M, RecvError> {
         let env = self.recv_envelope().await?;
-        decode(&env.payload).map_err(RecvError::Decode)
+        self.decode(&env).map_err(RecvError::Decode)
     }
 
     /// Waits for the next message and returns it with its sender.
     pub async fn recv_from(&mut self) -> Result<(ActorId, M), RecvError> {
         let env = self.recv_envelope().await?;
-        let msg = decode(&env.payload).map_err(RecvError::Decode)?;
+        let msg = self.decode(&env).map_err(RecvError::Decode)?;
         Ok((env.sender, msg))
     }
 
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Result<M, TryRecvError> {
         let env = self.try_recv_envelope()?;
-        decode(&env.payload).map_err(TryRecvError::Decode)
+        self.decode(&env).map_err(TryRecvError::Decode)
     }
 }
 
@@ -346,7 +563,7 @@ impl<M> Drop for PortReceiver<M> {
 
 impl<M> fmt::Debug for PortReceiver<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PortReceiver({})", self.port)
+        write!(f, "PortReceiver({}, type {})", self.port, self.fingerprint)
     }
 }
 
@@ -365,14 +582,15 @@ impl<M> OncePortReceiver<M> {
         self.inner.port_id()
     }
 
-    /// Waits for the one envelope, undecoded.
+    /// Waits for the one envelope, unchecked and undecoded.
     pub async fn recv_envelope(mut self) -> Result<Envelope, RecvError> {
         self.inner.recv_envelope().await
     }
 }
 
 impl<M: DeserializeOwned> OncePortReceiver<M> {
-    /// Waits for the one message.
+    /// Waits for the one message; checked and decoded as by [`PortReceiver::recv`]. A refused
+    /// message spends the port like any other.
     pub async fn recv(mut self) -> Result<M, RecvError> {
         self.inner.recv().await
     }
@@ -404,8 +622,126 @@ impl Returned {
         &self.envelope.payload
     }
 
-    /// Decodes the payload as the message type it was sent as.
-    pub fn decode<M: DeserializeOwned>(&self) -> Result<M, postcard::Error> {
-        decode(&self.envelope.payload)
+    /// Decodes the message as the type it was sent as, checked and strict as by
+    /// [`decode_envelope`].
+    pub fn decode<M: DeserializeOwned>(&self) -> Result<M, DecodeError> {
+        decode_envelope(&self.envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use procwire_core::id::{ChannelAddr, ProcId};
+
+    use super::*;
+
+    fn port() -> PortId {
+        let name = |s| Name::new(s).expect("a name");
+        ProcId::new(ChannelAddr::Local(1), name("p"))
+            .actor(name("svc"), 0)
+            .port(1024)
+    }
+
+    fn envelope<M: Serialize>(msg: &M, header: Option<TypeFingerprint>) -> Envelope {
+        let dest = port();
+        let mut env = Envelope::new(dest.actor().clone(), dest, encode(msg).expect("encodes"));
+        env.headers.extend(header.map(TypeFingerprint::header));
+        env
+    }
+
+    #[test]
+    fn fingerprints_are_fnv1a_of_the_type_name() {
+        // Published FNV-1a 64 test vectors.
+        assert_eq!(
+            TypeFingerprint::of_type_name("").get(),
+            0xcbf2_9ce4_8422_2325
+        );
+        assert_eq!(
+            TypeFingerprint::of_type_name("a").get(),
+            0xaf63_dc4c_8601_ec8c
+        );
+        assert_eq!(
+            TypeFingerprint::of::<Vec<u8>>(),
+            TypeFingerprint::of_type_name(core::any::type_name::<Vec<u8>>())
+        );
+        assert_ne!(
+            TypeFingerprint::of::<String>(),
+            TypeFingerprint::of::<Vec<u8>>()
+        );
+        assert_ne!(
+            TypeFingerprint::of::<(u64, u64, u64)>(),
+            TypeFingerprint::of::<Vec<u64>>()
+        );
+        assert_eq!(
+            TypeFingerprint::from_u64(0xab).to_string(),
+            "00000000000000ab"
+        );
+    }
+
+    #[test]
+    fn the_type_header_name_is_a_valid_name() {
+        assert_eq!(type_header_name().as_str(), TYPE_HEADER);
+    }
+
+    #[test]
+    fn decoding_is_strict() {
+        assert_eq!(
+            decode::<Vec<u8>>(&encode(&vec![1u8, 2]).unwrap()),
+            Ok(vec![1, 2])
+        );
+        let triple = encode(&(1u64, 2u64, 3u64)).unwrap();
+        assert_eq!(
+            decode::<Vec<u64>>(&triple),
+            Err(DecodeError::TrailingBytes { used: 2, len: 3 })
+        );
+        assert!(matches!(
+            decode::<u64>(&[0xff]),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_wrong_type_header_is_refused_before_decoding() {
+        let want = TypeFingerprint::of::<Vec<u8>>();
+        let found = TypeFingerprint::of::<String>();
+        // Postcard encodes both alike: only the header tells them apart.
+        let env = envelope(&"hello".to_string(), Some(found));
+        assert_eq!(
+            decode_envelope::<Vec<u8>>(&env),
+            Err(DecodeError::WrongType {
+                expected: want,
+                found
+            })
+        );
+        assert_eq!(decode_envelope::<String>(&env), Ok("hello".to_string()));
+        // Without a header (a raw send) only strict decoding applies.
+        let raw = envelope(&"hello".to_string(), None);
+        assert_eq!(decode_envelope::<Vec<u8>>(&raw), Ok(b"hello".to_vec()));
+        let mut bad = raw.clone();
+        bad.headers
+            .push((Name::new(TYPE_HEADER).unwrap(), Bytes::from_static(b"abc")));
+        assert_eq!(
+            decode_envelope::<String>(&bad),
+            Err(DecodeError::BadTypeHeader { len: 3 })
+        );
+    }
+
+    #[test]
+    fn port_refs_carry_their_type_through_serde() {
+        let r = PortRef::<Vec<u8>>::attest(port());
+        let bytes = postcard::to_allocvec(&r).unwrap();
+        let back: PortRef<Vec<u8>> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.fingerprint(), TypeFingerprint::of::<Vec<u8>>());
+        // The last 8 bytes are the fingerprint.
+        assert_eq!(
+            bytes[bytes.len() - 8..],
+            TypeFingerprint::of::<Vec<u8>>().get().to_le_bytes()
+        );
+        let err = postcard::from_bytes::<PortRef<String>>(&bytes).unwrap_err();
+        assert_eq!(err, postcard::Error::SerdeDeCustom);
+        let once: OncePortRef<Vec<u8>> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(once.port_id(), r.port_id());
+        assert!(postcard::from_bytes::<OncePortRef<u64>>(&bytes).is_err());
     }
 }

@@ -14,7 +14,7 @@
 //!     let proc = Proc::direct(ChannelTransport::Unix.any(), "root".to_string()).await?;
 //!     let (instance, _handle) = proc.instance("client")?;
 //!     let (port, mut rx) = instance.open_port::<String>();
-//!     port.bind().send(&instance, "hello".to_string()).await?;
+//!     port.port_ref().send(&instance, "hello".to_string()).await?;
 //!     assert_eq!(rx.recv().await?, "hello");
 //!     proc.shutdown().await;
 //!     Ok(())
@@ -42,6 +42,30 @@
 //!   comes back to its sender with an [`Undeliverable`] reason.
 //! * [`Proc::shutdown`] flushes or returns everything in flight, then stops every task;
 //!   [`Proc::kill`] stops at once, as a crash would.
+//!
+//! ## Errors
+//!
+//! Everything the API returns can be matched with names from this crate, including the
+//! registry's refusals inside [`ProcError::Registry`] and the reasons of returned messages.
+//! The error enums are `#[non_exhaustive]`: keep a wildcard arm.
+//!
+//! ```
+//! use procwire_smol::{ChannelTransport, Proc, ProcError, RegistryError};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let proc = Proc::direct(ChannelTransport::Local.any(), "root".to_string()).await?;
+//!     let (_svc, _handle) = proc.instance("svc")?;
+//!     match proc.instance("svc") {
+//!         Err(ProcError::Registry(RegistryError::Duplicate(name))) => {
+//!             assert_eq!(name.as_str(), "svc")
+//!         }
+//!         other => panic!("expected a duplicate root name, got {other:?}"),
+//!     }
+//!     proc.shutdown().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
 //!
 //! ## Actors
 //!

@@ -184,7 +184,7 @@ async fn root(args: &Args) -> Result<(), BoxError> {
         println!(
             "  peer          in this OS process (the local transport does not cross processes)"
         );
-        let report_to = ready_port.bind();
+        let report_to = ready_port.port_ref();
         in_process = Some(tokio::spawn(async move {
             peer(ChannelTransport::Local, report_to, "in-process").await
         }));
@@ -194,7 +194,7 @@ async fn root(args: &Args) -> Result<(), BoxError> {
             .arg("--transport")
             .arg(t.to_string())
             .arg("--peer")
-            .arg(ready_port.bind().to_string())
+            .arg(ready_port.port_ref().to_string())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
@@ -217,7 +217,7 @@ async fn root(args: &Args) -> Result<(), BoxError> {
     let ping = |seq| EchoMsg::Ping {
         seq,
         payload: payload.clone(),
-        reply_to: pong_port.bind(),
+        reply_to: pong_port.port_ref(),
     };
 
     // Round trips, one at a time.
@@ -276,7 +276,7 @@ async fn root(args: &Args) -> Result<(), BoxError> {
 
     // A once-port: ask the actor how many messages it handled.
     let (count_port, count_rx) = client.open_once_port::<u64>();
-    echo.send(&client, EchoMsg::Count(count_port.bind()))
+    echo.send(&client, EchoMsg::Count(count_port.port_ref()))
         .await?;
     let handled = tokio::time::timeout(Duration::from_secs(10), count_rx.recv())
         .await

@@ -12,7 +12,7 @@
 //! let proc = Proc::direct(ChannelTransport::Unix.any(), "root".to_string()).await?;
 //! let (instance, _handle) = proc.instance("client")?;
 //! let (port, mut rx) = instance.open_port::<String>();
-//! port.bind().send(&instance, "hello".to_string()).await?;
+//! port.port_ref().send(&instance, "hello".to_string()).await?;
 //! assert_eq!(rx.recv().await?, "hello");
 //! proc.shutdown().await;
 //! # Ok(()) }
@@ -34,6 +34,32 @@
 //!   [`SendError::TooLarge`]. Anything accepted is delivered exactly once and in order, or
 //!   comes back to its sender with an [`Undeliverable`] reason.
 //! * [`Proc::shutdown`] flushes or returns everything in flight, then stops every task.
+//!
+//! ## Errors
+//!
+//! Everything the API returns can be matched with names from this crate, including the
+//! registry's refusals inside [`ProcError::Registry`] and the reasons of returned messages.
+//! The error enums are `#[non_exhaustive]`: keep a wildcard arm.
+//!
+//! ```no_run
+//! use procwire_tokio::{ChannelTransport, DecodeError, Proc, ProcError, RecvError, RegistryError};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let proc = Proc::direct(ChannelTransport::Local.any(), "root".to_string()).await?;
+//! let (svc, _handle) = proc.instance("svc")?;
+//! match proc.instance("svc") {
+//!     Err(ProcError::Registry(RegistryError::Duplicate(name))) => assert_eq!(name.as_str(), "svc"),
+//!     other => panic!("expected a duplicate root name, got {other:?}"),
+//! }
+//! let (_port, mut rx) = svc.open_port::<Vec<u8>>();
+//! match rx.recv().await {
+//!     Ok(bytes) => println!("{} bytes", bytes.len()),
+//!     Err(RecvError::Decode(DecodeError::WrongType { found, .. })) => {
+//!         println!("refused a message of type {found}")
+//!     }
+//!     Err(e) => println!("{e}"),
+//! }
+//! # Ok(()) }
+//! ```
 //!
 //! ## Actors
 //!

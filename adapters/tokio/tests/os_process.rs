@@ -91,7 +91,7 @@ async fn two_os_processes(t: ChannelTransport) {
         .expect("root");
     let (client, _) = root.instance("client").expect("client");
     let (ready_port, mut ready_rx) = client.open_port::<Ready>();
-    let mut child = start_peer(&t.any(), "eager", &ready_port.bind());
+    let mut child = start_peer(&t.any(), "eager", &ready_port.port_ref());
     let ready = within(30, "peer ready", ready_rx.recv())
         .await
         .expect("ready");
@@ -107,7 +107,7 @@ async fn two_os_processes(t: ChannelTransport) {
             let msg = EchoMsg::Ping {
                 seq,
                 payload: vec![seq as u8; len],
-                reply_to: pong_port.bind(),
+                reply_to: pong_port.port_ref(),
             };
             ready.echo.send(&client, msg).await.expect("ping");
             let pong = pongs.recv().await.expect("pong");
@@ -121,7 +121,7 @@ async fn two_os_processes(t: ChannelTransport) {
             let msg = EchoMsg::Ping {
                 seq,
                 payload: vec![1; 32],
-                reply_to: pong_port.bind(),
+                reply_to: pong_port.port_ref(),
             };
             ready.echo.send(&client, msg).await.expect("ping");
         }
@@ -149,7 +149,7 @@ async fn killed_peer_process_restarts_on_same_address(t: ChannelTransport) {
     let addr = fixed_addr(t);
 
     // The first peer takes the pings but never acknowledges them.
-    let mut first = start_peer(&addr, "lazy", &ready_port.bind());
+    let mut first = start_peer(&addr, "lazy", &ready_port.port_ref());
     let ready = within(30, "first peer ready", ready_rx.recv())
         .await
         .expect("ready");
@@ -158,7 +158,7 @@ async fn killed_peer_process_restarts_on_same_address(t: ChannelTransport) {
         let msg = EchoMsg::Ping {
             seq,
             payload: vec![],
-            reply_to: pong_port.bind(),
+            reply_to: pong_port.port_ref(),
         };
         ready.echo.send(&client, msg).await.expect("ping");
         assert_eq!(
@@ -173,7 +173,7 @@ async fn killed_peer_process_restarts_on_same_address(t: ChannelTransport) {
         .await
         .expect("wait");
     assert!(!status.success());
-    let mut second = start_peer(&addr, "eager", &ready_port.bind());
+    let mut second = start_peer(&addr, "eager", &ready_port.port_ref());
     let ready2 = within(30, "second peer ready", ready_rx.recv())
         .await
         .expect("ready");
@@ -200,7 +200,7 @@ async fn killed_peer_process_restarts_on_same_address(t: ChannelTransport) {
     let msg = EchoMsg::Ping {
         seq: 42,
         payload: vec![],
-        reply_to: pong_port.bind(),
+        reply_to: pong_port.port_ref(),
     };
     ready.echo.send(&client, msg).await.expect("ping new peer");
     assert_eq!(
