@@ -54,6 +54,16 @@ pub struct ProcOptions {
     /// How many undeliverable returns an identity keeps before further ones are dropped
     /// (counted in `Proc::returns_dropped` and logged).
     pub returned_queue_len: usize,
+    /// Permission bits of the socket file of a `unix:/path` address, set whatever the
+    /// process umask is. The default, `0o600`, lets only the owner (and root) connect;
+    /// widen it (say `0o660` with a shared group) for other local users. Bits beyond
+    /// `0o777` are refused at bind.
+    ///
+    /// Abstract names (`unix:@name`, and what `ChannelTransport::Unix.any()` binds) have
+    /// no file and no permissions: any local user in the same network namespace can
+    /// connect to them. Where that matters, bind a path in a directory only the intended
+    /// users can reach (and, once procwire has them, configure a shared-secret cookie).
+    pub unix_mode: u32,
 }
 
 impl Default for ProcOptions {
@@ -62,6 +72,7 @@ impl Default for ProcOptions {
             core: Config::default(),
             shutdown_timeout: Duration::from_secs(10),
             returned_queue_len: 65_536,
+            unix_mode: net::DEFAULT_UNIX_MODE,
         }
     }
 }
@@ -256,7 +267,7 @@ impl<R: Runtime> HostedProc<R> {
         options: ProcOptions,
     ) -> Result<Self, ProcError> {
         let name = Name::new(&name).map_err(ProcError::BadName)?;
-        let bound = net::bind(&addr).map_err(|source| ProcError::Bind {
+        let bound = net::bind(&addr, options.unix_mode).map_err(|source| ProcError::Bind {
             addr: addr.clone(),
             source,
         })?;
