@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use procwire_smol::{
     Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, OncePortRef, PortRef,
-    ProcError, ProcId, ProcOptions, ShutdownReport, Stats, UnixAddr,
+    ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats, UnixAddr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,8 @@ pub trait TestProc: Clone + Send + Sync + 'static {
     fn stats(&self) -> Stats;
     /// `Proc::connection_count`.
     fn connection_count(&self) -> usize;
+    /// `Proc::refusals`.
+    fn refusals(&self) -> Refusals;
     /// `Proc::shutdown`.
     fn shutdown(&self) -> impl Future<Output = ShutdownReport> + Send;
     /// `Proc::kill`.

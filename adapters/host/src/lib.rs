@@ -59,6 +59,8 @@ mod local;
 mod net;
 mod pipe;
 mod proc;
+mod refusals;
+mod refuse_watch;
 mod runtime;
 mod sync;
 mod tasks;
@@ -69,6 +71,7 @@ pub use error::{ActorError, ProcError, RecvError, SendError, TryRecvError};
 pub use instance::{ActorHandle, ActorStatus, Instance};
 pub use net::unix_socket_path;
 pub use proc::{random_u64, sleep, timeout, HostedProc, ProcOptions, ShutdownReport};
+pub use refusals::{RefusalReason, Refusals};
 pub use runtime::{BoxFuture, Connection, Reader, Runtime, StdListener, Timer, Writer};
 pub use typed::{
     decode, encode, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle, PortReceiver,
@@ -88,8 +91,8 @@ pub mod api {
     pub use crate::{
         decode, encode, Actor, ActorError, ActorHandle, ActorStatus, Context, Instance,
         OncePortHandle, OncePortReceiver, OncePortRef, PortHandle, PortReceiver, PortRef,
-        ProcError, ProcOptions, RecvError, Returned, SendError, ShutdownReport, TryRecvError,
-        ACTOR_PORT,
+        ProcError, ProcOptions, RecvError, RefusalReason, Refusals, Returned, SendError,
+        ShutdownReport, TryRecvError, ACTOR_PORT,
     };
 
     pub use procwire_core;
