@@ -21,6 +21,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod adapters;
+pub mod hostile;
 pub mod proxy;
 pub mod scenarios;
 
