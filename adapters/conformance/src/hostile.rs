@@ -495,3 +495,23 @@ pub async fn connect_close_cycles<A: Adapter>(x: &A, t: ChannelTransport, n: usi
     })
     .await;
 }
+
+/// A hello header announcing a body far over the largest valid hello (but within the
+/// message limit) must be refused at once, before any body byte is buffered (design §5:
+/// before the handshake the limit is the largest valid hello). Today core buffers it until
+/// the handshake deadline closes the connection.
+pub async fn oversized_hello_is_refused_at_once<A: Adapter>(x: &A, t: ChannelTransport) {
+    init_logging();
+    let b = x
+        .start(raw_reachable(t), "b", hostile_options())
+        .await
+        .expect("b");
+    let bad = BadConn::frame_of_len(MAX_FRAME);
+    let took = run_bad_conn(b.addr(), &bad).await;
+    let r = b.refusals();
+    b.shutdown().await;
+    assert!(
+        took < HANDSHAKE_DEADLINE / 2 && r.get(RefusalReason::FrameTooLarge) == 1,
+        "a {MAX_FRAME}-byte hello header was closed after {took:?}; counts: {r}"
+    );
+}
