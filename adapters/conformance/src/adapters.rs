@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 
 use async_executor::Executor;
 use procwire_smol::{
-    Actor, ActorHandle, ChannelAddr, Instance, PortRef, ProcError, ProcId, ProcOptions,
+    Actor, ActorHandle, ChannelAddr, Instance, PortRef, ProcError, ProcId, ProcOptions, Refusals,
     ShutdownReport, Stats,
 };
 
@@ -39,6 +39,9 @@ macro_rules! test_proc {
             }
             fn connection_count(&self) -> usize {
                 <$proc>::connection_count(self)
+            }
+            fn refusals(&self) -> Refusals {
+                <$proc>::refusals(self)
             }
             fn shutdown(&self) -> impl Future<Output = ShutdownReport> + Send {
                 <$proc>::shutdown(self)

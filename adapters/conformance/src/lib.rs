@@ -14,6 +14,12 @@
 //! * `tests/faults.rs`: connections cut mid-stream by the fault-injecting [`proxy`] (a tokio
 //!   one; tokio is a dependency of this test crate only, never of procwire-smol), between
 //!   procs of each adapter and across them, over TCP and Unix sockets.
+//! * `tests/hostile.rs`: raw connections that misbehave ([`hostile`]: garbage, HTTP, bad
+//!   preambles, over-limit frames, hellos for another proc, silent connections by the
+//!   hundred, connect/close storms) against procs of each adapter over Unix socket files and
+//!   TCP, each while a legitimate session keeps delivering in order.
+//! * `tests/unix_mode.rs`: socket files are owner-only whatever the umask, or the mode asked
+//!   for (the test process runs with umask 000).
 //!
 //! Every scenario takes the two procs' adapters separately, so the same code checks one
 //! adapter against itself and the two against each other. Timeouts and sleeps use async-io
@@ -21,6 +27,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod adapters;
+pub mod hostile;
 pub mod proxy;
 pub mod scenarios;
 
@@ -31,7 +38,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use procwire_smol::{
     Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, OncePortRef, PortRef,
-    ProcError, ProcId, ProcOptions, ShutdownReport, Stats, UnixAddr,
+    ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats, UnixAddr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +66,8 @@ pub trait TestProc: Clone + Send + Sync + 'static {
     fn stats(&self) -> Stats;
     /// `Proc::connection_count`.
     fn connection_count(&self) -> usize;
+    /// `Proc::refusals`.
+    fn refusals(&self) -> Refusals;
     /// `Proc::shutdown`.
     fn shutdown(&self) -> impl Future<Output = ShutdownReport> + Send;
     /// `Proc::kill`.

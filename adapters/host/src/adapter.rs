@@ -105,6 +105,14 @@ macro_rules! adapter_proc {
                 self.inner.returns_dropped()
             }
 
+            /// Inbound connections refused or closed for misbehaving since the proc started,
+            /// per reason (see [`Refusals`](crate::Refusals)). They are logged at most once per
+            /// [`ProcOptions::refusal_log_interval`](crate::ProcOptions::refusal_log_interval)
+            /// per reason.
+            pub fn refusals(&self) -> $crate::Refusals {
+                self.inner.refusals()
+            }
+
             /// Connections open or being dialed now.
             pub fn connection_count(&self) -> usize {
                 self.inner.connection_count()

@@ -49,6 +49,8 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn dial(&self, engine: &Arc<Engine>, conn: ConnId, addr: ChannelAddr, ctl: Arc<ConnCtl>);
     /// The machine's next deadline moved earlier: the timer task must re-read it.
     fn rearm_timer(&self);
+    /// Core closed `conn` because of `error` (the driver counts and logs it).
+    fn connection_failed(&self, conn: ConnId, error: &procwire_core::proc::ConnError);
 }
 
 /// A command for a connection's writer task.
@@ -291,9 +293,7 @@ impl Engine {
             Event::PeerRestarted { peer } => {
                 tracing::warn!(proc = %self.id, %peer, "peer restarted; its in-flight messages come back");
             }
-            Event::ConnectionFailed { conn, error } => {
-                tracing::info!(proc = %self.id, %conn, %error, "connection failed");
-            }
+            Event::ConnectionFailed { conn, error } => self.rt.connection_failed(conn, &error),
             Event::ReturnDropped {
                 sender,
                 dest,

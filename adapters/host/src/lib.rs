@@ -18,7 +18,8 @@
 //!   (mutate → drain outputs → re-arm the single timer from `poll_timeout`), so sends report
 //!   `TooLarge`/`WouldBlock` synchronously and no message pays for an extra task hop.
 //! * [`HostedProc`]: binding (std sockets, then [`Runtime::listen`]; random Linux abstract
-//!   names for `unix:@`, stale socket files replaced and removed at the end), the listener
+//!   names for `unix:@`; socket files owner-only by default, see
+//!   [`ProcOptions::unix_mode`], stale ones replaced and removed at the end), the listener
 //!   loop, dial-on-demand bounded by core's `connect_timeout`, per-connection reader and
 //!   writer tasks (the writer gathers up to 64 queued buffers into one vectored write), the
 //!   proc's one timer, task bookkeeping (tasks are counted, and aborted by waking them and
@@ -95,6 +96,16 @@
 //! The alternative, a trait every message type implements with a chosen identifier, would
 //! be stable across refactorings but needs an impl (or a derive) for every message type,
 //! including `String`, tuples and other std types; the hash needs nothing from the user.
+//! ## Who can connect
+//!
+//! Socket files of `unix:/path` addresses are created owner-only (`0o600`) whatever the
+//! umask; [`ProcOptions::unix_mode`] widens them. Abstract names (`unix:@name`, the default
+//! of `ChannelTransport::Unix.any()`) have no permissions at all: any local user in the
+//! same network namespace can connect, as anyone who can route to a TCP address can. Where
+//! that matters, use a socket file in a directory only the intended users can reach (a
+//! shared-secret cookie is planned). Inbound connections that fail or are refused before or
+//! during the handshake are counted per reason ([`HostedProc::refusals`]) and logged at
+//! most once per [`ProcOptions::refusal_log_interval`] per reason.
 //!
 //! Logs go through `tracing`, with a `proc` span around every task of a proc, `conn` spans
 //! per connection, and `actor` spans per actor.
@@ -114,6 +125,8 @@ mod local;
 mod net;
 mod pipe;
 mod proc;
+mod refusals;
+mod refuse_watch;
 mod runtime;
 mod sync;
 mod tasks;
@@ -124,6 +137,7 @@ pub use error::{ActorError, DecodeError, ProcError, RecvError, SendError, TryRec
 pub use instance::{ActorHandle, ActorStatus, Instance};
 pub use net::unix_socket_path;
 pub use proc::{random_u64, sleep, timeout, HostedProc, ProcOptions, ShutdownReport};
+pub use refusals::{RefusalReason, Refusals};
 pub use runtime::{BoxFuture, Connection, Reader, Runtime, StdListener, Timer, Writer};
 pub use typed::{
     decode, decode_envelope, encode, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
@@ -151,8 +165,9 @@ pub mod api {
     pub use crate::{
         decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus, Context,
         DecodeError, Instance, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
-        PortReceiver, PortRef, ProcError, ProcOptions, RecvError, Returned, SendError,
-        ShutdownReport, TryRecvError, TypeFingerprint, ACTOR_PORT, TYPE_HEADER,
+        PortReceiver, PortRef, ProcError, ProcOptions, RecvError, RefusalReason, Refusals,
+        Returned, SendError, ShutdownReport, TryRecvError, TypeFingerprint, ACTOR_PORT,
+        TYPE_HEADER,
     };
 
     pub use procwire_core;

@@ -8,9 +8,9 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -19,6 +19,7 @@ use bytes::{Buf, Bytes};
 use futures_io::{AsyncRead, AsyncWrite};
 use procwire_core::id::{ChannelAddr, UnixAddr};
 use procwire_core::proc::ConnId;
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::engine::{ConnCtl, Engine, WriteCmd};
 use crate::local::LocalListener;
@@ -28,6 +29,10 @@ use crate::runtime::{Reader, StdListener, Writer};
 const READ_BUF: usize = 64 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
+/// Listen backlog of Unix path sockets (the kernel caps it at `net.core.somaxconn`).
+const UNIX_BACKLOG: i32 = 1024;
+/// The default mode of a Unix socket file: owner read and write only.
+pub(crate) const DEFAULT_UNIX_MODE: u32 = 0o600;
 
 /// The path to connect to for a Unix address: the socket file's path, or for a Linux
 /// abstract name the name behind a NUL byte (the form tokio/mio and async-io accept).
@@ -86,8 +91,29 @@ fn bind_abstract(name: &str) -> io::Result<UnixListener> {
     UnixListener::bind_addr(&UnixSocketAddr::from_abstract_name(name.as_bytes())?)
 }
 
-/// Binds `addr`; an `any()` address gets a free concrete one.
-pub(crate) fn bind(addr: &ChannelAddr) -> io::Result<Bound> {
+/// Binds a socket file at `path` with permission bits `mode`, whatever the umask. The mode
+/// is set after `bind` and before `listen`: until then a connect is refused, so nobody can
+/// get in through the wider mode the umask may have given the file.
+fn bind_path(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    if mode & !0o777 != 0 {
+        return Err(invalid(format!(
+            "Unix socket mode {mode:#o} has bits beyond 0o777"
+        )));
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    let ready = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| socket.listen(UNIX_BACKLOG));
+    if let Err(e) = ready {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(UnixListener::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// Binds `addr`; an `any()` address gets a free concrete one. A socket file gets the
+/// permission bits `unix_mode`.
+pub(crate) fn bind(addr: &ChannelAddr, unix_mode: u32) -> io::Result<Bound> {
     match addr {
         ChannelAddr::Tcp(sa) => {
             // std sets SO_REUSEADDR, so a restarted proc can take its port back at once.
@@ -134,13 +160,13 @@ pub(crate) fn bind(addr: &ChannelAddr) -> io::Result<Bound> {
                 return Err(invalid("empty Unix socket path".to_string()));
             }
             let path = PathBuf::from(p.as_str());
-            let l = match UnixListener::bind(&path) {
+            let l = match bind_path(&path, unix_mode) {
                 Ok(l) => l,
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale(&path) => {
                     // A socket file left by a proc that is gone: nobody accepts on it.
                     tracing::debug!(path = %path.display(), "removing a stale socket file");
                     std::fs::remove_file(&path)?;
-                    UnixListener::bind(&path)?
+                    bind_path(&path, unix_mode)?
                 }
                 Err(e) => return Err(e),
             };
@@ -296,4 +322,52 @@ pub(crate) async fn writer_task(
     let _ = poll_fn(|cx| Pin::new(&mut w).poll_flush(cx)).await;
     let _ = poll_fn(|cx| Pin::new(&mut w).poll_close(cx)).await;
     tracing::debug!("connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_socket(tag: &str) -> (PathBuf, ChannelAddr) {
+        let path = std::env::temp_dir().join(format!(
+            "procwire-host-mode-{tag}-{}-{:x}.sock",
+            std::process::id(),
+            crate::proc::random_u64()
+        ));
+        let addr = ChannelAddr::Unix(UnixAddr::path(path.to_str().expect("utf-8")).expect("fits"));
+        (path, addr)
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).expect("socket file").mode() & 0o7777
+    }
+
+    #[test]
+    fn socket_files_get_the_mode_asked_for_and_still_accept() {
+        for mode in [DEFAULT_UNIX_MODE, 0o660, 0o666] {
+            let (path, addr) = temp_socket("ok");
+            let bound = bind(&addr, mode).expect("bind");
+            assert_eq!(mode_of(&path), mode, "mode of {}", path.display());
+            std::os::unix::net::UnixStream::connect(&path).expect("the listener accepts");
+            bound.file.expect("a socket file").remove();
+            assert!(!path.exists());
+        }
+    }
+
+    #[test]
+    fn a_mode_beyond_permission_bits_is_refused_and_leaves_no_file() {
+        let (path, addr) = temp_socket("bad");
+        let err = bind(&addr, 0o4777).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_stale_socket_file_is_replaced_with_the_mode_asked_for() {
+        let (path, addr) = temp_socket("stale");
+        drop(UnixListener::bind(&path).expect("a listener that goes away"));
+        let bound = bind(&addr, 0o640).expect("bind over the stale file");
+        assert_eq!(mode_of(&path), 0o640);
+        bound.file.expect("a socket file").remove();
+    }
 }

@@ -3,6 +3,7 @@
 //! wrappers around it.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
 use std::future::{poll_fn, Future};
 use std::hash::{BuildHasher, Hasher};
 use std::pin::pin;
@@ -12,7 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use procwire_core::id::{ChannelAddr, Name, ProcId};
-use procwire_core::proc::{Config, ConnId, Proc as CoreProc, Stats};
+use procwire_core::proc::{Config, ConnError, ConnId, Proc as CoreProc, Stats};
 use procwire_core::time::Instant;
 use tracing::{Instrument, Span};
 
@@ -22,6 +23,8 @@ use crate::error::ProcError;
 use crate::instance::{ActorHandle, Instance};
 use crate::local;
 use crate::net::{self, BoundListener, SocketFile};
+use crate::refusals::{LogLine, RefusalLog, RefusalReason, Refusals};
+use crate::refuse_watch::{counted_refusal, RefuseWatch};
 use crate::runtime::{BoxFuture, Connection, Runtime, Timer};
 use crate::sync::{lock, Signal};
 use crate::tasks::TaskSet;
@@ -54,6 +57,22 @@ pub struct ProcOptions {
     /// How many undeliverable returns an identity keeps before further ones are dropped
     /// (counted in `Proc::returns_dropped` and logged).
     pub returned_queue_len: usize,
+    /// Permission bits of the socket file of a `unix:/path` address, set whatever the
+    /// process umask is. The default, `0o600`, lets only the owner (and root) connect;
+    /// widen it (say `0o660` with a shared group) for other local users. Bits beyond
+    /// `0o777` are refused at bind.
+    ///
+    /// Abstract names (`unix:@name`, and what `ChannelTransport::Unix.any()` binds) have
+    /// no file and no permissions: any local user in the same network namespace can
+    /// connect to them. Where that matters, bind a path in a directory only the intended
+    /// users can reach (and, once procwire has them, configure a shared-secret cookie).
+    pub unix_mode: u32,
+    /// Inbound connections refused or closed for misbehaving are counted per reason
+    /// (`Proc::refusals`) and logged at most once per this interval per reason, with the
+    /// count since the previous line (the first of a reason is logged at once; what is
+    /// pending when the proc stops is logged then). Each connection's details are at
+    /// `debug` level.
+    pub refusal_log_interval: Duration,
 }
 
 impl Default for ProcOptions {
@@ -62,6 +81,8 @@ impl Default for ProcOptions {
             core: Config::default(),
             shutdown_timeout: Duration::from_secs(10),
             returned_queue_len: 65_536,
+            unix_mode: net::DEFAULT_UNIX_MODE,
+            refusal_log_interval: Duration::from_secs(10),
         }
     }
 }
@@ -106,6 +127,10 @@ struct Driver<R: Runtime> {
     timer: Signal,
     span: Span,
     connect_timeout: Duration,
+    /// Counts and rate-limits the log of refused inbound connections.
+    refusals: Mutex<RefusalLog>,
+    /// Connections this proc dialed (their failures are not inbound refusals).
+    dialed: Arc<Mutex<HashSet<ConnId>>>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -141,6 +166,34 @@ impl<R: Runtime> Driver<R> {
         self.tasks.abort_all();
         self.services.abort_all();
     }
+
+    /// Counts an inbound connection refused or closed for `reason`; logs what is due.
+    fn refused(&self, reason: RefusalReason) {
+        let lines = lock(&self.refusals).record(self.rt.now(), reason);
+        self.log_refusals(&lines);
+    }
+
+    /// Logs the refusals still pending (when the proc stops).
+    fn flush_refusals(&self) {
+        let lines = lock(&self.refusals).flush(self.rt.now());
+        self.log_refusals(&lines);
+    }
+
+    fn log_refusals(&self, lines: &[LogLine]) {
+        if lines.is_empty() {
+            return;
+        }
+        self.span.in_scope(|| {
+            for l in lines {
+                tracing::info!(
+                    reason = %l.reason,
+                    count = l.count,
+                    total = l.total,
+                    "refused inbound connections (count since the last line for this reason)"
+                );
+            }
+        });
+    }
 }
 
 impl<R: Runtime> Hooks for Driver<R> {
@@ -158,28 +211,11 @@ impl<R: Runtime> Hooks for Driver<R> {
         let engine = engine.clone();
         let limit = self.connect_timeout;
         let rt = self.rt.clone();
+        lock(&self.dialed).insert(conn);
+        let dialed = self.dialed.clone();
         let fut = async move {
-            let stream = match timeout(&rt, limit, connect(&rt, &addr)).await {
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "dial failed");
-                    engine.closed(conn);
-                    return;
-                }
-                None => {
-                    tracing::debug!(limit = ?limit, "dial timed out");
-                    engine.closed(conn);
-                    return;
-                }
-            };
-            if !engine.connected(conn) {
-                return;
-            }
-            tracing::debug!("connected");
-            let reader = net::reader_task(engine.clone(), conn, stream.reader, ctl.clone())
-                .instrument(Span::current());
-            engine.runtime().spawn(Box::pin(reader));
-            net::writer_task(engine, conn, stream.writer, ctl).await;
+            dial_conn(rt, engine, conn, addr, ctl, limit).await;
+            lock(&dialed).remove(&conn);
         };
         self.spawn_in(&self.tasks, Box::pin(fut.instrument(span)));
     }
@@ -187,6 +223,47 @@ impl<R: Runtime> Hooks for Driver<R> {
     fn rearm_timer(&self) {
         self.timer.notify();
     }
+
+    fn connection_failed(&self, conn: ConnId, error: &ConnError) {
+        if lock(&self.dialed).contains(&conn) {
+            tracing::info!(%conn, %error, "connection failed");
+            return;
+        }
+        tracing::debug!(%conn, %error, "inbound connection failed");
+        self.refused(RefusalReason::from_conn_error(error));
+    }
+}
+
+/// Connects `conn` to `addr` within `limit`, then runs its reader and writer.
+async fn dial_conn<R: Runtime>(
+    rt: R,
+    engine: Arc<Engine>,
+    conn: ConnId,
+    addr: ChannelAddr,
+    ctl: Arc<ConnCtl>,
+    limit: Duration,
+) {
+    let stream = match timeout(&rt, limit, connect(&rt, &addr)).await {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "dial failed");
+            engine.closed(conn);
+            return;
+        }
+        None => {
+            tracing::debug!(limit = ?limit, "dial timed out");
+            engine.closed(conn);
+            return;
+        }
+    };
+    if !engine.connected(conn) {
+        return;
+    }
+    tracing::debug!("connected");
+    let reader = net::reader_task(engine.clone(), conn, stream.reader, ctl.clone())
+        .instrument(Span::current());
+    engine.runtime().spawn(Box::pin(reader));
+    net::writer_task(engine, conn, stream.writer, ctl).await;
 }
 
 /// Connects to `addr` on any transport.
@@ -256,7 +333,7 @@ impl<R: Runtime> HostedProc<R> {
         options: ProcOptions,
     ) -> Result<Self, ProcError> {
         let name = Name::new(&name).map_err(ProcError::BadName)?;
-        let bound = net::bind(&addr).map_err(|source| ProcError::Bind {
+        let bound = net::bind(&addr, options.unix_mode).map_err(|source| ProcError::Bind {
             addr: addr.clone(),
             source,
         })?;
@@ -278,6 +355,8 @@ impl<R: Runtime> HostedProc<R> {
             timer: Signal::new(),
             span,
             connect_timeout: options.core.connect_timeout.into(),
+            refusals: Mutex::new(RefusalLog::new(options.refusal_log_interval.into())),
+            dialed: Arc::new(Mutex::new(HashSet::new())),
         });
         let engine = Engine::new(core, driver.clone(), options.returned_queue_len);
         driver.spawn_service(Box::pin(listen(engine.clone(), driver.clone(), listener)));
@@ -361,6 +440,13 @@ impl<R: Runtime> HostedProc<R> {
         self.inner.engine.connection_count()
     }
 
+    /// Inbound connections refused or closed for misbehaving since the proc started, per
+    /// reason (bad bytes, wrong version, over-limit frame, a hello for another proc, no
+    /// handshake within `connect_timeout`, ...).
+    pub fn refusals(&self) -> Refusals {
+        lock(&self.inner.driver.refusals).counts()
+    }
+
     /// Tasks of this proc (listener, timer, connections, actors) that have not ended yet.
     pub fn task_count(&self) -> usize {
         self.inner.driver.tasks.live() + self.inner.driver.services.live()
@@ -388,6 +474,7 @@ impl<R: Runtime> HostedProc<R> {
             inner.engine.stop();
             let aborted_tasks = inner.driver.join_tasks(inner.shutdown_timeout).await;
             inner.remove_file();
+            inner.driver.flush_refusals();
             tracing::info!(drained, aborted_tasks, "shut down");
             ShutdownReport {
                 drained,
@@ -407,6 +494,7 @@ impl<R: Runtime> HostedProc<R> {
         inner.driver.tasks.idle().await;
         inner.engine.stop();
         inner.remove_file();
+        inner.driver.flush_refusals();
         inner.driver.span.in_scope(|| tracing::info!("killed"));
     }
 }
@@ -442,6 +530,16 @@ async fn listen<R: Runtime>(
                     parent: &driver.span, "conn", %conn, dir = "in", peer = %stream.peer
                 );
                 span.in_scope(|| tracing::debug!("accepted"));
+                let watcher = driver.clone();
+                let writer = RefuseWatch::wrap(
+                    stream.writer,
+                    Box::new(move |reason| {
+                        tracing::debug!(%reason, "session refused");
+                        if let Some(r) = counted_refusal(reason) {
+                            watcher.refused(r);
+                        }
+                    }),
+                );
                 driver.spawn_in(
                     &driver.tasks,
                     Box::pin(
@@ -451,9 +549,7 @@ async fn listen<R: Runtime>(
                 );
                 driver.spawn_in(
                     &driver.tasks,
-                    Box::pin(
-                        net::writer_task(engine.clone(), conn, stream.writer, ctl).instrument(span),
-                    ),
+                    Box::pin(net::writer_task(engine.clone(), conn, writer, ctl).instrument(span)),
                 );
             }
             Err(e) => {

@@ -135,6 +135,22 @@
 //!   connections are in-memory pipes carrying exactly the same bytes as sockets; the table
 //!   of local listeners is shared with procwire-tokio, so a smol proc and a tokio proc in
 //!   one process reach each other over `local` as well as over sockets.
+//!
+//! ## Who can connect
+//!
+//! * A `unix:/path` socket file is created with mode `0o600` (owner only) whatever the
+//!   process umask; [`ProcOptions::unix_mode`] widens it (say `0o660` for a group). The mode
+//!   is set before the socket listens, so no connection slips in first.
+//! * An abstract name (`unix:@name`, and what `ChannelTransport::Unix.any()` binds) has no
+//!   file and no permissions: **any local user** in the same network namespace can connect.
+//!   A TCP address is reachable by whoever can route to it. Where that matters, serve on a
+//!   socket file in a directory only the intended users can reach (a shared-secret cookie
+//!   that authenticates links is planned, not there yet).
+//! * Whoever connects gets only as far as core's handshake allows: bad bytes, a wrong
+//!   version, an over-limit frame or a hello for another proc close that connection, and a
+//!   silent one is closed at `connect_timeout`. Such connections are counted per reason in
+//!   [`Proc::refusals`] and logged at most once per
+//!   [`ProcOptions::refusal_log_interval`] per reason, with the count since the last line.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 // Ids are fixed-capacity values (no allocation, cheap to clone), so errors that carry an id
