@@ -13,6 +13,12 @@
 //!   bytes written and read back through a std `UnixStream::pair()` in one thread.
 //! * [`wire`]: two procwire-tokio procs in one process on a current-thread runtime.
 //! * [`raw`]: the raw tokio `UnixStream` / `TcpStream` baselines for [`wire`].
+//! * [`core_mem`]: procwire-core alone, two procs wired in memory on one thread with a
+//!   fake clock, against a memcpy of the same wire bytes ([`core_mem::MemcpyTwin`]).
+//! * [`core_idle`]: the same busy link beside thousands of idle sessions, and the cost of
+//!   a timeout round as the number of sessions grows.
+//! * [`alloc_count`]: a counting global allocator for allocations per message.
+//! * [`json`]: the report's machine-readable rows.
 //!
 //! All transport scenarios run on one current-thread tokio runtime ([`runtime`]): one OS
 //! thread drives both ends, so no figure includes a cross-CPU wake-up.
@@ -20,7 +26,11 @@
 //! Each measuring function does a fixed amount of work and returns the time it took, which
 //! is what criterion's `iter_custom` wants and what the report takes medians of.
 
+pub mod alloc_count;
 pub mod codec;
+pub mod core_idle;
+pub mod core_mem;
+pub mod json;
 pub mod raw;
 pub mod wire;
 
