@@ -125,6 +125,23 @@ impl ProcwireBench {
         Ok(t.elapsed())
     }
 
+    /// `n` round trips like [`ProcwireBench::round_trips`], each one timed into `out` (for
+    /// percentiles).
+    pub async fn round_trip_times(
+        &mut self,
+        n: usize,
+        out: &mut Vec<Duration>,
+    ) -> Result<(), Error> {
+        for _ in 0..n {
+            let t = Instant::now();
+            self.echo.send(&self.client, &self.small).await?;
+            let back = self.reply_rx.recv().await?;
+            out.push(t.elapsed());
+            debug_assert_eq!(back.len(), SMALL);
+        }
+        Ok(())
+    }
+
     async fn pipelined_n(&mut self, n: usize) -> Result<(), Error> {
         let ProcwireBench {
             client,

@@ -27,6 +27,9 @@ fn transport_scenarios_complete_on_both_nets() {
         rt.block_on(async {
             let mut pw = ProcwireBench::new(net).await.unwrap();
             pw.round_trips(5).await.unwrap();
+            let mut times = Vec::new();
+            pw.round_trip_times(3, &mut times).await.unwrap();
+            assert_eq!(times.len(), 3);
             pw.pipelined(1).await.unwrap();
             pw.bulk(1).await.unwrap();
             pw.bulk_untyped(1).await.unwrap();
@@ -37,6 +40,8 @@ fn transport_scenarios_complete_on_both_nets() {
 
             let mut raw = RawBench::new(net).await.unwrap();
             raw.round_trips(5).await.unwrap();
+            raw.round_trip_times(3, &mut times).await.unwrap();
+            assert_eq!(times.len(), 6);
             raw.pipelined(1).await.unwrap();
             raw.bulk(1).await.unwrap();
         });
