@@ -47,6 +47,8 @@ pub struct IdleLine {
     pub setup_secs: f64,
     /// ns per message on the busy link with `k` idle sessions, and alone (same run).
     pub per_msg_ns: (f64, f64),
+    /// CPU time per message with `k` idle sessions / alone.
+    pub cpu_ratio: Option<f64>,
     /// Median wall time of one timeout round of the receiver, µs.
     pub round_us: f64,
     pub transmits_per_round: f64,
@@ -61,6 +63,7 @@ pub fn idle_lines(plan: &Plan, ks: &[usize]) -> Vec<IdleLine> {
         k: 0,
         setup_secs: 0.0,
         per_msg_ns: (f64::NAN, f64::NAN),
+        cpu_ratio: None,
         round_us: rounds.median().as_secs_f64() * 1e6,
         transmits_per_round: rounds.transmits_per_round(),
     }];
@@ -74,6 +77,7 @@ pub fn idle_lines(plan: &Plan, ks: &[usize]) -> Vec<IdleLine> {
             k,
             setup_secs,
             per_msg_ns: (cmp.0.wall * 1e9, cmp.1.wall * 1e9),
+            cpu_ratio: cmp.0.cpu.zip(cmp.1.cpu).map(|(p, r)| p / r),
             round_us: rounds.median().as_secs_f64() * 1e6,
             transmits_per_round: rounds.transmits_per_round(),
         });
@@ -91,9 +95,9 @@ pub fn print_idle(lines: &[IdleLine]) {
     );
     println!();
     println!(
-        "| idle sessions K | busy link, ns/msg with K idle | alone, ns/msg | with K / alone | B timeout round, median µs | transmits per round | setup s |"
+        "| idle sessions K | busy link, ns/msg with K idle | alone, ns/msg | with K / alone | CPU time, with K / alone | B timeout round, median µs | transmits per round | setup s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in lines {
         let (with, alone) = l.per_msg_ns;
         let fmt = |v: f64| {
@@ -104,16 +108,20 @@ pub fn print_idle(lines: &[IdleLine]) {
             }
         };
         let ratio = with / alone;
+        let times = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.2}×")
+            } else {
+                "–".to_string()
+            }
+        };
         println!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} |",
             l.k,
             fmt(with),
             fmt(alone),
-            if ratio.is_finite() {
-                format!("{ratio:.2}×")
-            } else {
-                "–".to_string()
-            },
+            times(ratio),
+            times(l.cpu_ratio.unwrap_or(f64::NAN)),
             l.round_us,
             l.transmits_per_round,
             l.setup_secs,
