@@ -4,7 +4,8 @@
 //! ```sh
 //! cargo run --release -p procwire-benches --bin report            # full run
 //! cargo run --release -p procwire-benches --bin report -- --quick # quick run
-//! cargo run --release -p procwire-benches --bin report -- --only unix   # codec, unix, tcp, core, idle
+//! cargo run --release -p procwire-benches --bin report -- --only unix
+//! #   --only: codec, unix, tcp (tokio), smol (or smol-unix, smol-tcp), core, idle
 //! cargo run --release -p procwire-benches --bin report -- --quick --json target/bench-report.json
 //! cargo run --release -p procwire-benches --bin report -- --only idle --idle 10,100,2000
 //! ```
@@ -18,7 +19,7 @@
 
 mod core_rows;
 mod measure;
-mod tokio_rows;
+mod transport_rows;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +35,16 @@ static ALLOC: CountingAlloc = CountingAlloc;
 /// Idle sessions of the many-idle table unless `--idle` says otherwise.
 const DEFAULT_IDLE: [usize; 3] = [10, 100, 2000];
 
-const PARTS: [&str; 5] = ["codec", "unix", "tcp", "core", "idle"];
+const PARTS: [&str; 8] = [
+    "codec",
+    "unix",
+    "tcp",
+    "core",
+    "idle",
+    "smol",
+    "smol-unix",
+    "smol-tcp",
+];
 
 fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
@@ -80,8 +90,8 @@ fn today() -> String {
 
 fn usage(why: &str) -> ! {
     eprintln!(
-        "usage: report [--quick] [--only codec|unix|tcp|core|idle]... [--json PATH] \
-         [--idle K,K,...]   ({why})"
+        "usage: report [--quick] [--only codec|unix|tcp|core|idle|smol|smol-unix|smol-tcp]... \
+         [--json PATH] [--idle K,K,...]   ({why})"
     );
     std::process::exit(2);
 }
@@ -106,7 +116,7 @@ fn parse_args() -> Args {
             "--quick" => a.quick = true,
             "--only" => match args.next() {
                 Some(part) if PARTS.contains(&part.as_str()) => a.only.push(part),
-                _ => usage("--only takes codec, unix, tcp, core or idle"),
+                _ => usage(&format!("--only takes one of {}", PARTS.join(", "))),
             },
             "--json" => match args.next() {
                 Some(path) => a.json = Some(path),
@@ -182,11 +192,16 @@ fn main() -> Result<(), Error> {
         core_rows::core_row(plan, &mut rows, &mut notes);
     }
     if wanted("codec") {
-        tokio_rows::codec_rows(plan, &mut rows, &mut notes)?;
+        transport_rows::codec_rows(plan, &mut rows, &mut notes)?;
     }
     for net in Net::ALL {
         if wanted(&net.to_string()) {
-            tokio_rows::transport_rows(plan, net, &mut rows, &mut notes)?;
+            transport_rows::tokio_rows(plan, net, &mut rows, &mut notes)?;
+        }
+    }
+    for (net, part) in Net::ALL.into_iter().zip(["smol-unix", "smol-tcp"]) {
+        if wanted(part) || wanted("smol") {
+            transport_rows::smol_rows(plan, net, &mut rows, &mut notes)?;
         }
     }
     let idle = if wanted("idle") {
@@ -207,8 +222,9 @@ fn main() -> Result<(), Error> {
     );
     println!(
         "Topology: one OS thread drives both ends of every connection: a tokio \
-         current-thread runtime for procwire-tokio (two procs in one process) and the raw \
-         sockets alike; the core rows drive two core procs wired in memory with a fake clock. \
+         current-thread runtime for procwire-tokio (two procs in one process) and raw tokio \
+         sockets, one async-executor run by the measuring thread for procwire-smol and raw \
+         async-io sockets; the core rows drive two core procs wired in memory with a fake clock. \
          Median of {} alternating runs of ~{} ms per figure.",
         plan.reps,
         plan.target.as_millis()
