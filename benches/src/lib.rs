@@ -11,17 +11,33 @@
 //!
 //! * [`codec`]: procwire-core's envelope and frame codecs without sockets, against the same
 //!   bytes written and read back through a std `UnixStream::pair()` in one thread.
-//! * [`wire`]: two procwire-tokio procs in one process on a current-thread runtime.
-//! * [`raw`]: the raw tokio `UnixStream` / `TcpStream` baselines for [`wire`].
+//! * [`wire`]: two procwire procs in one process, on procwire-tokio (a current-thread
+//!   runtime) or procwire-smol (one `async_executor::Executor` run by one thread).
+//! * [`raw`]: the raw tokio `UnixStream` / `TcpStream` baselines for [`wire`] on tokio.
+//! * [`raw_smol`]: the same baselines on async-io sockets, for [`wire`] on smol.
+//! * [`core_mem`]: procwire-core alone, two procs wired in memory on one thread with a
+//!   fake clock, against a memcpy of the same wire bytes ([`core_mem::MemcpyTwin`]).
+//! * [`core_idle`]: the same busy link beside thousands of idle sessions, and the cost of
+//!   a timeout round as the number of sessions grows.
+//! * [`alloc_count`]: a counting global allocator for allocations per message.
+//! * [`json`]: the report's machine-readable rows.
 //!
-//! All transport scenarios run on one current-thread tokio runtime ([`runtime`]): one OS
-//! thread drives both ends, so no figure includes a cross-CPU wake-up.
+//! The tokio transport scenarios run on one current-thread tokio runtime ([`runtime`]), the
+//! smol ones on one executor ([`smol_executor`]) run by the measuring thread
+//! ([`smol_block_on`]): one OS thread drives both ends, so no figure includes a cross-CPU
+//! wake-up (async-io keeps a helper thread that may poll the reactor while the measuring
+//! thread is busy; it used about 2 % of the measuring thread's CPU time in a pipelined run).
 //!
 //! Each measuring function does a fixed amount of work and returns the time it took, which
 //! is what criterion's `iter_custom` wants and what the report takes medians of.
 
+pub mod alloc_count;
 pub mod codec;
+pub mod core_idle;
+pub mod core_mem;
+pub mod json;
 pub mod raw;
+pub mod raw_smol;
 pub mod wire;
 
 use std::fmt;
@@ -61,7 +77,23 @@ impl fmt::Display for Net {
     }
 }
 
-/// The runtime every transport scenario runs on: tokio's current-thread runtime, so one
+/// The single-threaded executor the smol scenarios run on: every task of both procs (and
+/// of the raw baseline) is spawned on it, and the measuring thread runs it with
+/// [`smol_block_on`].
+pub fn smol_executor() -> std::sync::Arc<async_executor::Executor<'static>> {
+    std::sync::Arc::new(async_executor::Executor::new())
+}
+
+/// Runs `fut` on the current thread while running `executor`'s tasks there too (and
+/// async-io's reactor), so one thread drives everything.
+pub fn smol_block_on<T>(
+    executor: &async_executor::Executor<'static>,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    async_io::block_on(executor.run(fut))
+}
+
+/// The runtime every tokio transport scenario runs on: tokio's current-thread runtime, so one
 /// thread drives both ends (the topology all figures are stated for).
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -141,6 +141,24 @@ impl RawBench {
         Ok(t.elapsed())
     }
 
+    /// `n` round trips like [`RawBench::round_trips`], each one timed into `out` (for
+    /// percentiles).
+    pub async fn round_trip_times(
+        &mut self,
+        n: usize,
+        out: &mut Vec<Duration>,
+    ) -> Result<(), Error> {
+        for _ in 0..n {
+            let t = Instant::now();
+            self.echo_w.write_all(&self.small).await?;
+            if !read_frame(&mut self.echo_r, &mut self.rbuf).await? {
+                return Err("echo connection closed".into());
+            }
+            out.push(t.elapsed());
+        }
+        Ok(())
+    }
+
     /// `bursts` bursts of [`PIPELINE_N`] 64-byte messages one way, each until all are read.
     pub async fn pipelined(&mut self, bursts: u64) -> Result<Duration, Error> {
         let RawBench {

@@ -1,4 +1,7 @@
-//! The procwire side of the transport scenarios: two procwire-tokio procs in one process.
+//! The procwire side of the transport scenarios: two procwire procs in one process, on
+//! procwire-tokio ([`ProcwireBench::new`]) or procwire-smol ([`ProcwireBench::new_smol`]).
+//! Both adapters share procwire-host's API (`Instance`, `PortRef`, `Actor`, ...); only their
+//! `Proc` differs, behind [`AdapterProc`].
 //!
 //! Proc `bench_a` holds the caller-driven instance `client`; proc `bench_b` holds a spawned
 //! echo actor and a caller-driven instance `sink`. Messages are `bytes::Bytes` on typed
@@ -15,12 +18,15 @@
 //! * Bulk: the same with [`BULK_BURST`] messages of 1 MiB; also untyped
 //!   ([`ProcwireBench::bulk_untyped`]: raw payload bytes, no postcard).
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_executor::Executor;
 use bytes::Bytes;
 use procwire_tokio::{
-    Actor, ActorError, ActorHandle, ChannelTransport, Context, Instance, PortReceiver, PortRef,
-    Proc, ProcOptions, Stats,
+    Actor, ActorError, ActorHandle, ChannelAddr, ChannelTransport, Context, Instance, PortReceiver,
+    PortRef, ProcError, ProcOptions, Stats,
 };
 
 use crate::{Error, Net, BULK, BULK_BURST, PIPELINE_N, SMALL};
@@ -39,11 +45,64 @@ impl Actor for Echo {
     }
 }
 
+/// What the scenarios need of an adapter's `Proc` (tokio's and smol's have the same
+/// methods; this names them once).
+// `ProcError` carries ids (fixed-capacity, a few hundred bytes); these are setup calls only,
+// as in the adapters, which allow the same lint.
+#[allow(clippy::result_large_err)]
+pub trait AdapterProc: Sized {
+    /// See `Proc::instance`.
+    fn instance(&self, name: &str) -> Result<(Instance, ActorHandle), ProcError>;
+    /// See `Proc::spawn`.
+    fn spawn<A: Actor>(
+        &self,
+        name: &str,
+        actor: A,
+    ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError>;
+    /// See `Proc::stats`.
+    fn stats(&self) -> Stats;
+    /// See `Proc::shutdown`.
+    fn shutdown(&self) -> impl Future<Output = ()>;
+}
+
+macro_rules! adapter_proc {
+    ($proc:ty) => {
+        impl AdapterProc for $proc {
+            fn instance(&self, name: &str) -> Result<(Instance, ActorHandle), ProcError> {
+                <$proc>::instance(self, name)
+            }
+            fn spawn<A: Actor>(
+                &self,
+                name: &str,
+                actor: A,
+            ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
+                <$proc>::spawn(self, name, actor)
+            }
+            fn stats(&self) -> Stats {
+                <$proc>::stats(self)
+            }
+            async fn shutdown(&self) {
+                <$proc>::shutdown(self).await;
+            }
+        }
+    };
+}
+
+adapter_proc!(procwire_tokio::Proc);
+adapter_proc!(procwire_smol::Proc);
+
+fn any_addr(net: Net) -> ChannelAddr {
+    match net {
+        Net::Unix => ChannelTransport::Unix.any(),
+        Net::Tcp => ChannelTransport::Tcp.any(),
+    }
+}
+
 /// Two procs and the participants of the three patterns.
-pub struct ProcwireBench {
+pub struct ProcwireBench<P = procwire_tokio::Proc> {
     net: Net,
-    a: Proc,
-    b: Proc,
+    a: P,
+    b: P,
     client: Instance,
     reply_rx: PortReceiver<Bytes>,
     echo: PortRef<Bytes>,
@@ -56,9 +115,9 @@ pub struct ProcwireBench {
     bulk: Bytes,
 }
 
-impl ProcwireBench {
-    /// Stands up both procs on `net` with default options (on the current runtime), and
-    /// warms both links up.
+impl ProcwireBench<procwire_tokio::Proc> {
+    /// Stands up two procwire-tokio procs on `net` with default options (on the current
+    /// runtime), and warms both links up.
     ///
     /// The default window (8192 messages, 32 MiB) is kept for the pipelined burst of
     /// 10 000: raising `window_msgs` above the burst made no measurable difference.
@@ -68,12 +127,35 @@ impl ProcwireBench {
 
     /// [`ProcwireBench::new`] with other proc options.
     pub async fn with_options(net: Net, options: ProcOptions) -> Result<Self, Error> {
-        let addr = match net {
-            Net::Unix => ChannelTransport::Unix.any(),
-            Net::Tcp => ChannelTransport::Tcp.any(),
-        };
-        let a = Proc::direct_with(addr.clone(), "bench_a".to_string(), options.clone()).await?;
-        let b = Proc::direct_with(addr, "bench_b".to_string(), options).await?;
+        let a = procwire_tokio::Proc::direct_with(any_addr(net), "bench_a".into(), options.clone())
+            .await?;
+        let b = procwire_tokio::Proc::direct_with(any_addr(net), "bench_b".into(), options).await?;
+        Self::from_procs(net, a, b).await
+    }
+}
+
+impl ProcwireBench<procwire_smol::Proc> {
+    /// Stands up two procwire-smol procs on `net` with default options, their tasks on
+    /// `executor` (which the caller runs, on the thread that drives the scenarios), and
+    /// warms both links up.
+    pub async fn new_smol(net: Net, executor: &Arc<Executor<'static>>) -> Result<Self, Error> {
+        let options = ProcOptions::default();
+        let a = procwire_smol::Proc::direct_on(
+            executor,
+            any_addr(net),
+            "bench_a".into(),
+            options.clone(),
+        )
+        .await?;
+        let b = procwire_smol::Proc::direct_on(executor, any_addr(net), "bench_b".into(), options)
+            .await?;
+        Self::from_procs(net, a, b).await
+    }
+}
+
+impl<P: AdapterProc> ProcwireBench<P> {
+    /// The scenario's participants on two running procs; warms both links up.
+    pub async fn from_procs(net: Net, a: P, b: P) -> Result<Self, Error> {
         let (client, _) = a.instance("client")?;
         let (reply, reply_rx) = client.open_port::<Bytes>();
         let (echo, echo_handle) = b.spawn(
@@ -123,6 +205,23 @@ impl ProcwireBench {
             debug_assert_eq!(back.len(), SMALL);
         }
         Ok(t.elapsed())
+    }
+
+    /// `n` round trips like [`ProcwireBench::round_trips`], each one timed into `out` (for
+    /// percentiles).
+    pub async fn round_trip_times(
+        &mut self,
+        n: usize,
+        out: &mut Vec<Duration>,
+    ) -> Result<(), Error> {
+        for _ in 0..n {
+            let t = Instant::now();
+            self.echo.send(&self.client, &self.small).await?;
+            let back = self.reply_rx.recv().await?;
+            out.push(t.elapsed());
+            debug_assert_eq!(back.len(), SMALL);
+        }
+        Ok(())
     }
 
     async fn pipelined_n(&mut self, n: usize) -> Result<(), Error> {

@@ -3,8 +3,9 @@
 
 use procwire_benches::codec::{CodecBench, UnixCopy};
 use procwire_benches::raw::RawBench;
+use procwire_benches::raw_smol::RawSmolBench;
 use procwire_benches::wire::ProcwireBench;
-use procwire_benches::{runtime, Net, SMALL};
+use procwire_benches::{runtime, smol_block_on, smol_executor, Net, SMALL};
 
 #[test]
 fn codec_scenarios_round_trip() {
@@ -27,6 +28,9 @@ fn transport_scenarios_complete_on_both_nets() {
         rt.block_on(async {
             let mut pw = ProcwireBench::new(net).await.unwrap();
             pw.round_trips(5).await.unwrap();
+            let mut times = Vec::new();
+            pw.round_trip_times(3, &mut times).await.unwrap();
+            assert_eq!(times.len(), 3);
             pw.pipelined(1).await.unwrap();
             pw.bulk(1).await.unwrap();
             pw.bulk_untyped(1).await.unwrap();
@@ -37,8 +41,38 @@ fn transport_scenarios_complete_on_both_nets() {
 
             let mut raw = RawBench::new(net).await.unwrap();
             raw.round_trips(5).await.unwrap();
+            raw.round_trip_times(3, &mut times).await.unwrap();
+            assert_eq!(times.len(), 6);
             raw.pipelined(1).await.unwrap();
             raw.bulk(1).await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn smol_transport_scenarios_complete_on_both_nets() {
+    let ex = smol_executor();
+    for net in Net::ALL {
+        smol_block_on(&ex, async {
+            let mut pw = ProcwireBench::new_smol(net, &ex).await.unwrap();
+            pw.round_trips(5).await.unwrap();
+            let mut times = Vec::new();
+            pw.round_trip_times(3, &mut times).await.unwrap();
+            pw.pipelined(1).await.unwrap();
+            pw.bulk(1).await.unwrap();
+            pw.bulk_untyped(1).await.unwrap();
+            let (a, b) = pw.stats();
+            assert!(a.data_frames_sent > 10_000, "{a:?}");
+            assert!(b.delivered > 10_000, "{b:?}");
+            pw.shutdown().await;
+
+            let mut raw = RawSmolBench::new(net, &ex).await.unwrap();
+            raw.round_trips(5).await.unwrap();
+            raw.round_trip_times(3, &mut times).await.unwrap();
+            assert_eq!(times.len(), 6);
+            raw.pipelined(1).await.unwrap();
+            raw.bulk(1).await.unwrap();
+            assert_eq!(raw.net(), net);
         });
     }
 }

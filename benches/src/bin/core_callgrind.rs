@@ -1,0 +1,50 @@
+//! The core-only pipelined bench for a fixed number of messages, for instruction counts:
+//!
+//! ```sh
+//! cargo build --release -p procwire-benches --bin core_callgrind
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.20000 target/release/core_callgrind 20000
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.120000 target/release/core_callgrind 120000
+//! ```
+//!
+//! Setup and warm-up are the same whatever N, so (Ir(N2) - Ir(N1)) / (N2 - N1) is the
+//! instructions per message in steady state.
+//!
+//! `core_callgrind <messages> <k>` runs the same busy link beside `k` idle sessions at the
+//! receiver ([`IdleNet`]), for instructions per message with `k` idle sessions.
+
+use procwire_benches::core_idle::IdleNet;
+use procwire_benches::core_mem::CorePipe;
+use procwire_benches::SMALL;
+
+fn arg(i: usize) -> Option<u64> {
+    match std::env::args().nth(i).map(|a| a.parse()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            eprintln!("usage: core_callgrind <messages> [idle sessions]");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn main() {
+    let Some(n) = arg(1) else {
+        eprintln!("usage: core_callgrind <messages> [idle sessions]");
+        std::process::exit(2);
+    };
+    let took = match arg(2) {
+        Some(k) => IdleNet::new(k as usize, SMALL).run(n),
+        None => {
+            let mut pipe = CorePipe::new(SMALL);
+            let (sent0, bytes0) = (pipe.sent(), pipe.wire_bytes());
+            let took = pipe.run(n);
+            let wire = (pipe.wire_bytes() - bytes0) as f64 / (pipe.sent() - sent0) as f64;
+            println!("{wire:.1} B on the wire A->B per message");
+            took
+        }
+    };
+    println!(
+        "{n} messages of {SMALL} B delivered in order in {:.3} ms",
+        took.as_secs_f64() * 1e3
+    );
+}
