@@ -93,7 +93,7 @@ use crate::frame::{
 };
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
 use crate::inbound::{Fate, Inbound};
-use crate::output::{Popped, Violation};
+use crate::output::Popped;
 use crate::registry::{PortKind, Registry, RegistryError};
 use crate::schedule::{Owner, Schedule};
 use crate::session::Outbound;
@@ -101,7 +101,7 @@ use crate::time::Instant;
 
 pub use crate::config::Config;
 pub use crate::ctx::{SendError, Stats};
-pub use crate::output::{ConnError, ConnId, Event, Output};
+pub use crate::output::{ConnError, ConnId, Event, Output, Violation};
 
 #[derive(Debug)]
 enum Role {
@@ -561,7 +561,9 @@ impl Proc {
         {
             self.finish_shutdown(now);
         }
-        for owner in core::mem::take(&mut self.touched) {
+        // Indexed, so the list keeps its capacity: no allocation per input.
+        for i in 0..self.touched.len() {
+            let owner = self.touched[i];
             let at = match owner {
                 Owner::Out(slot) => self.outbound[slot].next_deadline(),
                 Owner::In(slot) => self.inbound[slot]
@@ -574,6 +576,7 @@ impl Proc {
             };
             self.schedule.set(owner, at);
         }
+        self.touched.clear();
         self.schedule.clean();
     }
 

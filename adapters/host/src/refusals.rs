@@ -42,10 +42,12 @@ pub enum RefusalReason {
     TooManySessions,
     /// The proc was shutting down.
     ShuttingDown,
+    /// This proc could not encode a control frame for the connection (not the peer's fault).
+    LocalEncode,
 }
 
 /// Number of [`RefusalReason`]s.
-const REASONS: usize = 12;
+const REASONS: usize = 13;
 
 impl RefusalReason {
     /// Every reason, in counter order.
@@ -62,6 +64,7 @@ impl RefusalReason {
         RefusalReason::BadHello,
         RefusalReason::TooManySessions,
         RefusalReason::ShuttingDown,
+        RefusalReason::LocalEncode,
     ];
 
     /// A short stable name for logs and metrics (`bad_magic`, `handshake_timeout`, ...).
@@ -79,6 +82,7 @@ impl RefusalReason {
             RefusalReason::BadHello => "bad_hello",
             RefusalReason::TooManySessions => "too_many_sessions",
             RefusalReason::ShuttingDown => "shutting_down",
+            RefusalReason::LocalEncode => "local_encode",
         }
     }
 
@@ -96,6 +100,7 @@ impl RefusalReason {
             ConnError::Refused(r) => RefusalReason::from_refuse(r),
             ConnError::HandshakeTimeout => RefusalReason::HandshakeTimeout,
             ConnError::IdleTimeout => RefusalReason::IdleTimeout,
+            ConnError::Encode => RefusalReason::LocalEncode,
         }
     }
 
@@ -257,6 +262,7 @@ impl RefusalLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use procwire_core::proc::Violation;
 
     fn at(secs: u64) -> Instant {
         Instant::from_micros(secs * 1_000_000)
@@ -368,7 +374,11 @@ mod tests {
                 ConnError::Frame(FrameError::TooLarge { len: 9, max: 1 }),
                 RefusalReason::FrameTooLarge,
             ),
-            (ConnError::Protocol("x"), RefusalReason::ProtocolViolation),
+            (
+                ConnError::Protocol(Violation::MalformedAck),
+                RefusalReason::ProtocolViolation,
+            ),
+            (ConnError::Encode, RefusalReason::LocalEncode),
             (ConnError::HandshakeTimeout, RefusalReason::HandshakeTimeout),
             (ConnError::IdleTimeout, RefusalReason::IdleTimeout),
             (
