@@ -15,6 +15,18 @@ pub struct Config {
     pub window_bytes: usize,
     /// Unacknowledged messages one outbound link may hold.
     pub window_msgs: usize,
+    /// Messages a port's queue holds (delivered, not yet taken by the driver) before
+    /// further deliveries to it wait; see `Proc::handle_consumed`.
+    pub port_queue_msgs: usize,
+    /// Payload bytes a port's queue holds before further deliveries wait. An empty port
+    /// always takes one message, however large.
+    pub port_queue_bytes: usize,
+    /// Messages an inbound link holds, unacknowledged, behind a full port. A peer that
+    /// sends more than this while the link waits has its connection closed
+    /// (`ConnError::Overrun`) and resumes later from the first message not delivered.
+    pub link_held_msgs: usize,
+    /// Bytes an inbound link holds behind a full port (same rule).
+    pub link_held_bytes: usize,
     /// The receiver acknowledges after this many messages...
     pub ack_every_msgs: u64,
     /// ...or this many bytes...
@@ -62,6 +74,10 @@ impl Default for Config {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             window_bytes: 32 * 1024 * 1024,
             window_msgs: 8192,
+            port_queue_msgs: 1024,
+            port_queue_bytes: 16 * 1024 * 1024,
+            link_held_msgs: 8192,
+            link_held_bytes: 32 * 1024 * 1024,
             ack_every_msgs: 128,
             ack_every_bytes: 1024 * 1024,
             ack_delay: Duration::from_millis(2),
@@ -78,6 +94,16 @@ impl Default for Config {
             coalesce_bytes: 64 * 1024,
             chunk_bytes: 64 * 1024,
             id_cache_entries: 256,
+        }
+    }
+}
+
+impl Config {
+    /// The queue limits of every port.
+    pub fn port_limits(&self) -> crate::registry::QueueLimits {
+        crate::registry::QueueLimits {
+            msgs: self.port_queue_msgs,
+            bytes: self.port_queue_bytes,
         }
     }
 }

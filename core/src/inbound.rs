@@ -9,8 +9,20 @@
 //! depend on message size. Its position survives connection loss for `session_retention`, so the
 //! dialer can resume exactly where delivery stopped. Routing what it receives is the
 //! proc's job.
+//!
+//! # Holding behind a full port
+//!
+//! Received messages wait in the session's pending queue until the proc routes them; the
+//! proc stops at the first one whose local port is full, and everything behind it on this
+//! link waits too (head-of-line, so per-link order needs no reordering; other links are not
+//! affected). Only routed messages are acknowledged, so a slow consumer fills its sender's
+//! window and the sender waits. The queue is bounded (`Config::link_held_msgs` /
+//! `link_held_bytes`): a peer that sends past it has its connection closed with
+//! [`ConnError::Overrun`]. A reconnect drops what is pending, and the welcome names the
+//! first message not routed, so the dialer sends the rest again: nothing is lost, and
+//! nothing is delivered twice.
 
-use alloc::vec::Vec;
+use alloc::collections::VecDeque;
 
 use bytes::BytesMut;
 
@@ -52,7 +64,13 @@ pub(crate) enum Fate {
 pub(crate) struct Inbound {
     peer: ProcId,
     incarnation: u64,
+    /// Sequence number of the next frame expected on the connection.
     next: u64,
+    /// Received, not yet routed: sequence numbers `next - pending.len()..next`.
+    pending: VecDeque<Envelope>,
+    pending_bytes: usize,
+    /// A ping arrived since the last acknowledgement decision.
+    pinged: bool,
     acked: u64,
     unacked_bytes: usize,
     /// Last time anything arrived on the connection.
@@ -69,6 +87,9 @@ impl Inbound {
             peer,
             incarnation,
             next: 0,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            pinged: false,
             acked: 0,
             unacked_bytes: 0,
             heard: Instant::ZERO,
@@ -102,6 +123,10 @@ impl Inbound {
         if let Some((old, _)) = self.conn.take() {
             cx.close(old);
         }
+        // What is pending was never acknowledged: the dialer sends it again.
+        self.next = self.routed();
+        self.pending.clear();
+        self.pending_bytes = 0;
         let welcome = Welcome {
             incarnation: cx.incarnation,
             next: Some(self.next),
@@ -125,17 +150,35 @@ impl Inbound {
             .set(InTimer::Heartbeat, now + cx.config.heartbeat_interval);
     }
 
-    /// Bytes arrived on `conn`; decoded envelopes are pushed to `received`.
+    /// One past the last message routed (what an acknowledgement confirms).
+    fn routed(&self) -> u64 {
+        self.next - self.pending.len() as u64
+    }
+
+    /// The first received message not yet routed.
+    pub(crate) fn front(&self) -> Option<&Envelope> {
+        self.pending.front()
+    }
+
+    /// Takes the first received message for routing.
+    pub(crate) fn pop_front(&mut self) -> Option<Envelope> {
+        let env = self.pending.pop_front()?;
+        let len = env.payload.len();
+        self.pending_bytes -= len;
+        self.unacked_bytes += len;
+        Some(env)
+    }
+
+    /// Bytes arrived on `conn`; decoded envelopes join the pending queue (see
+    /// [`Inbound::front`]).
     pub(crate) fn on_bytes(
         &mut self,
         now: Instant,
         cx: &mut Ctx,
         conn: ConnId,
         mut bytes: &[u8],
-        received: &mut Vec<Envelope>,
     ) -> Fate {
         self.heard = now;
-        let mut ping = false;
         while !bytes.is_empty() {
             let dec = match &mut self.conn {
                 Some((c, d)) if *c == conn => d,
@@ -156,24 +199,12 @@ impl Inbound {
             let body = dec.take_body();
             match header.kind {
                 FrameKind::Data => {
-                    let link = Link {
-                        sender: &self.peer,
-                        receiver: &cx.id,
-                    };
-                    let len = body.len();
-                    match decode_envelope_cached(body, link, &mut self.ids) {
-                        Ok(env) => {
-                            self.next += 1;
-                            self.unacked_bytes += len;
-                            received.push(env);
-                        }
-                        Err(e) => {
-                            self.fail_conn(now, cx, ConnError::Envelope(e));
-                            return Fate::Live;
-                        }
+                    if let Err(e) = self.on_data(cx, body) {
+                        self.fail_conn(now, cx, e);
+                        return Fate::Live;
                     }
                 }
-                FrameKind::Ping => ping = true,
+                FrameKind::Ping => self.pinged = true,
                 FrameKind::Pong => {}
                 FrameKind::Close => {
                     self.ack(cx);
@@ -192,12 +223,38 @@ impl Inbound {
                 }
             }
         }
-        self.after_frames(now, cx, ping);
         Fate::Live
     }
 
-    fn after_frames(&mut self, now: Instant, cx: &mut Ctx, ping: bool) {
-        let pending = self.next - self.acked;
+    fn on_data(&mut self, cx: &mut Ctx, body: bytes::Bytes) -> Result<(), ConnError> {
+        let held = !self.pending.is_empty();
+        if held
+            && (self.pending.len() >= cx.config.link_held_msgs
+                || self.pending_bytes + body.len() > cx.config.link_held_bytes)
+        {
+            return Err(ConnError::Overrun);
+        }
+        let link = Link {
+            sender: &self.peer,
+            receiver: &cx.id,
+        };
+        let env = decode_envelope_cached(body, link, &mut self.ids).map_err(ConnError::Envelope)?;
+        self.next += 1;
+        self.pending_bytes += env.payload.len();
+        self.pending.push_back(env);
+        Ok(())
+    }
+
+    /// After the proc routed what it could: acknowledge now, or arm the ack timer, and
+    /// answer a ping.
+    pub(crate) fn after_routing(&mut self, now: Instant, cx: &mut Ctx) {
+        if self.conn.is_none() {
+            return;
+        }
+        self.timers
+            .set_if_unset(InTimer::Idle, now + cx.config.idle_timeout);
+        let ping = core::mem::take(&mut self.pinged);
+        let pending = self.routed() - self.acked;
         if ping
             || pending >= cx.config.ack_every_msgs
             || self.unacked_bytes >= cx.config.ack_every_bytes
@@ -215,15 +272,16 @@ impl Inbound {
 
     fn ack(&mut self, cx: &mut Ctx) {
         self.timers.clear(InTimer::Ack);
-        if self.next == self.acked {
+        let routed = self.routed();
+        if routed == self.acked {
             return;
         }
         if let Some((c, _)) = &self.conn {
             let c = *c;
             // A u64 always serializes; on the impossible failure the connection is failed.
-            if cx.write_postcard(c, FrameKind::Ack, &self.next).is_ok() {
+            if cx.write_postcard(c, FrameKind::Ack, &routed).is_ok() {
                 cx.stats.acks_sent += 1;
-                self.acked = self.next;
+                self.acked = routed;
                 self.unacked_bytes = 0;
             }
         }

@@ -30,7 +30,8 @@ impl fmt::Display for ConnId {
 pub enum Output {
     /// Place the envelope into the queue of the local port `env.dest`. The registry has
     /// accepted it (a once-port is already retired); if the driver finds the receiver gone
-    /// it hands the envelope back with `handle_undeliverable`.
+    /// it hands the envelope back with `handle_undeliverable`. It counts against the port's
+    /// queue limits until the driver reports it taken with `handle_consumed`.
     Deliver(crate::envelope::Envelope),
     /// A message coming back to its local sender `env.sender`; `env.returned` holds why.
     Returned(crate::envelope::Envelope),
@@ -120,6 +121,10 @@ pub enum ConnError {
     HandshakeTimeout,
     /// Nothing was heard from the peer for the idle timeout.
     IdleTimeout,
+    /// The peer sent more than this side holds for a link while a destination port is
+    /// full (`Config::link_held_msgs` / `link_held_bytes`). Nothing is lost: the session
+    /// stays, and the peer resumes from the first message not delivered.
+    Overrun,
 }
 
 impl fmt::Display for ConnError {
@@ -132,6 +137,9 @@ impl fmt::Display for ConnError {
             ConnError::Refused(r) => write!(f, "session refused: {r}"),
             ConnError::HandshakeTimeout => f.write_str("handshake timed out"),
             ConnError::IdleTimeout => f.write_str("peer silent for the idle timeout"),
+            ConnError::Overrun => {
+                f.write_str("peer sent more than the link holds while a destination is full")
+            }
         }
     }
 }

@@ -151,9 +151,12 @@ pub struct Proc {
     touched: Vec<Owner>,
     /// The connection whose data `poll_output` is handing out.
     pulling: Option<ConnId>,
+    /// Inbound links waiting for room in a full local port.
+    blocked: Vec<(PortId, usize)>,
+    /// A local send was refused because its port was full: announce room.
+    local_blocked: bool,
     now: Instant,
     life: Lifecycle,
-    received: Vec<Envelope>,
 }
 
 impl Proc {
@@ -173,9 +176,10 @@ impl Proc {
             schedule: Schedule::default(),
             touched: Vec::new(),
             pulling: None,
+            blocked: Vec::new(),
+            local_blocked: false,
             now: Instant::ZERO,
             life: Lifecycle::Running,
-            received: Vec::new(),
         }
     }
 
@@ -219,14 +223,25 @@ impl Proc {
         self.registry.bind_port(port, kind)
     }
 
-    /// Unbinds a port.
+    /// Unbinds a port. Links waiting on it go on (its messages now come back as
+    /// `NoSuchPort`).
     pub fn close_port(&mut self, port: &PortId) {
-        self.registry.close_port(port)
+        self.registry.close_port(port);
+        self.unblock_after_registry_change();
     }
 
     /// Removes an actor and its ports.
     pub fn remove_actor(&mut self, actor: &ActorId) {
-        self.registry.remove_actor(actor)
+        self.registry.remove_actor(actor);
+        self.unblock_after_registry_change();
+    }
+
+    fn unblock_after_registry_change(&mut self) {
+        if !self.blocked.is_empty() {
+            let now = self.now;
+            self.unblock(now, None);
+            self.settle(now);
+        }
     }
 
     /// The registry, to inspect.
@@ -271,6 +286,14 @@ impl Proc {
         let result = if self.is_local(env.dest.actor().proc()) {
             let max = self.cx.config.max_frame_len;
             match u32::try_from(env.payload.len()) {
+                Ok(_)
+                    if self
+                        .registry
+                        .is_full(&env.dest, self.cx.config.port_limits()) =>
+                {
+                    self.local_blocked = true;
+                    Err(SendError::WouldBlock)
+                }
                 Ok(len) if len <= max => {
                     self.deliver_local(env, None);
                     Ok(())
@@ -353,6 +376,24 @@ impl Proc {
             Some(Role::Accepting { .. }) => self.schedule.set(Owner::Accept(conn), None),
             None => {}
         }
+        self.settle(now);
+    }
+
+    /// The driver's consumer took `msgs` delivered messages, of `bytes` payload bytes in
+    /// all, from the queue of `port` ([`Output::Deliver`]s it carried out; report them one
+    /// by one or in batches). Until then they count against the port's limits
+    /// (`Config::port_queue_msgs` / `port_queue_bytes`); a full port holds its inbound
+    /// links and refuses local sends with `WouldBlock`.
+    pub fn handle_consumed(&mut self, now: Instant, port: &PortId, msgs: usize, bytes: usize) {
+        self.now = now;
+        self.registry.consumed(port, msgs, bytes);
+        if self.local_blocked && !self.registry.is_full(port, self.cx.config.port_limits()) {
+            self.local_blocked = false;
+            self.cx.event(Event::Writable {
+                peer: self.cx.id.clone(),
+            });
+        }
+        self.unblock(now, Some(port));
         self.settle(now);
     }
 
@@ -492,7 +533,7 @@ impl Proc {
 
     fn deliver_local(&mut self, env: Envelope, origin: Option<u64>) {
         match env.returned {
-            None => match self.registry.deliver(&env.dest) {
+            None => match self.registry.deliver(&env.dest, env.payload.len()) {
                 Ok(()) => {
                     self.cx.stats.delivered += 1;
                     self.cx.out.push(Output::Deliver(env));
@@ -762,24 +803,62 @@ impl Proc {
         let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let mut received = core::mem::take(&mut self.received);
-        let fate = s
-            .session
-            .on_bytes(now, &mut self.cx, conn, bytes, &mut received);
-        let origin = s.session.incarnation();
-        self.touch(Owner::In(slot));
-        for env in received.drain(..) {
-            // Only a message whose sender lives in the dialing proc ties its return to
-            // that proc's incarnation.
-            let from_dialer = env.returned.is_none()
-                && self.inbound[slot]
-                    .as_ref()
-                    .is_some_and(|s| env.sender.proc() == &s.key.0);
-            self.route(now, env, from_dialer.then_some(origin));
-        }
-        self.received = received;
+        let fate = s.session.on_bytes(now, &mut self.cx, conn, bytes);
+        self.route_pending(now, slot);
         if fate == Fate::Ended {
             self.end_inbound(slot);
+        }
+    }
+
+    /// Routes what the inbound link in `slot` received, in order, until a message whose
+    /// local port is full: the link waits there (see `inbound`) until the port's consumer
+    /// takes something ([`Proc::handle_consumed`]).
+    fn route_pending(&mut self, now: Instant, slot: usize) {
+        let limits = self.cx.config.port_limits();
+        loop {
+            let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            let Some(env) = s.session.front() else {
+                break;
+            };
+            let local = env.returned.is_none() && env.dest.actor().proc() == &self.cx.id;
+            if local && self.registry.is_full(&env.dest, limits) {
+                let port = env.dest.clone();
+                if !self.blocked.iter().any(|(_, s)| *s == slot) {
+                    self.blocked.push((port, slot));
+                }
+                break;
+            }
+            let origin = s.session.incarnation();
+            // Only a message whose sender lives in the dialing proc ties its return to
+            // that proc's incarnation.
+            let from_dialer = env.returned.is_none() && env.sender.proc() == &s.key.0;
+            let Some(env) = s.session.pop_front() else {
+                break;
+            };
+            self.route(now, env, from_dialer.then_some(origin));
+        }
+        if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {
+            s.session.after_routing(now, &mut self.cx);
+        }
+        self.touch(Owner::In(slot));
+    }
+
+    /// Links waiting on `port` (or on any port, with `None`) try again.
+    fn unblock(&mut self, now: Instant, port: Option<&PortId>) {
+        let limits = self.cx.config.port_limits();
+        let mut i = 0;
+        while i < self.blocked.len() {
+            let (p, slot) = &self.blocked[i];
+            let wanted = port.is_none_or(|port| port == p);
+            if wanted && !self.registry.is_full(p, limits) {
+                let slot = *slot;
+                self.blocked.swap_remove(i);
+                self.route_pending(now, slot);
+            } else {
+                i += 1;
+            }
         }
     }
 

@@ -104,9 +104,37 @@ impl Default for Root {
     }
 }
 
+/// How much a port's queue may hold before deliveries to it wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Messages.
+    pub msgs: usize,
+    /// Payload bytes.
+    pub bytes: usize,
+}
+
+/// A bound port and what its queue holds.
+#[derive(Debug)]
+struct Port {
+    kind: PortKind,
+    /// Delivered and not yet reported consumed.
+    msgs: usize,
+    bytes: usize,
+}
+
+impl Port {
+    fn new(kind: PortKind) -> Self {
+        Port {
+            kind,
+            msgs: 0,
+            bytes: 0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Actor {
-    ports: BTreeMap<u64, PortKind>,
+    ports: BTreeMap<u64, Port>,
 }
 
 /// Actors and ports of one proc.
@@ -175,7 +203,7 @@ impl Registry {
             .ok_or_else(|| no_such(actor))?;
         let index = root.next_port;
         root.next_port += 1;
-        a.ports.insert(index, kind);
+        a.ports.insert(index, Port::new(kind));
         Ok(actor.port(index))
     }
 
@@ -188,7 +216,7 @@ impl Registry {
         if a.ports.contains_key(&port.index()) {
             return Err(RegistryError::PortInUse(port.index()));
         }
-        a.ports.insert(port.index(), kind);
+        a.ports.insert(port.index(), Port::new(kind));
         Ok(())
     }
 
@@ -221,21 +249,63 @@ impl Registry {
                 .contains_key(&(actor.name().clone(), actor.pid()))
     }
 
-    /// Accounts for one delivery to `port`: `Err` says why it cannot be delivered; a
-    /// once-port is retired by a successful delivery.
-    pub fn deliver(&mut self, port: &PortId) -> Result<(), crate::envelope::Undeliverable> {
+    /// Accounts for one delivery of `bytes` to `port`: `Err` says why it cannot be
+    /// delivered; a once-port is retired by a successful delivery. The message then counts
+    /// against the port's queue until [`Registry::consumed`] reports it taken.
+    pub fn deliver(
+        &mut self,
+        port: &PortId,
+        bytes: usize,
+    ) -> Result<(), crate::envelope::Undeliverable> {
         use crate::envelope::Undeliverable;
         let a = self
             .actor_mut(port.actor())
             .map_err(|_| Undeliverable::NoSuchActor)?;
-        match a.ports.get(&port.index()) {
+        match a.ports.get_mut(&port.index()) {
             None => Err(Undeliverable::NoSuchPort),
-            Some(PortKind::Stream) => Ok(()),
-            Some(PortKind::Once) => {
+            Some(p) if p.kind == PortKind::Once => {
                 a.ports.remove(&port.index());
                 Ok(())
             }
+            Some(p) => {
+                p.msgs += 1;
+                p.bytes += bytes;
+                Ok(())
+            }
         }
+    }
+
+    /// Whether `port` exists and its queue is at `limits`: a delivery must wait for
+    /// [`Registry::consumed`]. A port holding nothing always takes one message, however
+    /// large.
+    pub fn is_full(&self, port: &PortId, limits: QueueLimits) -> bool {
+        if self.check_local(port.actor()).is_err() {
+            return false;
+        }
+        let key = (port.actor().name().clone(), port.actor().pid());
+        self.actors
+            .get(&key)
+            .and_then(|a| a.ports.get(&port.index()))
+            .is_some_and(|p| p.msgs > 0 && (p.msgs >= limits.msgs || p.bytes >= limits.bytes))
+    }
+
+    /// The driver took `msgs` messages of `bytes` payload bytes in all from `port`'s queue.
+    pub fn consumed(&mut self, port: &PortId, msgs: usize, bytes: usize) {
+        if let Ok(a) = self.actor_mut(port.actor()) {
+            if let Some(p) = a.ports.get_mut(&port.index()) {
+                p.msgs = p.msgs.saturating_sub(msgs);
+                p.bytes = p.bytes.saturating_sub(bytes);
+            }
+        }
+    }
+
+    /// Messages (and bytes) delivered to `port` and not yet reported consumed.
+    pub fn queued(&self, port: &PortId) -> (usize, usize) {
+        let key = (port.actor().name().clone(), port.actor().pid());
+        self.actors
+            .get(&key)
+            .and_then(|a| a.ports.get(&port.index()))
+            .map_or((0, 0), |p| (p.msgs, p.bytes))
     }
 
     /// Number of live actors.
@@ -323,8 +393,8 @@ mod tests {
         r.close_port(&p1);
         let p2 = r.open_port(&a, PortKind::Stream).unwrap();
         assert_eq!(p2.index(), FIRST_EPHEMERAL_PORT + 1);
-        assert_eq!(r.deliver(&p1), Err(Undeliverable::NoSuchPort));
-        assert_eq!(r.deliver(&p2), Ok(()));
+        assert_eq!(r.deliver(&p1, 0), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&p2, 0), Ok(()));
     }
 
     #[test]
@@ -340,9 +410,9 @@ mod tests {
         let once_new = r.open_port(&new, PortKind::Once).unwrap();
         assert!(p_new.index() > once_old.index(), "{p_new} after {once_old}");
         assert_ne!(once_new, once_old);
-        assert_eq!(r.deliver(&p_old), Err(Undeliverable::NoSuchPort));
-        assert_eq!(r.deliver(&once_old), Err(Undeliverable::NoSuchPort));
-        assert_eq!(r.deliver(&p_new), Ok(()));
+        assert_eq!(r.deliver(&p_old, 0), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&once_old, 0), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&p_new, 0), Ok(()));
     }
 
     #[test]
@@ -373,11 +443,36 @@ mod tests {
         let mailbox = old.port(0);
         r.bind_port(&mailbox, PortKind::Stream).unwrap();
         r.remove_actor(&old);
-        assert_eq!(r.deliver(&mailbox), Err(Undeliverable::NoSuchActor));
+        assert_eq!(r.deliver(&mailbox, 0), Err(Undeliverable::NoSuchActor));
         let new = r.reserve_root("svc").unwrap();
-        assert_eq!(r.deliver(&mailbox), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&mailbox, 0), Err(Undeliverable::NoSuchPort));
         r.bind_port(&new.port(0), PortKind::Stream).unwrap();
-        assert_eq!(r.deliver(&mailbox), Ok(()));
+        assert_eq!(r.deliver(&mailbox, 0), Ok(()));
+    }
+
+    #[test]
+    fn a_port_is_full_at_its_limits_until_consumed() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        let p = r.open_port(&a, PortKind::Stream).unwrap();
+        let limits = QueueLimits {
+            msgs: 2,
+            bytes: 100,
+        };
+        assert!(!r.is_full(&p, limits));
+        r.deliver(&p, 10).unwrap();
+        assert!(!r.is_full(&p, limits));
+        r.deliver(&p, 10).unwrap();
+        assert!(r.is_full(&p, limits), "two messages");
+        r.consumed(&p, 1, 10);
+        assert!(!r.is_full(&p, limits));
+        r.deliver(&p, 500).unwrap();
+        assert!(r.is_full(&p, limits), "over the byte limit");
+        assert_eq!(r.queued(&p), (2, 510));
+        r.consumed(&p, 1, 10);
+        r.consumed(&p, 1, 500);
+        // An empty port takes one message whatever its size.
+        assert!(!r.is_full(&p, QueueLimits { msgs: 1, bytes: 0 }));
     }
 
     #[test]
@@ -385,8 +480,8 @@ mod tests {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
         let p = r.open_port(&a, PortKind::Once).unwrap();
-        assert_eq!(r.deliver(&p), Ok(()));
-        assert_eq!(r.deliver(&p), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&p, 0), Ok(()));
+        assert_eq!(r.deliver(&p, 0), Err(Undeliverable::NoSuchPort));
     }
 
     #[test]
@@ -411,7 +506,7 @@ mod tests {
         let c = r.child(&a).unwrap();
         let p = r.open_port(&c, PortKind::Stream).unwrap();
         r.remove_actor(&c);
-        assert_eq!(r.deliver(&p), Err(Undeliverable::NoSuchActor));
+        assert_eq!(r.deliver(&p, 0), Err(Undeliverable::NoSuchActor));
         assert!(r.contains_actor(&a));
         assert_eq!(r.actor_count(), 1);
     }

@@ -37,6 +37,12 @@ impl<K: TimerKey, const N: usize> Timers<K, N> {
     pub fn set(&mut self, key: K, at: Instant) {
         self.at[key.index()] = Some(at);
     }
+    /// Arms a timer unless it is armed already.
+    pub fn set_if_unset(&mut self, key: K, at: Instant) {
+        if self.at[key.index()].is_none() {
+            self.at[key.index()] = Some(at);
+        }
+    }
     /// Disarms a timer.
     pub fn clear(&mut self, key: K) {
         self.at[key.index()] = None;

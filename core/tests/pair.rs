@@ -41,6 +41,8 @@ struct Pair {
     raw_rx: Vec<BytesMut>,
     raw_closed: Vec<bool>,
     incarnation: u64,
+    /// Deliveries stay in their ports' queues until the test consumes them.
+    hold_deliveries: bool,
 }
 
 fn pid(i: usize) -> ProcId {
@@ -67,6 +69,7 @@ impl Pair {
             raw_rx: Vec::new(),
             raw_closed: Vec::new(),
             incarnation: 100,
+            hold_deliveries: false,
         };
         for i in 0..n {
             let node = pair.fresh(i);
@@ -165,7 +168,14 @@ impl Pair {
     fn carry_out(&mut self, i: usize, o: Output) {
         let now = self.now;
         match o {
-            Output::Deliver(env) => self.nodes[i].delivered.push(env),
+            Output::Deliver(env) => {
+                // The consumer takes it at once (the slow-consumer tests take over).
+                if !self.hold_deliveries {
+                    let len = env.payload.len();
+                    self.nodes[i].proc.handle_consumed(now, &env.dest, 1, len);
+                }
+                self.nodes[i].delivered.push(env)
+            }
             Output::Returned(env) => self.nodes[i].returned.push(env),
             Output::Event(e) => self.nodes[i].events.push((now, e)),
             Output::Dial { conn, addr } => {
@@ -867,4 +877,45 @@ fn messages_between_actors_that_talked_before_name_them_by_index() {
         3 * (6 + 6 + 64),
         "three frames coalesced into one write"
     );
+}
+
+#[test]
+fn a_full_port_holds_its_link_unacknowledged_until_consumed() {
+    let mut cfg = quick();
+    cfg.port_queue_msgs = 3;
+    let mut p = Pair::new(2, cfg);
+    p.hold_deliveries = true;
+    for m in [&b"1"[..], b"2", b"3", b"4", b"5"] {
+        p.send(0, target(1), m).unwrap();
+    }
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.payloads(1), ["1", "2", "3"], "the port holds three");
+    assert_eq!(p.nodes[1].proc.registry().queued(&target(1)), (3, 3));
+    assert_eq!(
+        p.nodes[0].proc.queued(&pid(1)),
+        (2, p.nodes[0].proc.queued(&pid(1)).1),
+        "the two held messages stay unacknowledged at the sender"
+    );
+    // A local send into the full port waits too.
+    let local = Envelope::new(actor(1, "a"), target(1), Bytes::from_static(b"L"));
+    assert_eq!(
+        p.nodes[1].proc.handle_send(p.now, local.clone()),
+        Err(SendError::WouldBlock)
+    );
+    // The link stays alive while it waits: heartbeats are not consumption.
+    p.run_for(Duration::from_secs(2));
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+    // Consuming one lets one more in, in order; the local sender hears it may retry.
+    p.nodes[1].proc.handle_consumed(p.now, &target(1), 1, 1);
+    p.drive();
+    assert_eq!(p.payloads(1), ["1", "2", "3", "4"]);
+    assert!(p.nodes[1]
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::Writable { peer } if *peer == pid(1))));
+    p.nodes[1].proc.handle_consumed(p.now, &target(1), 4, 4);
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.payloads(1), ["1", "2", "3", "4", "5"]);
+    assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0), "all acknowledged");
+    p.nodes[1].proc.handle_send(p.now, local).unwrap();
 }

@@ -11,8 +11,10 @@
 //!   acknowledgement produces whatever the destination did with the message;
 //! - after the faults stop, every accepted message of a live sender has been delivered or
 //!   returned, and none is left queued;
-//! - no link holds more than its window; `poll_timeout` is never a handled deadline (no
-//!   busy loop) and reports `now` while output is queued.
+//! - no link holds more than its window, and no port queue more than its bound, while some
+//!   consumers are slow (their ports fill and hold the links that feed them);
+//!   `poll_timeout` is never a handled deadline (no busy loop) and reports `now` while
+//!   output is queued.
 //!
 //! `PROCWIRE_SIM_SEEDS=a..b` widens the sweep (default `0..32`); `PROCWIRE_SIM_TRACE=1`
 //! prints what happens, to follow a failing seed.
@@ -63,6 +65,8 @@ enum Ev {
     Closed { link: usize, to: usize },
     /// A sender actor sends its next message.
     Send { p: usize },
+    /// Node `p`'s consumer takes messages from its port's queue.
+    Consume { p: usize, gen: u32 },
     /// Fault injection tick.
     Fault,
 }
@@ -84,6 +88,14 @@ struct Node {
     port: PortId,
     /// Next message counter per destination.
     counters: Vec<u64>,
+    /// Delivered, not yet consumed: payload sizes, oldest first.
+    backlog: std::collections::VecDeque<usize>,
+    /// A consumer scheduled to run.
+    consuming: bool,
+    /// Gap between consumer runs, and messages taken per run (a slow consumer's
+    /// port fills, holds its links and slows its senders).
+    consume_gap: Duration,
+    consume_batch: usize,
 }
 
 #[derive(Default)]
@@ -164,6 +176,10 @@ impl Sim {
         let config = Config {
             window_msgs: 24,
             window_bytes: 24 * 1024,
+            port_queue_msgs: 6,
+            port_queue_bytes: 16 * 1024,
+            link_held_msgs: 24,
+            link_held_bytes: 24 * 1024,
             max_frame_len: 8 * 1024,
             ack_every_msgs: 8,
             ack_every_bytes: 8 * 1024,
@@ -216,12 +232,25 @@ impl Sim {
         let a = proc.reserve_root("a").unwrap();
         let port = proc.open_port(&a, PortKind::Stream).unwrap();
         let sender = proc.reserve_root("s").unwrap();
+        let slow = self.rng.chance(400);
         Node {
             proc,
             gen,
             sender,
             port,
             counters: Vec::new(),
+            backlog: std::collections::VecDeque::new(),
+            consuming: false,
+            consume_gap: Duration::from_micros(if slow {
+                2_000 + self.rng.below(8_000)
+            } else {
+                20
+            }),
+            consume_batch: if slow {
+                1 + self.rng.below(4) as usize
+            } else {
+                usize::MAX
+            },
         }
     }
 
@@ -373,6 +402,18 @@ impl Sim {
         );
         if self.trace {
             eprintln!("{:?} delivered {k:?}", self.now);
+        }
+        let node = &mut self.nodes[p];
+        node.backlog.push_back(env.payload.len());
+        let (queued, _) = node.proc.registry().queued(&node.port);
+        assert!(
+            queued <= self.config.port_queue_msgs,
+            "port queue over its bound: {queued}"
+        );
+        if !node.consuming {
+            node.consuming = true;
+            let (gap, gen) = (node.consume_gap, node.gen);
+            self.schedule(gap, Ev::Consume { p, gen });
         }
         let last = self.ledger.order.entry((src, gen, dst)).or_insert(0);
         assert!(n >= *last, "out of order: {k:?} after {last}");
@@ -603,8 +644,33 @@ impl Sim {
                 let gap = Duration::from_micros(self.rng.below(3_000));
                 self.schedule(gap, Ev::Send { p });
             }
+            Ev::Consume { p, gen } => self.consume(p, gen),
             Ev::Fault => self.fault(),
         }
+    }
+
+    fn consume(&mut self, p: usize, gen: u32) {
+        let node = &mut self.nodes[p];
+        if node.gen != gen {
+            return;
+        }
+        let (mut msgs, mut bytes) = (0, 0);
+        while msgs < node.consume_batch {
+            let Some(len) = node.backlog.pop_front() else {
+                break;
+            };
+            msgs += 1;
+            bytes += len;
+        }
+        let port = node.port.clone();
+        node.proc.handle_consumed(self.now, &port, msgs, bytes);
+        let node = &mut self.nodes[p];
+        node.consuming = !node.backlog.is_empty();
+        if node.consuming {
+            let gap = node.consume_gap;
+            self.schedule(gap, Ev::Consume { p, gen });
+        }
+        self.drain(p);
     }
 
     /// Runs until `until`, jumping time to the next event or deadline.

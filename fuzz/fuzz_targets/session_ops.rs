@@ -99,6 +99,9 @@ impl Cfg {
             // the cache (travelling whole) within a few messages.
             chunk_bytes: 16 + usize::from(self.coalesce % 512),
             id_cache_entries: u16::from(self.ack_every_msgs % 3),
+            // Ports fill after a few messages: links hold until `Consume`.
+            port_queue_msgs: 1 + usize::from(self.window_msgs % 6),
+            link_held_msgs: 1 + usize::from(self.inbound % 16),
             ..Config::default()
         };
         match &self.timing {
@@ -292,6 +295,12 @@ enum Op {
     RemoveActor {
         b: bool,
         actor: u8,
+    },
+    /// The consumer of a port takes some of what was delivered to it.
+    Consume {
+        b: bool,
+        pick: u8,
+        msgs: u8,
     },
     /// The driver could not place a delivered envelope and hands it back.
     HandBack {
@@ -1063,6 +1072,21 @@ impl World {
                 self.nodes[n]
                     .proc
                     .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
+                self.drain(n);
+            }
+            Op::Consume { b, pick, msgs } => {
+                let n = node(*b);
+                let ports = &self.nodes[n].ports;
+                if ports.is_empty() {
+                    return;
+                }
+                let port = ports[usize::from(*pick) % ports.len()].id.clone();
+                let now = self.now;
+                self.touch(n);
+                let msgs = usize::from(*msgs % 8);
+                self.nodes[n]
+                    .proc
+                    .handle_consumed(now, &port, msgs, msgs * 64);
                 self.drain(n);
             }
             Op::Readdress { b, proc, addr } => {

@@ -411,6 +411,11 @@ impl Engine {
         });
     }
 
+    /// A port's receiver took `msgs` messages of `bytes` payload bytes from its queue.
+    pub(crate) fn consumed(self: &Arc<Self>, port: &PortId, msgs: usize, bytes: usize) {
+        self.turn(|st, now| st.core.handle_consumed(now, port, msgs, bytes));
+    }
+
     /// The identity went away: unbind its ports and forget it.
     pub(crate) fn remove_actor(self: &Arc<Self>, actor: &ActorId) {
         self.turn(|st, _| {

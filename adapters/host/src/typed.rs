@@ -23,7 +23,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use procwire_core::envelope::{Envelope, Undeliverable};
@@ -470,8 +470,13 @@ pub struct PortReceiver<M> {
     port: PortId,
     fingerprint: TypeFingerprint,
     queue: Arc<Queue<Envelope>>,
+    /// Taken and not yet reported to core: (messages, payload bytes).
+    taken: (usize, usize),
     _m: PhantomData<fn() -> M>,
 }
+
+/// A receiver reports what it took to core at least every this many messages.
+const REPORT_EVERY: usize = 32;
 
 impl<M> PortReceiver<M> {
     pub(crate) fn new(engine: Arc<Engine>, port: PortId, queue: Arc<Queue<Envelope>>) -> Self {
@@ -480,6 +485,7 @@ impl<M> PortReceiver<M> {
             port,
             fingerprint: TypeFingerprint::of::<M>(),
             queue,
+            taken: (0, 0),
             _m: PhantomData,
         }
     }
@@ -515,15 +521,31 @@ impl<M> PortReceiver<M> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Envelope, RecvError>> {
-        self.queue.poll_pop(cx).map(|e| e.ok_or(RecvError::Closed))
+        let env = ready!(self.queue.poll_pop(cx)).ok_or(RecvError::Closed)?;
+        self.took(&env);
+        Poll::Ready(Ok(env))
     }
 
     /// The next envelope if one is queued, unchecked and undecoded.
     pub fn try_recv_envelope(&mut self) -> Result<Envelope, TryRecvError> {
-        self.queue.try_pop().map_err(|e| match e {
+        let env = self.queue.try_pop().map_err(|e| match e {
             PopError::Empty => TryRecvError::Empty,
             PopError::Closed => TryRecvError::Closed,
-        })
+        })?;
+        self.took(&env);
+        Ok(env)
+    }
+
+    /// Reports what this receiver took to core, which bounds the port's queue
+    /// (`Config::port_queue_msgs` / `port_queue_bytes`): in batches, and whenever the queue
+    /// runs empty, so a full port is never left waiting on an unreported message.
+    fn took(&mut self, env: &Envelope) {
+        self.taken.0 += 1;
+        self.taken.1 += env.payload.len();
+        if self.taken.0 >= REPORT_EVERY || self.queue.len() == 0 {
+            let (msgs, bytes) = std::mem::take(&mut self.taken);
+            self.engine.consumed(&self.port, msgs, bytes);
+        }
     }
 }
 
