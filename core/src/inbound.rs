@@ -123,10 +123,7 @@ impl Inbound {
         if let Some((old, _)) = self.conn.take() {
             cx.close(old);
         }
-        // What is pending was never acknowledged: the dialer sends it again.
-        self.next = self.routed();
-        self.pending.clear();
-        self.pending_bytes = 0;
+        self.drop_pending();
         let welcome = Welcome {
             incarnation: cx.incarnation,
             next: Some(self.next),
@@ -148,6 +145,16 @@ impl Inbound {
         self.timers.set(InTimer::Idle, now + cx.config.idle_timeout);
         self.timers
             .set(InTimer::Heartbeat, now + cx.config.heartbeat_interval);
+    }
+
+    /// Forgets what was received and not routed. It was never acknowledged, so the
+    /// dialer still holds it: it sends it again if it resumes, and returns it otherwise.
+    /// Messages are held only while a connection is attached, so nothing from a session
+    /// whose link was lost can be delivered after messages of a newer session.
+    fn drop_pending(&mut self) {
+        self.next = self.routed();
+        self.pending.clear();
+        self.pending_bytes = 0;
     }
 
     /// One past the last message routed (what an acknowledgement confirms).
@@ -303,6 +310,7 @@ impl Inbound {
     }
 
     fn detached(&mut self, now: Instant, cx: &mut Ctx) {
+        self.drop_pending();
         self.timers.clear(InTimer::Ack);
         self.timers.clear(InTimer::Idle);
         self.timers.clear(InTimer::Heartbeat);

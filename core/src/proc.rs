@@ -728,6 +728,7 @@ impl Proc {
             return self.refuse(conn, RefuseReason::ShuttingDown);
         }
         self.end_stale_sessions(&hello);
+        self.drop_pending_of_others(now, &hello);
         let key = (hello.from.clone(), hello.session);
         let slot = match self.in_keys.get(&key) {
             Some(&slot) => slot,
@@ -758,6 +759,26 @@ impl Proc {
             .collect();
         for slot in stale {
             self.end_inbound(slot);
+        }
+    }
+
+    /// A dialer only ever sends on its newest session: older sessions of the same start of
+    /// that proc lose their connection (acknowledging what they routed), and with it what
+    /// they hold behind a full port, which must not be delivered after the new session's
+    /// messages. Their positions stay, as for any lost connection.
+    fn drop_pending_of_others(&mut self, now: Instant, hello: &Hello) {
+        let from = hello.from.clone();
+        let others: Vec<usize> = self
+            .in_keys
+            .range((from.clone(), 0)..=(from, u64::MAX))
+            .filter(|(key, _)| key.1 != hello.session)
+            .map(|(_, &slot)| slot)
+            .collect();
+        for slot in others {
+            if let Some(s) = self.inbound[slot].as_mut() {
+                s.session.close_conn(now, &mut self.cx);
+                self.touch(Owner::In(slot));
+            }
         }
     }
 

@@ -432,6 +432,9 @@ impl Sim {
         let k = key(src, gen, dst, n);
         let reason = env.returned.expect("returned without reason");
         assert_eq!(gen, self.nodes[p].gen, "returned to a later incarnation");
+        if self.trace {
+            eprintln!("{:?} returned {k:?}: {reason}", self.now);
+        }
         let seen = self.ledger.returned.entry(k).or_default();
         // At most one definite outcome and at most one "delivery unknown" return.
         assert!(
