@@ -460,24 +460,16 @@ fn encode(
         headers,
     };
     out.extend_from_slice(&[0u8; HEADER_LEN]);
-    // Metadata is small: serialize it on the stack and append it in one copy; large
-    // headers take the heap.
-    let mut stack = [0u8; 512];
     let too_large = |len: usize| Undeliverable::TooLarge {
         len: u32::try_from(len).unwrap_or(u32::MAX),
         max,
     };
-    match postcard::to_slice(&meta, &mut stack) {
-        Ok(used) => out.extend_from_slice(used),
-        Err(_) => match postcard::to_allocvec(&meta) {
-            Ok(v) => out.extend_from_slice(&v),
-            // Serializing into memory has no failure path; should it fail, the message is
-            // refused (the caller keeps it), and nothing else in `out` is touched.
-            Err(_) => {
-                out.truncate(start);
-                return Err(too_large(usize::MAX));
-            }
-        },
+    // Serialized straight into the frame: metadata is a few bytes between known actors.
+    if postcard::to_extend(&meta, Extender(out)).is_err() {
+        // Serializing into memory has no failure path; should it fail, the message is
+        // refused (the caller keeps it), and nothing else in `out` is touched.
+        out.truncate(start);
+        return Err(too_large(usize::MAX));
     }
     let body = out.len() - start - HEADER_LEN + env.payload.len();
     match u32::try_from(body) {
@@ -497,6 +489,21 @@ fn encode(
             out.truncate(start);
             Err(too_large(body))
         }
+    }
+}
+
+/// Appends to a `BytesMut` through `Extend`, for `postcard::to_extend`.
+struct Extender<'a>(&'a mut BytesMut);
+
+impl Extend<u8> for Extender<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+impl<'a> Extend<&'a u8> for Extender<'_> {
+    fn extend<I: IntoIterator<Item = &'a u8>>(&mut self, iter: I) {
+        self.0.extend(iter.into_iter().copied());
     }
 }
 

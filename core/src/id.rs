@@ -630,29 +630,72 @@ mod socket_addr_wire {
 // Ids
 // ---------------------------------------------------------------------------------------------
 
+/// With an allocator, proc and actor ids are shared (reference counted): cloning or moving
+/// one, or an envelope holding them, never copies addresses or names. Without one they are
+/// held inline. Comparison, ordering and hashing are by value either way.
+#[cfg(feature = "alloc")]
+type Shared<T> = alloc::sync::Arc<T>;
+#[cfg(not(feature = "alloc"))]
+type Shared<T> = Inline<T>;
+
+/// Inline storage for ids where there is no allocator.
+#[cfg(not(feature = "alloc"))]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Inline<T>(T);
+
+#[cfg(not(feature = "alloc"))]
+impl<T> Inline<T> {
+    fn new(t: T) -> Self {
+        Inline(t)
+    }
+}
+
+#[cfg(not(feature = "alloc"))]
+impl<T> core::ops::Deref for Inline<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct ProcData {
+    addr: ChannelAddr,
+    name: Name,
+}
+
 /// A proc: an addressable endpoint (its bound address) and its name.
 ///
 /// Text form `<addr>,<name>`, e.g. `unix:@procwire-1,root`. `Debug` prints the text form.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ProcId {
-    addr: ChannelAddr,
-    name: Name,
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcId(Shared<ProcData>);
+
+impl Serialize for ProcId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProcId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ProcData::deserialize(d).map(|p| ProcId(Shared::new(p)))
+    }
 }
 
 impl ProcId {
     /// The proc named `name` serving on `addr`.
     pub fn new(addr: ChannelAddr, name: Name) -> Self {
-        ProcId { addr, name }
+        ProcId(Shared::new(ProcData { addr, name }))
     }
 
     /// Where the proc can be reached.
     pub fn addr(&self) -> &ChannelAddr {
-        &self.addr
+        &self.0.addr
     }
 
     /// The proc's name.
     pub fn name(&self) -> &Name {
-        &self.name
+        &self.0.name
     }
 
     /// The actor `name[pid]` inside this proc.
@@ -663,7 +706,7 @@ impl ProcId {
 
 impl fmt::Display for ProcId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},{}", self.addr, self.name)
+        write!(f, "{},{}", self.addr(), self.name())
     }
 }
 
@@ -680,48 +723,75 @@ impl FromStr for ProcId {
     }
 }
 
-/// An actor: a proc, the actor's root name and its pid under that name (0 for the root
-/// itself, counting up for its children).
-///
-/// Text form `<proc-id>,<name>[<pid>]`, e.g. `local:3,root,worker[2]`. `Debug` prints the
-/// text form.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ActorId {
+struct ActorData {
     proc: ProcId,
     name: Name,
     pid: u64,
 }
 
+/// An actor: a proc, the actor's root name and its pid under that name (0 for the root
+/// itself, counting up for its children).
+///
+/// Text form `<proc-id>,<name>[<pid>]`, e.g. `local:3,root,worker[2]`. `Debug` prints the
+/// text form.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActorId(Shared<ActorData>);
+
+impl Serialize for ActorId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ActorId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ActorData::deserialize(d).map(|a| ActorId(Shared::new(a)))
+    }
+}
+
 impl ActorId {
     /// The actor `name[pid]` in `proc`.
     pub fn new(proc: ProcId, name: Name, pid: u64) -> Self {
-        ActorId { proc, name, pid }
+        ActorId(Shared::new(ActorData { proc, name, pid }))
     }
 
     /// The proc the actor lives in.
     pub fn proc(&self) -> &ProcId {
-        &self.proc
+        &self.0.proc
     }
 
     /// The actor's (root) name.
     pub fn name(&self) -> &Name {
-        &self.name
+        &self.0.name
     }
 
     /// The actor's number under its name.
     pub fn pid(&self) -> u64 {
-        self.pid
+        self.0.pid
     }
 
     /// Port number `index` of this actor.
     pub fn port(&self, index: u64) -> PortId {
         PortId::new(self.clone(), index)
     }
+
+    /// Whether `other` is this very id (the same shared storage): a cheap test that implies
+    /// equality, for memos on the data path. Always false without an allocator.
+    pub fn is_same(&self, other: &ActorId) -> bool {
+        #[cfg(feature = "alloc")]
+        return alloc::sync::Arc::ptr_eq(&self.0, &other.0);
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = other;
+            false
+        }
+    }
 }
 
 impl fmt::Display for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},{}[{}]", self.proc, self.name, self.pid)
+        write!(f, "{},{}[{}]", self.proc(), self.name(), self.pid())
     }
 }
 

@@ -73,6 +73,9 @@ pub struct IdCache {
     index: BTreeMap<ActorId, u16>,
     free: Vec<u16>,
     cap: u16,
+    /// The last ids looked up, by identity: a sender and a destination that keep talking
+    /// are found without comparing ids.
+    recent: [Option<(ActorId, u16)>; 2],
 }
 
 impl IdCache {
@@ -92,6 +95,7 @@ impl IdCache {
     /// Lowers the capacity to what the receiver announced; entries above it are forgotten
     /// (the caller rewinds and re-encodes anything not yet received that used them).
     pub fn limit(&mut self, cap: u16) {
+        self.recent = [None, None];
         self.cap = self.cap.min(cap);
         while self.entries.len() > usize::from(self.cap) {
             if let Some(Some(e)) = self.entries.pop() {
@@ -104,7 +108,14 @@ impl IdCache {
     /// How `id` is named in frame `seq`: a reference when defined already, else a
     /// definition while there is room, else inline.
     pub(crate) fn slot(&mut self, id: &ActorId, seq: u64) -> Slot {
+        for (known, n) in self.recent.iter().flatten() {
+            if known.is_same(id) {
+                return Slot::Ref(*n);
+            }
+        }
         if let Some(&n) = self.index.get(id) {
+            self.recent.rotate_right(1);
+            self.recent[0] = Some((id.clone(), n));
             return Slot::Ref(n);
         }
         let n = match self.free.pop() {
@@ -131,6 +142,7 @@ impl IdCache {
     /// Forgets every definition made in frame `seq` or later (those frames are about to
     /// be encoded again or dropped, and the receiver has none of them).
     pub fn rewind(&mut self, seq: u64) {
+        self.recent = [None, None];
         for (n, slot) in self.entries.iter_mut().enumerate() {
             if slot.as_ref().is_some_and(|e| e.defined_at >= seq) {
                 if let Some(e) = slot.take() {

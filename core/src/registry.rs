@@ -92,6 +92,8 @@ struct Root {
     next_pid: u64,
     /// Next ephemeral port index of any actor of this name; never goes back.
     next_port: u64,
+    /// The live actors of this name, by pid.
+    actors: BTreeMap<u64, Actor>,
 }
 
 impl Default for Root {
@@ -100,6 +102,7 @@ impl Default for Root {
             held: false,
             next_pid: 0,
             next_port: FIRST_EPHEMERAL_PORT,
+            actors: BTreeMap::new(),
         }
     }
 }
@@ -141,8 +144,8 @@ struct Actor {
 #[derive(Debug)]
 pub struct Registry {
     proc: ProcId,
+    /// By root name (looked up by `&str`, so no name is copied to find an actor).
     roots: BTreeMap<Name, Root>,
-    actors: BTreeMap<(Name, u64), Actor>,
 }
 
 impl Registry {
@@ -151,7 +154,6 @@ impl Registry {
         Registry {
             proc,
             roots: BTreeMap::new(),
-            actors: BTreeMap::new(),
         }
     }
 
@@ -170,7 +172,7 @@ impl Registry {
         }
         root.held = true;
         root.next_pid = root.next_pid.max(1);
-        self.actors.insert((name.clone(), 0), Actor::default());
+        root.actors.insert(0, Actor::default());
         Ok(self.proc.actor(name, 0))
     }
 
@@ -183,8 +185,7 @@ impl Registry {
             .ok_or_else(|| no_such(parent))?;
         let pid = root.next_pid;
         root.next_pid += 1;
-        self.actors
-            .insert((parent.name().clone(), pid), Actor::default());
+        root.actors.insert(pid, Actor::default());
         Ok(self.proc.actor(parent.name().clone(), pid))
     }
 
@@ -192,14 +193,13 @@ impl Registry {
     /// actor of its root name.
     pub fn open_port(&mut self, actor: &ActorId, kind: PortKind) -> Result<PortId, RegistryError> {
         self.check_local(actor)?;
-        let a = self
-            .actors
-            .get_mut(&(actor.name().clone(), actor.pid()))
-            .ok_or_else(|| no_such(actor))?;
-        // Every registered actor's root name has an entry: `reserve_root` made it.
         let root = self
             .roots
-            .get_mut(actor.name())
+            .get_mut(actor.name().as_str())
+            .ok_or_else(|| no_such(actor))?;
+        let a = root
+            .actors
+            .get_mut(&actor.pid())
             .ok_or_else(|| no_such(actor))?;
         let index = root.next_port;
         root.next_port += 1;
@@ -233,9 +233,9 @@ impl Registry {
         if self.check_local(actor).is_err() {
             return;
         }
-        self.actors.remove(&(actor.name().clone(), actor.pid()));
-        if actor.pid() == 0 {
-            if let Some(root) = self.roots.get_mut(actor.name()) {
+        if let Some(root) = self.roots.get_mut(actor.name().as_str()) {
+            root.actors.remove(&actor.pid());
+            if actor.pid() == 0 {
                 root.held = false;
             }
         }
@@ -243,10 +243,7 @@ impl Registry {
 
     /// Whether the actor is registered here.
     pub fn contains_actor(&self, actor: &ActorId) -> bool {
-        self.check_local(actor).is_ok()
-            && self
-                .actors
-                .contains_key(&(actor.name().clone(), actor.pid()))
+        self.actor(actor).is_some()
     }
 
     /// Accounts for one delivery of `bytes` to `port`: `Err` says why it cannot be
@@ -279,12 +276,7 @@ impl Registry {
     /// [`Registry::consumed`]. A port holding nothing always takes one message, however
     /// large.
     pub fn is_full(&self, port: &PortId, limits: QueueLimits) -> bool {
-        if self.check_local(port.actor()).is_err() {
-            return false;
-        }
-        let key = (port.actor().name().clone(), port.actor().pid());
-        self.actors
-            .get(&key)
+        self.actor(port.actor())
             .and_then(|a| a.ports.get(&port.index()))
             .is_some_and(|p| p.msgs > 0 && (p.msgs >= limits.msgs || p.bytes >= limits.bytes))
     }
@@ -301,16 +293,14 @@ impl Registry {
 
     /// Messages (and bytes) delivered to `port` and not yet reported consumed.
     pub fn queued(&self, port: &PortId) -> (usize, usize) {
-        let key = (port.actor().name().clone(), port.actor().pid());
-        self.actors
-            .get(&key)
+        self.actor(port.actor())
             .and_then(|a| a.ports.get(&port.index()))
             .map_or((0, 0), |p| (p.msgs, p.bytes))
     }
 
     /// Number of live actors.
     pub fn actor_count(&self) -> usize {
-        self.actors.len()
+        self.roots.values().map(|r| r.actors.len()).sum()
     }
 
     fn check_local(&self, actor: &ActorId) -> Result<(), RegistryError> {
@@ -322,10 +312,19 @@ impl Registry {
         }
     }
 
+    fn actor(&self, actor: &ActorId) -> Option<&Actor> {
+        self.check_local(actor).ok()?;
+        self.roots
+            .get(actor.name().as_str())?
+            .actors
+            .get(&actor.pid())
+    }
+
     fn actor_mut(&mut self, actor: &ActorId) -> Result<&mut Actor, RegistryError> {
         self.check_local(actor)?;
-        self.actors
-            .get_mut(&(actor.name().clone(), actor.pid()))
+        self.roots
+            .get_mut(actor.name().as_str())
+            .and_then(|r| r.actors.get_mut(&actor.pid()))
             .ok_or_else(|| no_such(actor))
     }
 }

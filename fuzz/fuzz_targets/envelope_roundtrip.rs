@@ -12,8 +12,10 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use procwire_core::envelope::{
-    append_envelope, decode_envelope, Envelope, Link, RefuseReason, Undeliverable,
+    append_envelope, append_envelope_cached, decode_envelope, decode_envelope_cached, Envelope,
+    Link, RefuseReason, Undeliverable,
 };
+use procwire_core::idcache::{IdCache, IdTable};
 use procwire_core::frame::{FrameDecoder, FrameKind, Item, HEADER_LEN};
 use procwire_core::id::{ActorId, ChannelAddr, Name, PortId, ProcId, UnixAddr};
 
@@ -117,6 +119,12 @@ fn raw_mode(bytes: &[u8]) {
         sender: &b,
         receiver: &a,
     };
+    // A session's decoder with an id table: never panics, and what it accepts is a valid
+    // envelope that also survives the plain codec.
+    let mut table = IdTable::new(4);
+    if let Ok(env) = decode_envelope_cached(body.clone(), ab, &mut table) {
+        roundtrip(&env, Some(ab), None);
+    }
     let without = decode_envelope(body.clone(), None);
     let with = decode_envelope(body.clone(), Some(ab));
     if let Ok(env) = &without {
@@ -242,6 +250,8 @@ struct ArbEnvelope {
     payload: Vec<u8>,
     link: LinkSel,
     max: Option<u32>,
+    /// Id cache capacity (mod 4) for the cached sequence.
+    cache: u8,
 }
 
 fn structured_mode(bytes: &[u8]) {
@@ -295,8 +305,32 @@ fn structured_mode(bytes: &[u8]) {
         }
     };
     roundtrip(&env, link, a.max);
-    if link.is_some() {
+    if let Some(link) = link {
         roundtrip(&env, None, None);
+        cached_sequence(&env, link, a.cache);
+    }
+}
+
+/// The same envelope sent three times on a link with an id cache of `cap` entries: the
+/// receiver's table decodes each frame, in order, to the envelope; from the second on, ids
+/// already defined travel as indices, so no frame is larger than the first.
+fn cached_sequence(env: &Envelope, link: Link<'_>, cap: u8) {
+    let cap = u16::from(cap % 4);
+    let mut cache = IdCache::new(cap);
+    let mut table = IdTable::new(cap);
+    let mut first = None;
+    for seq in 0..3u64 {
+        let mut out = BytesMut::new();
+        append_envelope_cached(env, link, u32::MAX, &mut out, &mut cache, seq)
+            .expect("no limit to exceed");
+        let len = out.len();
+        let body = out.freeze().slice(HEADER_LEN..);
+        let back = decode_envelope_cached(body.clone(), link, &mut table)
+            .expect("own cached encoding must decode");
+        assert_eq!(&back, env);
+        check_zero_copy(&body, &back);
+        let first = *first.get_or_insert(len);
+        assert!(len <= first, "a later frame grew: {len} > {first}");
     }
 }
 
