@@ -8,9 +8,9 @@
 //! # Short ids on a link
 //!
 //! A proc id holds an address and a name, often 30–100 bytes. Envelopes on a link almost
-//! always name the two procs at its ends, so the metadata refers to a proc as
-//! [`ProcRef::LinkSender`] (the proc that wrote the frame), [`ProcRef::LinkReceiver`] (the
-//! proc that reads it) or, for anyone else, the full id. On top of that, sessions cache
+//! always name the two procs at its ends, so the metadata refers to a proc as `0` (the
+//! proc that wrote the frame), `1` (the proc that reads it) or, for anyone else, `2` and
+//! the full id. On top of that, sessions cache
 //! whole actor ids ([`crate::idcache`]): an actor starts with a varint tag, `0` for an id
 //! sent whole and not cached, `(n + 1) << 1 | 1` for an id sent whole and cached as index
 //! `n` from now on, and `(n + 1) << 1` for index `n` alone. Between actors that have talked
@@ -51,6 +51,7 @@ pub use crate::frame::RefuseReason;
 use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::id::{ActorId, Name, PortId, ProcId};
 use crate::idcache::{IdCache, IdTable, Slot};
+use crate::meta::{put_actor, put_bytes, put_returned, put_varint, ReadActor, Reader};
 
 /// Default hop budget of a new envelope.
 pub const DEFAULT_TTL: u8 = 16;
@@ -170,162 +171,6 @@ pub struct Link<'a> {
     pub receiver: &'a ProcId,
 }
 
-/// A proc as named inside envelope metadata.
-#[derive(Serialize, Deserialize, Debug)]
-pub enum ProcRef<'a> {
-    /// The proc that wrote the frame.
-    LinkSender,
-    /// The proc that reads the frame.
-    LinkReceiver,
-    /// Any other proc, in full.
-    Full(ProcRefFull<'a>),
-}
-
-/// A full proc id inside metadata, borrowed when encoding and owned when decoding.
-#[derive(Debug)]
-pub enum ProcRefFull<'a> {
-    /// Borrowed (encoding).
-    Borrowed(&'a ProcId),
-    /// Owned (decoding).
-    Owned(ProcId),
-}
-
-impl Serialize for ProcRefFull<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            ProcRefFull::Borrowed(p) => p.serialize(s),
-            ProcRefFull::Owned(p) => p.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for ProcRefFull<'_> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        ProcId::deserialize(d).map(ProcRefFull::Owned)
-    }
-}
-
-impl<'a> ProcRef<'a> {
-    fn new(p: &'a ProcId, link: Option<Link<'_>>) -> Self {
-        match link {
-            Some(l) if l.sender == p => ProcRef::LinkSender,
-            Some(l) if l.receiver == p => ProcRef::LinkReceiver,
-            _ => ProcRef::Full(ProcRefFull::Borrowed(p)),
-        }
-    }
-
-    fn resolve(self, link: Option<Link<'_>>) -> Result<ProcId, EnvelopeError> {
-        match (self, link) {
-            (ProcRef::Full(ProcRefFull::Owned(p)), _) => Ok(p),
-            (ProcRef::Full(ProcRefFull::Borrowed(p)), _) => Ok(p.clone()),
-            (ProcRef::LinkSender, Some(l)) => Ok(l.sender.clone()),
-            (ProcRef::LinkReceiver, Some(l)) => Ok(l.receiver.clone()),
-            (_, None) => Err(EnvelopeError::NoLink),
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct ActorRef<'a> {
-    proc: ProcRef<'a>,
-    name: Name,
-    pid: u64,
-}
-
-impl ActorRef<'_> {
-    fn resolve(self, link: Option<Link<'_>>) -> Result<ActorId, EnvelopeError> {
-        Ok(ActorId::new(self.proc.resolve(link)?, self.name, self.pid))
-    }
-}
-
-/// An actor as it travels in metadata: whole, whole and cached under an index, or only
-/// the index (see [`crate::idcache`]). A varint tag, then the whole id unless a reference.
-enum WireActor<'a> {
-    Inline(ActorRef<'a>),
-    Define(u16, ActorRef<'a>),
-    Ref(u16),
-}
-
-impl Serialize for WireActor<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let (slot, actor) = match self {
-            WireActor::Inline(a) => (Slot::Inline, Some(a)),
-            WireActor::Define(n, a) => (Slot::Define(*n), Some(a)),
-            WireActor::Ref(n) => (Slot::Ref(*n), None),
-        };
-        let mut t = s.serialize_tuple(1 + usize::from(actor.is_some()))?;
-        t.serialize_element(&slot.tag())?;
-        if let Some(a) = actor {
-            t.serialize_element(a)?;
-        }
-        t.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for WireActor<'_> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = WireActor<'static>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an actor tag and, unless a reference, an actor")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                use serde::de::Error;
-                let tag: u32 = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::custom("no tag"))?;
-                let slot = Slot::from_tag(tag).ok_or_else(|| A::Error::custom("bad actor tag"))?;
-                let mut actor = || -> Result<ActorRef<'static>, A::Error> {
-                    seq.next_element()?
-                        .ok_or_else(|| A::Error::custom("no actor"))
-                };
-                Ok(match slot {
-                    Slot::Ref(n) => WireActor::Ref(n),
-                    Slot::Define(n) => WireActor::Define(n, actor()?),
-                    Slot::Inline => WireActor::Inline(actor()?),
-                })
-            }
-        }
-        d.deserialize_tuple(2, V)
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Meta<'a> {
-    sender: WireActor<'a>,
-    dest: WireActor<'a>,
-    port: u64,
-    ttl: u8,
-    returned: Option<Undeliverable>,
-    #[serde(borrow)]
-    headers: Vec<(Name, &'a [u8])>,
-}
-
-fn actor_ref<'a>(a: &'a ActorId, link: Option<Link<'_>>) -> ActorRef<'a> {
-    ActorRef {
-        proc: ProcRef::new(a.proc(), link),
-        name: a.name().clone(),
-        pid: a.pid(),
-    }
-}
-
-fn wire_actor<'a>(
-    a: &'a ActorId,
-    link: Option<Link<'_>>,
-    cache: Option<(&mut IdCache, u64)>,
-) -> WireActor<'a> {
-    match cache.map(|(c, seq)| c.slot(a, seq)) {
-        Some(Slot::Ref(n)) => WireActor::Ref(n),
-        Some(Slot::Define(n)) => WireActor::Define(n, actor_ref(a, link)),
-        Some(Slot::Inline) | None => WireActor::Inline(actor_ref(a, link)),
-    }
-}
-
 /// Where a decoder looks up cached ids, and records definitions.
 pub(crate) trait IdLookup {
     /// The id at index `n`.
@@ -354,14 +199,11 @@ impl IdLookup for IdCache {
 }
 
 fn resolve_actor(
-    w: WireActor<'_>,
-    link: Option<Link<'_>>,
+    r: ReadActor,
     ids: &mut Option<&mut dyn IdLookup>,
 ) -> Result<ActorId, EnvelopeError> {
-    match w {
-        WireActor::Inline(a) => a.resolve(link),
-        WireActor::Define(n, a) => {
-            let id = a.resolve(link)?;
+    match r {
+        ReadActor::Whole(Slot::Define(n), id) => {
             let known = ids.as_mut().is_none_or(|t| t.define(n, &id));
             if known {
                 Ok(id)
@@ -369,7 +211,8 @@ fn resolve_actor(
                 Err(EnvelopeError::IdOutOfRange(n))
             }
         }
-        WireActor::Ref(n) => ids
+        ReadActor::Whole(_, id) => Ok(id),
+        ReadActor::Ref(n) => ids
             .as_ref()
             .and_then(|t| t.get(n))
             .cloned()
@@ -438,34 +281,12 @@ fn encode(
     mut cache: Option<(&mut IdCache, u64)>,
 ) -> Result<(), Undeliverable> {
     let start = out.len();
-    let headers: Vec<(Name, &[u8])> = env
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), &v[..]))
-        .collect();
-    let meta = Meta {
-        sender: wire_actor(
-            &env.sender,
-            link,
-            cache.as_mut().map(|(c, s)| (&mut **c, *s)),
-        ),
-        dest: wire_actor(
-            env.dest.actor(),
-            link,
-            cache.as_mut().map(|(c, s)| (&mut **c, *s)),
-        ),
-        port: env.dest.index(),
-        ttl: env.ttl,
-        returned: env.returned,
-        headers,
-    };
     out.extend_from_slice(&[0u8; HEADER_LEN]);
     let too_large = |len: usize| Undeliverable::TooLarge {
         len: u32::try_from(len).unwrap_or(u32::MAX),
         max,
     };
-    // Serialized straight into the frame: metadata is a few bytes between known actors.
-    if postcard::to_extend(&meta, Extender(out)).is_err() {
+    if put_meta(env, link, out, cache.as_mut().map(|(c, s)| (&mut **c, *s))).is_err() {
         // Serializing into memory has no failure path; should it fail, the message is
         // refused (the caller keeps it), and nothing else in `out` is touched.
         out.truncate(start);
@@ -492,19 +313,30 @@ fn encode(
     }
 }
 
-/// Appends to a `BytesMut` through `Extend`, for `postcard::to_extend`.
-struct Extender<'a>(&'a mut BytesMut);
-
-impl Extend<u8> for Extender<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
+/// Writes the metadata of `env` (see `meta` for the layout).
+fn put_meta(
+    env: &Envelope,
+    link: Option<Link<'_>>,
+    out: &mut BytesMut,
+    mut cache: Option<(&mut IdCache, u64)>,
+) -> Result<(), postcard::Error> {
+    let mut slot = |a: &ActorId| match cache.as_mut() {
+        Some((c, seq)) => c.slot(a, *seq),
+        None => Slot::Inline,
+    };
+    let s = slot(&env.sender);
+    put_actor(out, &env.sender, link, s)?;
+    let d = slot(env.dest.actor());
+    put_actor(out, env.dest.actor(), link, d)?;
+    put_varint(out, env.dest.index());
+    out.extend_from_slice(&[env.ttl]);
+    put_returned(out, env.returned)?;
+    put_varint(out, env.headers.len() as u64);
+    for (k, v) in &env.headers {
+        put_bytes(out, k.as_str().as_bytes());
+        put_bytes(out, v);
     }
-}
-
-impl<'a> Extend<&'a u8> for Extender<'_> {
-    fn extend<I: IntoIterator<Item = &'a u8>>(&mut self, iter: I) {
-        self.0.extend(iter.into_iter().copied());
-    }
+    Ok(())
 }
 
 /// Decodes a Data frame body whose ids are all whole. The payload (and header values) are
@@ -528,21 +360,29 @@ pub(crate) fn decode(
     link: Option<Link<'_>>,
     mut ids: Option<&mut dyn IdLookup>,
 ) -> Result<Envelope, EnvelopeError> {
-    let (meta, rest) =
-        postcard::take_from_bytes::<Meta<'_>>(&body).map_err(EnvelopeError::Malformed)?;
-    let payload = body.slice_ref(rest);
-    let headers = meta
-        .headers
-        .into_iter()
-        .map(|(k, v)| (k, body.slice_ref(v)))
-        .collect();
-    let sender = resolve_actor(meta.sender, link, &mut ids)?;
-    let dest_actor = resolve_actor(meta.dest, link, &mut ids)?;
+    let m = EnvelopeError::Malformed;
+    let mut r = Reader::new(&body);
+    let sender = r.actor(link)?;
+    let dest = r.actor(link)?;
+    let port = r.varint(10).map_err(m)?;
+    let ttl = r.byte().map_err(m)?;
+    let returned = r.returned().map_err(m)?;
+    let count = r.varint(10).map_err(m)?;
+    let mut headers = Vec::new();
+    for _ in 0..count {
+        let k = r.name().map_err(m)?;
+        let v = r.bytes().map_err(m)?;
+        headers.push((k, body.slice_ref(v)));
+    }
+    let payload = body.slice_ref(r.rest());
+    // Resolved after the whole metadata parsed: a malformed frame defines nothing.
+    let sender = resolve_actor(sender, &mut ids)?;
+    let dest_actor = resolve_actor(dest, &mut ids)?;
     Ok(Envelope {
         sender,
-        dest: PortId::new(dest_actor, meta.port),
-        ttl: meta.ttl,
-        returned: meta.returned,
+        dest: PortId::new(dest_actor, port),
+        ttl,
+        returned,
         headers,
         payload,
     })

@@ -88,6 +88,8 @@ pub mod idcache;
 #[cfg(feature = "alloc")]
 mod inbound;
 #[cfg(feature = "alloc")]
+mod meta;
+#[cfg(feature = "alloc")]
 pub mod output;
 #[cfg(feature = "alloc")]
 pub mod proc;
