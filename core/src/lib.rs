@@ -14,9 +14,12 @@
 //! | [`id`] | addresses, names, proc / actor / port ids, their text grammar |
 //! | [`frame`] | preamble, frame header, incremental decoder, encoders, handshake bodies |
 //! | `envelope` | message metadata + zero-copy payload, short ids on a link |
-//! | `registry` | root names, child pids, ports |
+//! | `idcache` | the per-link id cache (ids sent whole once per session, then as indices) |
+//! | `registry` | root names, child pids, ports and their queue accounting |
 //! | `proc` | the proc machine: routing, sessions, connections; **the drive loop** |
 //! | `session` / `inbound` (private) | the two halves of a reliable link |
+//! | `chunks` (private) | an outbound link's encoded frames: written as they are, kept for retransmission |
+//! | `ctx`, `schedule`, `output` | what a proc's machines share, their deadlines in one heap, the output queue |
 //! | `config` | every limit and interval, with defaults |
 //!
 //! ## Features
@@ -25,7 +28,7 @@
 //! fixed-capacity `heapless` storage. `alloc` adds envelopes, the registry, routing, sessions
 //! and the proc machine. `std` (default) adds `std::error::Error` for the id errors.
 //!
-//! ## Protocol, version 1
+//! ## Protocol, version 2
 //!
 //! A link carries one proc's messages to another over successive connections; each proc
 //! dials its own outbound links, so a connection carries data one way and acknowledgements
@@ -49,14 +52,24 @@
 //! ```
 //!
 //! Sequence numbers are implicit (frames on a connection are consecutive from the
-//! welcome's `next`), so a data frame is only its envelope. The frame layout is in
-//! [`frame`], the envelope layout in `envelope`, the delivery rules in `proc`.
+//! welcome's `next`), so a data frame is only its envelope. Actor ids travel whole the
+//! first time a session uses them and as a short index afterwards (`idcache`; the welcome
+//! says how many entries the acceptor keeps). The frame layout is in [`frame`], the
+//! envelope layout in `envelope`, the delivery rules in `proc`.
+//!
+//! Version 2 differs from version 1 by the id cache (an actor starts with a varint tag) and
+//! the welcome's `id_cache` field; the two do not interoperate, and the preamble says which
+//! one a peer speaks.
 //!
 //! ## Delivery
 //!
 //! Per (sending proc, receiving proc) link, every accepted message is delivered once and in
 //! send order across reconnects while both procs live; "delivered" means placed in the
-//! destination port's queue, which is what an acknowledgement confirms. Everything else
+//! destination port's queue, which is what an acknowledgement confirms. Port queues are
+//! bounded (`Config::port_queue_msgs` / `port_queue_bytes`; the driver reports what its
+//! consumers took with `Proc::handle_consumed`): a full port holds the links feeding it,
+//! unacknowledged, so their senders' windows fill and `send` waits, and memory at both ends
+//! stays within configuration whatever the consumer's speed. Everything else
 //! comes back to its sender with a reason: definite ones (`NoSuchActor`, `NoSuchPort`,
 //! `TooLarge`, `TtlExhausted`, `Refused`, `Unreachable`, `ShuttingDown`) mean it was not
 //! delivered; "delivery unknown" ones (`PeerRestarted`, `SessionLost`, `Unconfirmed`; see

@@ -14,6 +14,13 @@
 //! `poll_timeout` reports the last `now` while output is queued, never reports a deadline
 //! that `handle_timeout` has already handled, and is only changed by `handle_*` calls.
 //!
+//! Exactly one mutation may be followed by a full drain, but the loop does not have to be
+//! that strict: calling `handle_*` while outputs are still queued (between two
+//! `poll_output` calls) is allowed, and the new outputs queue behind the old ones. A
+//! driver that carries out a [`Output::Deliver`] and reports it consumed at once with
+//! [`Proc::handle_consumed`], or that completes a [`Output::Dial`] immediately with
+//! [`Proc::handle_connected`], may do so in the middle of a drain.
+//!
 //! ```
 //! use procwire_core::id::{ChannelAddr, Name, ProcId};
 //! use procwire_core::proc::{Config, Output, Proc};
@@ -61,13 +68,26 @@
 //! Returns and forwards are not subject to the window (the proc cannot make them wait);
 //! they are bounded by what peers' own windows let them send.
 //!
-//! Inbound buffering is not bounded per link here: delivery means placing the message in
-//! the port's queue, and the acknowledgement follows at once.
+//! # Bounded receivers
+//!
+//! Delivery means placing the message in its port's queue ([`Output::Deliver`]); the port
+//! counts it until the driver reports it taken ([`Proc::handle_consumed`], one by one or in
+//! batches). A port at `Config::port_queue_msgs` or `port_queue_bytes` is full: the inbound
+//! link whose next message is for it waits there, unacknowledged, and so does everything
+//! behind it on that link (head-of-line within a link, so per-link order needs nothing
+//! more; other links go on). Its sender's window fills and its sends wait. A link holds at
+//! most `Config::link_held_msgs` / `link_held_bytes` this way; a peer that sends more has
+//! its connection closed (`ConnError::Overrun`) and resumes from the first message not
+//! delivered. What a link holds is dropped when its connection goes (the dialer still has
+//! it, unacknowledged, and sends it again or returns it), so nothing held is ever delivered
+//! after a newer session's messages. Local sends to a full port get `WouldBlock`, then
+//! `Event::Writable` (naming this proc) once a consumer takes something. Liveness does not
+//! depend on consumption: pings, keepalives and idle timeouts go on while a link waits.
 //!
 //! # Costs that do not grow with the number of peers
 //!
 //! Sessions live in slots; connections name their session's slot. Every machine's next
-//! deadline sits in one heap ([`crate::timer::Schedule`]): `poll_timeout` reads its top,
+//! deadline sits in one heap (`schedule`): `poll_timeout` reads its top,
 //! `handle_timeout` visits only the machines that are due, and an input reschedules only
 //! the machines it touched. Idle deadlines are not moved on every byte; they re-arm from
 //! the last byte heard when they fire.
