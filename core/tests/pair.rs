@@ -919,3 +919,33 @@ fn a_full_port_holds_its_link_unacknowledged_until_consumed() {
     assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0), "all acknowledged");
     p.nodes[1].proc.handle_send(p.now, local).unwrap();
 }
+
+#[test]
+fn two_procs_draining_together_finish_as_fast_as_one() {
+    let mut p = Pair::new(2, quick());
+    for _ in 0..20 {
+        p.send(0, target(1), b"ab").unwrap();
+        p.send(1, target(0), b"ba").unwrap();
+    }
+    let start = p.now;
+    p.nodes[0].proc.handle_shutdown(p.now);
+    p.nodes[1].proc.handle_shutdown(p.now);
+    p.run_for(Duration::from_millis(100));
+    for i in 0..2 {
+        let done = p.nodes[i]
+            .events
+            .iter()
+            .find(|(_, e)| *e == Event::ShutdownComplete)
+            .map(|(t, _)| *t);
+        let done = done.unwrap_or_else(|| panic!("node {i} did not finish its shutdown"));
+        assert!(
+            done - start < Duration::from_millis(50),
+            "node {i} took {:?} (shutdown timeout {:?})",
+            done - start,
+            quick().shutdown_timeout
+        );
+        assert!(p.returns(i).is_empty(), "node {i}: {:?}", p.returns(i));
+    }
+    assert_eq!(p.payloads(0).len(), 20);
+    assert_eq!(p.payloads(1).len(), 20);
+}
