@@ -51,7 +51,9 @@ pub use crate::frame::RefuseReason;
 use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::id::{ActorId, Name, PortId, ProcId};
 use crate::idcache::{IdCache, IdTable, Slot};
-use crate::meta::{put_actor, put_bytes, put_returned, put_varint, ReadActor, Reader};
+use crate::meta::{
+    put_actor, put_bytes, put_returned, put_short_meta, put_varint, ReadActor, Reader,
+};
 
 /// Default hop budget of a new envelope.
 pub const DEFAULT_TTL: u8 = 16;
@@ -325,8 +327,12 @@ fn put_meta(
         None => Slot::Inline,
     };
     let s = slot(&env.sender);
-    put_actor(out, &env.sender, link, s)?;
     let d = slot(env.dest.actor());
+    let plain = env.returned.is_none() && env.headers.is_empty();
+    if put_short_meta(out, s, d, env.dest.index(), env.ttl, plain) {
+        return Ok(());
+    }
+    put_actor(out, &env.sender, link, s)?;
     put_actor(out, env.dest.actor(), link, d)?;
     put_varint(out, env.dest.index());
     out.extend_from_slice(&[env.ttl]);

@@ -23,22 +23,50 @@ use crate::idcache::Slot;
 
 type PErr = postcard::Error;
 
-/// Appends an unsigned LEB128 varint.
-pub(crate) fn put_varint(out: &mut BytesMut, mut v: u64) {
-    let mut buf = [0u8; 10];
-    let mut i = 0;
+/// Writes an unsigned LEB128 varint at `buf[at..]`; returns the position after it. `buf`
+/// must have room for 10 bytes from `at`.
+fn varint_at(buf: &mut [u8], mut at: usize, mut v: u64) -> usize {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
         if v == 0 {
-            buf[i] = byte;
-            i += 1;
-            break;
+            buf[at] = byte;
+            return at + 1;
         }
-        buf[i] = byte | 0x80;
-        i += 1;
+        buf[at] = byte | 0x80;
+        at += 1;
     }
-    out.extend_from_slice(&buf[..i]);
+}
+
+/// Appends an unsigned LEB128 varint.
+pub(crate) fn put_varint(out: &mut BytesMut, v: u64) {
+    let mut buf = [0u8; 10];
+    let n = varint_at(&mut buf, 0, v);
+    out.extend_from_slice(&buf[..n]);
+}
+
+/// The common case in one write: both actors by index, no return reason, no headers.
+/// `false` (nothing written) when the envelope needs the general path.
+pub(crate) fn put_short_meta(
+    out: &mut BytesMut,
+    sender: Slot,
+    dest: Slot,
+    port: u64,
+    ttl: u8,
+    plain: bool,
+) -> bool {
+    let (Slot::Ref(_), Slot::Ref(_), true) = (sender, dest, plain) else {
+        return false;
+    };
+    let mut buf = [0u8; 32];
+    let mut at = varint_at(&mut buf, 0, u64::from(sender.tag()));
+    at = varint_at(&mut buf, at, u64::from(dest.tag()));
+    at = varint_at(&mut buf, at, port);
+    // ttl, then "no return reason" and "no headers".
+    buf[at] = ttl;
+    at += 3;
+    out.extend_from_slice(&buf[..at]);
+    true
 }
 
 /// Appends varint length and bytes.
