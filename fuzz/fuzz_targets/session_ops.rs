@@ -767,6 +767,7 @@ impl World {
         let peer = dest.actor().proc().clone();
         let before = node.proc.queued(&peer);
         let cfg = node.cfg.clone();
+        let port_full = local && node.proc.registry().is_full(&dest, cfg.port_limits());
         let shutting = node.shutting;
         let now = self.now;
         self.touch(n);
@@ -802,14 +803,19 @@ impl World {
                     assert_eq!(after.0, before.0 + 1, "an accepted send is queued once");
                 }
             }
+            Err(SendError::WouldBlock) if local => {
+                assert!(port_full, "a local send blocked on a port with room");
+            }
             Err(SendError::WouldBlock) => {
-                assert!(!local, "a local send cannot block");
                 assert!(before.0 > 0, "WouldBlock on an empty link");
                 self.blocked.insert((n, peer.clone()));
             }
             Err(_) => {}
         }
         self.drain(n);
+        if port_full && !shutting && !foreign && len <= max {
+            assert_eq!(result, Err(SendError::WouldBlock), "a send into a full port");
+        }
         if result.is_ok() && local {
             assert!(
                 self.resolved(id),
