@@ -147,16 +147,20 @@ async fn echo_host(addr: ChannelAddr) {
         within(10, "echo stops", handle.wait()).await,
         ActorStatus::Stopped
     );
+    let report = within(20, "echo host shutdown", proc.shutdown()).await;
+    // `returned`/`returns_dropped` count pongs that came back to the (stopped) echo actor: a shutdown with the link to
+    // A2 down returns those whose acknowledgement had not arrived, as `Unconfirmed`.
     let s = proc.stats();
     report!(
-        "stats delivered={} returned={} retransmitted={} conn_errors={}",
+        "done drained={} delivered={} returned={} returns_dropped={} retransmitted={} \
+         conn_errors={}",
+        report.drained,
         s.delivered,
         s.returned,
+        s.returns_dropped,
         s.retransmitted,
         s.conn_errors
     );
-    let report = within(20, "echo host shutdown", proc.shutdown()).await;
-    report!("done drained={}", report.drained);
 }
 
 async fn warm_up(
