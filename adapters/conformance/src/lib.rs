@@ -28,6 +28,7 @@
 
 pub mod adapters;
 pub mod hostile;
+pub mod netns;
 pub mod proxy;
 pub mod scenarios;
 
