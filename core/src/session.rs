@@ -202,13 +202,13 @@ impl Outbound {
         if self.phase != Phase::Running {
             return Err(SendError::ShuttingDown);
         }
-        let max = cx.config.max_frame_len.min(self.peer_max);
-        if env.payload.len() > max as usize {
-            // Over the limit whatever the metadata: say so rather than "wait".
-            let len = u32::try_from(env.payload.len()).unwrap_or(u32::MAX);
-            return Err(SendError::TooLarge { len, max });
-        }
         if !force && !self.has_room(cx, env.payload.len()) {
+            let max = cx.config.max_frame_len.min(self.peer_max);
+            if env.payload.len() > max as usize {
+                // Over the limit whatever the metadata: waiting would not help.
+                let len = u32::try_from(env.payload.len()).unwrap_or(u32::MAX);
+                return Err(SendError::TooLarge { len, max });
+            }
             self.blocked = true;
             return Err(SendError::WouldBlock);
         }
