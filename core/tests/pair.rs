@@ -602,6 +602,7 @@ fn raw_session(p: &mut Pair, to: usize, from: &ProcId) -> usize {
         session: 42,
         resume: false,
         max_frame_len: 1 << 20,
+        auth: None,
     };
     let mut out = BytesMut::from(&preamble()[..]);
     append_frame(

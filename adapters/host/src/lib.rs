@@ -126,7 +126,6 @@ mod net;
 mod pipe;
 mod proc;
 mod refusals;
-mod refuse_watch;
 mod runtime;
 mod sync;
 mod tasks;
@@ -145,6 +144,7 @@ pub use typed::{
 };
 
 pub use procwire_core;
+pub use procwire_core::auth::{Cookie, CookieError};
 pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
 pub use procwire_core::id::{
     ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
@@ -171,6 +171,7 @@ pub mod api {
     };
 
     pub use procwire_core;
+    pub use procwire_core::auth::{Cookie, CookieError};
     pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
     pub use procwire_core::id::{
         ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
