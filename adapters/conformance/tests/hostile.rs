@@ -60,6 +60,11 @@ macro_rules! hostile_suite {
             }
 
             #[test]
+            fn wrong_cookie_is_refused() {
+                $run(|x| async move { hostile::wrong_cookie_is_refused(&x, T).await });
+            }
+
+            #[test]
             fn hello_for_another_proc() {
                 $run(|x| async move {
                     hostile::one_bad_conn(&x, T, BadConn::hello_for_another_proc).await
