@@ -1,5 +1,6 @@
 //! Every limit and interval of a proc, with defaults.
 
+use crate::auth::Cookie;
 use crate::frame::DEFAULT_MAX_FRAME_LEN;
 use crate::time::Duration;
 
@@ -53,7 +54,11 @@ pub struct Config {
     /// A receiver keeps a disconnected session's position this long for the dialer to
     /// resume.
     pub session_retention: Duration,
-    /// Inbound sessions one proc keeps at most; further hellos are refused.
+    /// Inbound sessions one proc keeps at most. A dialing proc holds one (a new session
+    /// from it replaces its old one); when the table is full, the session that has been
+    /// disconnected longest is evicted for a new dialer (its dialer learns on resume and
+    /// returns what it cannot prove delivered as `SessionLost`); only when every session is
+    /// connected is a new dialer refused with `TooManySessions`.
     pub max_inbound_sessions: usize,
     /// Graceful shutdown waits this long for acknowledgements, then returns the rest.
     pub shutdown_timeout: Duration,
@@ -66,6 +71,19 @@ pub struct Config {
     /// Actor ids one link caches (see `idcache`): the receiver of a session holds at most
     /// this many, and announces it in the welcome; the sender uses the smaller of the two.
     pub id_cache_entries: u16,
+    /// Inbound connections in their handshake (accepted, session not yet established) at
+    /// most. When one more is accepted, the oldest of them is closed to make room
+    /// (`RefuseReason::HandshakeEvicted`): a peer that opens connections and sends nothing
+    /// delays others by at most its share of this, not by the handshake deadline.
+    pub max_handshaking: usize,
+    /// Inbound connections at most, in their handshake or bound to a session. A connection
+    /// accepted beyond it is closed at once (`RefuseReason::TooManyConnections`), after the
+    /// oldest handshake was evicted if `max_handshaking` was reached too.
+    pub max_inbound_conns: usize,
+    /// A shared secret both ends of every link must hold (see [`crate::auth`]): it decides
+    /// who may open sessions and send; it does not encrypt. With a cookie, the seed and
+    /// incarnation passed to `Proc::new` must be unpredictable.
+    pub cookie: Option<Cookie>,
 }
 
 impl Default for Config {
@@ -94,6 +112,9 @@ impl Default for Config {
             coalesce_bytes: 64 * 1024,
             chunk_bytes: 64 * 1024,
             id_cache_entries: 256,
+            max_handshaking: 64,
+            max_inbound_conns: 1024,
+            cookie: None,
         }
     }
 }

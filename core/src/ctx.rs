@@ -5,9 +5,10 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::auth::Nonce;
 use crate::config::Config;
 use crate::envelope::{Envelope, Undeliverable};
-use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
+use crate::frame::{FrameHeader, FrameKind, RefuseReason, HEADER_LEN};
 use crate::id::ProcId;
 use crate::output::{ConnError, ConnId, Event, Output, Outputs};
 
@@ -65,6 +66,33 @@ pub struct Stats {
     pub acks_sent: u64,
     /// Connections closed for a protocol or framing error.
     pub conn_errors: u64,
+    /// Inbound connections this proc refused, per reason (every `Event::Refused`).
+    pub refused: RefusedCounts,
+    /// Retained disconnected inbound sessions evicted to make room for a new dialer.
+    pub sessions_evicted: u64,
+}
+
+/// Refusals per [`RefuseReason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefusedCounts {
+    counts: [u64; RefuseReason::ALL.len()],
+}
+
+impl RefusedCounts {
+    /// Refusals for `reason` (any `UnsupportedVersion` counts as one reason).
+    pub fn get(&self, reason: RefuseReason) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    /// Refusals of every reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    fn bump(&mut self, reason: RefuseReason) {
+        let c = &mut self.counts[reason.index()];
+        *c = c.saturating_add(1);
+    }
 }
 
 /// A small deterministic generator (SplitMix64) over the seed the driver passes in: core
@@ -96,6 +124,8 @@ pub(crate) struct Ctx {
     /// Connections sessions dialed since the proc last took them, with the session's slot.
     dialed: Vec<(ConnId, usize)>,
     next_conn: u64,
+    /// Nonces drawn so far (part of each nonce's input, so none repeats).
+    nonces: u64,
 }
 
 impl Ctx {
@@ -110,6 +140,7 @@ impl Ctx {
             failed: Vec::new(),
             dialed: Vec::new(),
             next_conn: 0,
+            nonces: 0,
         }
     }
 
@@ -141,6 +172,21 @@ impl Ctx {
 
     pub(crate) fn has_failed(&self) -> bool {
         !self.failed.is_empty()
+    }
+
+    /// A fresh handshake nonce; `None` without a cookie.
+    pub(crate) fn nonce(&mut self) -> Option<Nonce> {
+        let cookie = self.config.cookie.as_ref()?;
+        let counter = self.nonces;
+        self.nonces += 1;
+        crate::auth::nonce(cookie, self.incarnation, counter, self.rng.next_u64())
+    }
+
+    /// Counts and reports a refusal of inbound `conn` (the caller writes the refusal, if
+    /// any, and closes).
+    pub(crate) fn refused(&mut self, conn: ConnId, reason: RefuseReason) {
+        self.stats.refused.bump(reason);
+        self.out.event(Event::Refused { conn, reason });
     }
 
     pub(crate) fn event(&mut self, e: Event) {

@@ -1,7 +1,7 @@
 //! Framing: the connection preamble, the fixed frame header, an incremental decoder and
 //! encoders into caller-owned buffers.
 //!
-//! # Wire layout (protocol version 2)
+//! # Wire layout (protocol version 3)
 //!
 //! Each side of a connection first writes an 8-byte preamble, then frames:
 //!
@@ -16,6 +16,29 @@
 //! 05 00 01 00 00 00 2a
 //! ^kind ^flags ^len=1  ^body
 //! ```
+//!
+//! # Handshake
+//!
+//! The dialer writes its preamble and a [`FrameKind::Hello`] (postcard [`Hello`]); the
+//! acceptor has written its preamble on accepting. Without a cookie the acceptor answers
+//! with a [`FrameKind::Welcome`] (postcard [`Welcome`]) or a [`FrameKind::Refuse`]
+//! (postcard [`RefuseReason`]). With a cookie (see [`crate::auth`]) the hello carries the
+//! dialer's nonce `Nd` (`auth: Some(Nd)`), and two frames with raw bodies come first:
+//!
+//! ```text
+//! Challenge (kind 9), acceptor → dialer: Na: 16 bytes | acceptor tag: 32 bytes
+//! Proof     (kind 10), dialer → acceptor: dialer tag: 32 bytes
+//! ```
+//!
+//! The dialer checks the acceptor's tag before it answers (and never proves itself to an
+//! acceptor that failed); the acceptor checks the dialer's tag before it looks up, creates
+//! or resumes a session, then answers with the welcome. A hello with a nonce to an acceptor
+//! without a cookie is refused with [`RefuseReason::AuthUnexpected`], one without a nonce to
+//! an acceptor with a cookie with [`RefuseReason::AuthRequired`], a wrong proof with
+//! [`RefuseReason::BadAuth`].
+//!
+//! Until the handshake is over, each side accepts frame bodies of at most
+//! [`MAX_HANDSHAKE_FRAME_LEN`] bytes (the largest valid hello), whatever its message limit.
 //!
 //! The length is checked against the decoder's maximum (and its storage's capacity) as soon
 //! as the six header bytes are in, before a single body byte is buffered, so a peer cannot
@@ -40,13 +63,21 @@ use crate::id::ProcId;
 /// First four bytes of every connection.
 pub const MAGIC: [u8; 4] = *b"PWIR";
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Bytes in the preamble.
 pub const PREAMBLE_LEN: usize = 8;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
 /// Default largest frame body accepted or sent: 16 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
+/// Largest encoded [`Hello`]: two proc ids of the longest names and addresses, the
+/// numbers at their longest varints, and a nonce (checked by a test against the id bounds).
+pub const MAX_HELLO_LEN: u32 = 512;
+/// Largest frame body either side accepts before the handshake is over: the largest hello
+/// (every other handshake frame is smaller).
+pub const MAX_HANDSHAKE_FRAME_LEN: u32 = MAX_HELLO_LEN;
+/// Bytes in a [`FrameKind::Challenge`] body: the acceptor's nonce and tag.
+pub const CHALLENGE_LEN: usize = crate::auth::NONCE_LEN + crate::auth::TAG_LEN;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +99,10 @@ pub enum FrameKind {
     Pong = 7,
     /// Dialer → acceptor: the session ends here; forget it.
     Close = 8,
+    /// Acceptor → dialer, with a cookie: the acceptor's nonce and its proof of the cookie.
+    Challenge = 9,
+    /// Dialer → acceptor, with a cookie: the dialer's proof of the cookie.
+    Proof = 10,
 }
 
 impl FrameKind {
@@ -82,6 +117,8 @@ impl FrameKind {
             6 => FrameKind::Ping,
             7 => FrameKind::Pong,
             8 => FrameKind::Close,
+            9 => FrameKind::Challenge,
+            10 => FrameKind::Proof,
             _ => return None,
         })
     }
@@ -294,6 +331,13 @@ impl<B: BodyBuf> FrameDecoder<B> {
     /// The effective body limit.
     pub fn max_len(&self) -> u32 {
         self.max
+    }
+
+    /// Changes the body limit for the frames that follow (further capped by the storage's
+    /// capacity), e.g. from the handshake limit to the message limit once a session is up.
+    pub fn set_max_len(&mut self, max: u32) {
+        let cap = u32::try_from(self.body.capacity_limit()).unwrap_or(u32::MAX);
+        self.max = max.min(cap);
     }
 
     /// The sticky error, if the stream has failed.
@@ -517,6 +561,8 @@ pub struct Hello {
     pub resume: bool,
     /// Largest frame body the dialer accepts.
     pub max_frame_len: u32,
+    /// The dialer's nonce when it authenticates with a cookie (see [`crate::auth`]).
+    pub auth: Option<crate::auth::Nonce>,
 }
 
 /// Body of [`FrameKind::Welcome`].
@@ -548,8 +594,54 @@ pub enum RefuseReason {
     ShuttingDown,
     /// The hello could not be decoded.
     BadHello,
-    /// The acceptor holds `max_inbound_sessions` sessions already.
+    /// The acceptor holds `max_inbound_sessions` sessions already, all of them connected.
     TooManySessions,
+    /// The acceptor requires a cookie; the hello carried no nonce.
+    AuthRequired,
+    /// The dialer authenticates with a cookie; the acceptor has none configured.
+    AuthUnexpected,
+    /// The dialer's proof does not match the acceptor's cookie (a wrong cookie, or a
+    /// replayed handshake).
+    BadAuth,
+    /// Local only, never sent: the acceptor held `max_inbound_conns` connections, and closed
+    /// this one at once without a word (a dialer retries after its backoff).
+    TooManyConnections,
+    /// Local only, never sent: `max_handshaking` connections were in their handshake, and
+    /// this one, the oldest, was closed to make room.
+    HandshakeEvicted,
+}
+
+impl RefuseReason {
+    /// Every reason without data, and `UnsupportedVersion` with this crate's version, in
+    /// counter order.
+    pub const ALL: [RefuseReason; 10] = [
+        RefuseReason::WrongProc,
+        RefuseReason::UnsupportedVersion { supported: VERSION },
+        RefuseReason::ShuttingDown,
+        RefuseReason::BadHello,
+        RefuseReason::TooManySessions,
+        RefuseReason::AuthRequired,
+        RefuseReason::AuthUnexpected,
+        RefuseReason::BadAuth,
+        RefuseReason::TooManyConnections,
+        RefuseReason::HandshakeEvicted,
+    ];
+
+    /// This reason's position in [`RefuseReason::ALL`] (whatever `UnsupportedVersion` holds).
+    pub const fn index(&self) -> usize {
+        match self {
+            RefuseReason::WrongProc => 0,
+            RefuseReason::UnsupportedVersion { .. } => 1,
+            RefuseReason::ShuttingDown => 2,
+            RefuseReason::BadHello => 3,
+            RefuseReason::TooManySessions => 4,
+            RefuseReason::AuthRequired => 5,
+            RefuseReason::AuthUnexpected => 6,
+            RefuseReason::BadAuth => 7,
+            RefuseReason::TooManyConnections => 8,
+            RefuseReason::HandshakeEvicted => 9,
+        }
+    }
 }
 
 impl fmt::Display for RefuseReason {
@@ -562,6 +654,15 @@ impl fmt::Display for RefuseReason {
             RefuseReason::ShuttingDown => f.write_str("peer is shutting down"),
             RefuseReason::BadHello => f.write_str("malformed hello"),
             RefuseReason::TooManySessions => f.write_str("peer has too many sessions"),
+            RefuseReason::AuthRequired => f.write_str("peer requires a cookie; we have none"),
+            RefuseReason::AuthUnexpected => {
+                f.write_str("we authenticate with a cookie; the peer has none")
+            }
+            RefuseReason::BadAuth => f.write_str("cookie proof does not match"),
+            RefuseReason::TooManyConnections => f.write_str("too many inbound connections"),
+            RefuseReason::HandshakeEvicted => {
+                f.write_str("evicted: too many connections in their handshake")
+            }
         }
     }
 }
@@ -574,7 +675,7 @@ mod tests {
     type Small = heapless::Vec<u8, 256>;
 
     fn kind() -> impl Strategy<Value = FrameKind> {
-        (1u8..=8).prop_map(|b| FrameKind::from_u8(b).unwrap())
+        (1u8..=10).prop_map(|b| FrameKind::from_u8(b).unwrap())
     }
 
     fn stream(frames: &[(FrameKind, u8, std::vec::Vec<u8>)]) -> std::vec::Vec<u8> {
@@ -683,6 +784,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_largest_hello_fits_the_handshake_limit() {
+        use crate::id::{ChannelAddr, Name, UnixAddr};
+        let name = Name::new(&"n".repeat(crate::id::MAX_NAME_LEN)).unwrap();
+        let path = std::format!("/{}", "p".repeat(crate::id::MAX_UNIX_PATH_LEN - 1));
+        let unix = ChannelAddr::Unix(UnixAddr::path(&path).unwrap());
+        let v6 = ChannelAddr::Tcp(std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
+            std::net::Ipv6Addr::LOCALHOST,
+            u16::MAX,
+            u32::MAX,
+            u32::MAX,
+        )));
+        for addr in [unix, v6] {
+            let id = ProcId::new(addr, name.clone());
+            let hello = Hello {
+                from: id.clone(),
+                to: id,
+                incarnation: u64::MAX,
+                session: u64::MAX,
+                resume: true,
+                max_frame_len: u32::MAX,
+                auth: Some([0xff; crate::auth::NONCE_LEN]),
+            };
+            let mut buf = [0u8; 2048];
+            let len = postcard::to_slice(&hello, &mut buf).unwrap().len();
+            assert!(len as u32 <= MAX_HELLO_LEN, "{len}");
+            assert!(CHALLENGE_LEN as u32 <= MAX_HANDSHAKE_FRAME_LEN);
+        }
+    }
+
+    #[test]
+    fn the_limit_can_be_raised_after_the_handshake() {
+        let mut d = FrameDecoder::frames_only(8, Small::new());
+        d.set_max_len(100);
+        assert_eq!(d.max_len(), 100);
+        d.set_max_len(100_000);
+        assert_eq!(d.max_len(), 256, "capped by storage");
     }
 
     #[test]

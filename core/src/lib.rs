@@ -21,6 +21,7 @@
 //! | `chunks` (private) | an outbound link's encoded frames: written as they are, kept for retransmission |
 //! | `ctx`, `schedule`, `output` | what a proc's machines share, their deadlines in one heap, the output queue |
 //! | `config` | every limit and interval, with defaults |
+//! | [`auth`] | the cookie and the challenge-response that authenticates links |
 //!
 //! ## Features
 //!
@@ -28,7 +29,7 @@
 //! fixed-capacity `heapless` storage. `alloc` adds envelopes, the registry, routing, sessions
 //! and the proc machine. `std` (default) adds `std::error::Error` for the id errors.
 //!
-//! ## Protocol, version 2
+//! ## Protocol, version 3
 //!
 //! A link carries one proc's messages to another over successive connections; each proc
 //! dials its own outbound links, so a connection carries data one way and acknowledgements
@@ -39,9 +40,16 @@
 //!   preamble ("PWIR", version)  ───────────────▶
 //!                               ◀─────────────── preamble
 //!   Hello {from, to, incarnation,
-//!          session, resume, max}  ─────────────▶  refuse if `to` is not its name,
-//!                                                 version unknown, or shutting down
-//!                               ◀─────────────── Welcome {incarnation, next, max}
+//!          session, resume, max,
+//!          auth: Nd if cookie}  ───────────────▶  refuse if the version is unknown, or
+//!                                                 a cookie is on one side only
+//!   with a cookie only:         ◀─────────────── Challenge {Na, acceptor tag}
+//!     dialer checks the acceptor tag,
+//!     then proves its own:
+//!   Proof {dialer tag}          ───────────────▶  refuse (BadAuth) if it does not match
+//!                                                 refuse if `to` is not its name, or
+//!                                                 shutting down, or no session room
+//!                               ◀─────────────── Welcome {incarnation, next, max, ids}
 //!                                                 or Refuse {reason}
 //!   Data (envelope #next) ─────────────────────▶
 //!   Data (envelope #next+1) …  ────────────────▶
@@ -51,15 +59,33 @@
 //!   Close (session over) ──────────────────────▶
 //! ```
 //!
+//! Tags are HMAC-SHA256 under the cookie over the hello's bytes and the acceptor's fresh
+//! nonce `Na`, with a label per side; see [`auth`] for the byte-level definition and for
+//! what a cookie protects (who may open sessions and send) and what not (the traffic is not
+//! encrypted). Until the welcome, each side accepts frames of at most
+//! [`frame::MAX_HANDSHAKE_FRAME_LEN`] bytes.
+//!
+//! ## Limits on what a peer can make a proc spend
+//!
+//! Bytes before the handshake: the largest hello. Connections: `max_handshaking` in their
+//! handshake (the oldest is closed for a new one) and `max_inbound_conns` in all (further
+//! ones are closed at accept). Sessions: one per dialing proc (a new session from it
+//! replaces the old), `max_inbound_sessions` in all, disconnected ones evicted oldest first
+//! before a new dialer is refused. Without a cookie, anyone who can reach the address can
+//! still take up to `max_inbound_sessions` sessions by naming made-up procs, and replace
+//! another proc's session by naming it; with a cookie, only cookie holders can. Every
+//! refusal is an `Event::Refused`, counted per reason in `Stats::refused`.
+//!
 //! Sequence numbers are implicit (frames on a connection are consecutive from the
 //! welcome's `next`), so a data frame is only its envelope. Actor ids travel whole the
 //! first time a session uses them and as a short index afterwards (`idcache`; the welcome
 //! says how many entries the acceptor keeps). The frame layout is in [`frame`], the
 //! envelope layout in `envelope`, the delivery rules in `proc`.
 //!
-//! Version 2 differs from version 1 by the id cache (an actor starts with a varint tag) and
-//! the welcome's `id_cache` field; the two do not interoperate, and the preamble says which
-//! one a peer speaks.
+//! Version 2 added the id cache (an actor starts with a varint tag) and the welcome's
+//! `id_cache` field; version 3 the cookie handshake (the hello's `auth`, `Challenge`,
+//! `Proof`). Versions do not interoperate; the preamble says which one a peer speaks, and
+//! an acceptor refuses another with `UnsupportedVersion`.
 //!
 //! ## Delivery
 //!
@@ -86,6 +112,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod auth;
 #[cfg(feature = "alloc")]
 mod chunks;
 #[cfg(feature = "alloc")]

@@ -81,6 +81,16 @@ pub enum Event {
         /// The peer proc.
         peer: ProcId,
     },
+    /// This proc refused inbound `conn` (and closed it): a refusal frame was sent with
+    /// `reason`, or, for the local-only reasons (too many connections, an evicted
+    /// handshake), the connection was closed without a word. Counted in
+    /// `Stats::refused`. Not also reported as `ConnectionFailed`.
+    Refused {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: RefuseReason,
+    },
     /// A connection was closed because of an error.
     ConnectionFailed {
         /// The connection.
@@ -117,6 +127,8 @@ pub enum ConnError {
     Encode,
     /// The peer refused the session.
     Refused(RefuseReason),
+    /// The peer did not prove it holds our cookie.
+    Auth(crate::auth::AuthError),
     /// The connection or its handshake did not complete in time.
     HandshakeTimeout,
     /// Nothing was heard from the peer for the idle timeout.
@@ -135,6 +147,7 @@ impl fmt::Display for ConnError {
             ConnError::Protocol(what) => write!(f, "protocol violation: {what}"),
             ConnError::Encode => f.write_str("could not encode a control frame"),
             ConnError::Refused(r) => write!(f, "session refused: {r}"),
+            ConnError::Auth(e) => write!(f, "authentication failed: {e}"),
             ConnError::HandshakeTimeout => f.write_str("handshake timed out"),
             ConnError::IdleTimeout => f.write_str("peer silent for the idle timeout"),
             ConnError::Overrun => {
@@ -151,7 +164,10 @@ impl ConnError {
     pub fn is_peer_fault(&self) -> bool {
         matches!(
             self,
-            ConnError::Frame(_) | ConnError::Envelope(_) | ConnError::Protocol(_)
+            ConnError::Frame(_)
+                | ConnError::Envelope(_)
+                | ConnError::Protocol(_)
+                | ConnError::Auth(_)
         )
     }
 }

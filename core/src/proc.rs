@@ -101,15 +101,18 @@
 //! one write without being copied, and a retransmission after a reconnect is a slice of
 //! what is stored.
 
-use alloc::collections::BTreeMap;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::auth::{self, Side, Tag, NONCE_LEN};
 use crate::ctx::Ctx;
 use crate::envelope::{Envelope, Undeliverable, DEFAULT_TTL};
 use crate::frame::{
-    preamble, FrameDecoder, FrameError, FrameKind, Hello, Item, RefuseReason, Welcome,
+    preamble, FrameDecoder, FrameError, FrameHeader, FrameKind, Hello, Item, RefuseReason, Welcome,
+    CHALLENGE_LEN, MAX_HANDSHAKE_FRAME_LEN,
 };
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
 use crate::inbound::{Fate, Inbound};
@@ -120,15 +123,17 @@ use crate::session::Outbound;
 use crate::time::Instant;
 
 pub use crate::config::Config;
-pub use crate::ctx::{SendError, Stats};
+pub use crate::ctx::{RefusedCounts, SendError, Stats};
 pub use crate::output::{ConnError, ConnId, Event, Output, Violation};
 
 #[derive(Debug)]
 enum Role {
-    /// Accepted, waiting for the hello.
+    /// Accepted, waiting for the hello (or, with a cookie, for the proof).
     Accepting {
         decoder: FrameDecoder<BytesMut>,
         deadline: Instant,
+        /// The hello, once challenged, until the dialer proves the cookie.
+        proving: Option<Box<Proving>>,
     },
     /// Dialed by the outbound session in this slot.
     Out(usize),
@@ -137,6 +142,13 @@ enum Role {
 }
 
 type InKey = (ProcId, u64);
+
+/// A hello whose dialer was challenged, and the proof it must answer with.
+#[derive(Debug)]
+struct Proving {
+    hello: Hello,
+    expect: Tag,
+}
 
 /// An inbound session in its slot.
 #[derive(Debug)]
@@ -166,6 +178,10 @@ pub struct Proc {
     inbound: Vec<Option<InSlot>>,
     in_free: Vec<usize>,
     conns: BTreeMap<ConnId, Role>,
+    /// Accepted connections (a superset: those closed since are pruned when it fills up).
+    accepted: BTreeSet<ConnId>,
+    /// Accepted connections in their handshake, oldest (smallest id) first; a superset too.
+    handshaking: BTreeSet<ConnId>,
     schedule: Schedule,
     /// Machines an input touched, to reschedule when it is done.
     touched: Vec<Owner>,
@@ -193,6 +209,8 @@ impl Proc {
             inbound: Vec::new(),
             in_free: Vec::new(),
             conns: BTreeMap::new(),
+            accepted: BTreeSet::new(),
+            handshaking: BTreeSet::new(),
             schedule: Schedule::default(),
             touched: Vec::new(),
             pulling: None,
@@ -221,6 +239,11 @@ impl Proc {
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.cx.stats
+    }
+
+    /// Inbound sessions held (connected or retained for their dialer to resume).
+    pub fn inbound_sessions(&self) -> usize {
+        self.in_keys.len()
     }
 
     /// Reserves a root name; see [`Registry::reserve_root`].
@@ -330,16 +353,28 @@ impl Proc {
         result
     }
 
-    /// The driver accepted a connection; the proc names it.
+    /// The driver accepted a connection; the proc names it. Under the connection limits
+    /// (`Config::max_handshaking`, `Config::max_inbound_conns`) the oldest handshake may be
+    /// closed, or this connection closed at once: both are reported as [`Event::Refused`]
+    /// followed by [`Output::Close`].
     pub fn handle_accepted(&mut self, now: Instant) -> ConnId {
         self.now = now;
         let conn = self.cx.new_conn();
-        self.cx.out.write(conn, &[&preamble()]);
-        let decoder = FrameDecoder::new(self.cx.config.max_frame_len, BytesMut::new());
-        let deadline = now + self.cx.config.connect_timeout;
-        self.conns
-            .insert(conn, Role::Accepting { decoder, deadline });
-        self.schedule.set(Owner::Accept(conn), Some(deadline));
+        if self.admit(conn) {
+            self.cx.out.write(conn, &[&preamble()]);
+            let decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME_LEN, BytesMut::new());
+            let deadline = now + self.cx.config.connect_timeout;
+            let proving = None;
+            self.conns.insert(
+                conn,
+                Role::Accepting {
+                    decoder,
+                    deadline,
+                    proving,
+                },
+            );
+            self.schedule.set(Owner::Accept(conn), Some(deadline));
+        }
         self.settle(now);
         conn
     }
@@ -675,8 +710,51 @@ impl Proc {
         }
     }
 
-    /// Feeds an accepted connection until its hello; returns how many bytes were consumed
-    /// when the connection got bound to a session (the rest is for the session).
+    /// Applies the connection limits to the new inbound `conn`: when `max_handshaking`
+    /// connections are in their handshake, the oldest is closed; then, when
+    /// `max_inbound_conns` are open, `conn` is closed at once. The sets are pruned of closed
+    /// connections only when they look full, so an accept costs O(log n), and O(limit)
+    /// while a limit is reached.
+    fn admit(&mut self, conn: ConnId) -> bool {
+        let max_handshaking = self.cx.config.max_handshaking.max(1);
+        if self.handshaking.len() >= max_handshaking {
+            let conns = &self.conns;
+            self.handshaking
+                .retain(|c| matches!(conns.get(c), Some(Role::Accepting { .. })));
+            while self.handshaking.len() >= max_handshaking {
+                let Some(oldest) = self.handshaking.pop_first() else {
+                    break;
+                };
+                self.evict_handshake(oldest);
+            }
+        }
+        let max_conns = self.cx.config.max_inbound_conns;
+        if self.accepted.len() >= max_conns {
+            let conns = &self.conns;
+            self.accepted.retain(|c| conns.contains_key(c));
+            if self.accepted.len() >= max_conns {
+                self.cx.refused(conn, RefuseReason::TooManyConnections);
+                self.cx.close(conn);
+                return false;
+            }
+        }
+        self.accepted.insert(conn);
+        self.handshaking.insert(conn);
+        true
+    }
+
+    /// Closes a connection in its handshake to make room for a newer one.
+    fn evict_handshake(&mut self, conn: ConnId) {
+        if let Some(Role::Accepting { .. }) = self.conns.remove(&conn) {
+            self.schedule.set(Owner::Accept(conn), None);
+            self.cx.refused(conn, RefuseReason::HandshakeEvicted);
+            self.cx.close(conn);
+        }
+    }
+
+    /// Feeds an accepted connection until its handshake is over; returns how many bytes
+    /// were consumed when the connection got bound to a session (the rest is for the
+    /// session).
     fn accept_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) -> Option<usize> {
         let mut consumed = 0;
         loop {
@@ -691,40 +769,131 @@ impl Proc {
                 }
             };
             consumed += progress.consumed;
-            match progress.item {
+            let header = match progress.item {
                 None => return None,
                 Some(Item::Preamble { .. }) => continue,
-                Some(Item::Frame(h)) if h.kind == FrameKind::Hello => {
-                    let hello = postcard::from_bytes::<Hello>(decoder.body());
-                    let Some(Role::Accepting { decoder, .. }) = self.conns.remove(&conn) else {
-                        return None;
-                    };
-                    self.schedule.set(Owner::Accept(conn), None);
-                    match hello {
-                        Ok(hello) => self.on_hello(now, conn, hello, decoder),
-                        Err(_) => self.refuse(conn, RefuseReason::BadHello),
-                    }
-                    return Some(consumed);
-                }
-                Some(Item::Frame(h)) => {
-                    self.conns.remove(&conn);
-                    let v = Violation::ExpectedHello(h.kind);
-                    self.cx.fail_conn(conn, ConnError::Protocol(v));
-                    return None;
-                }
+                Some(Item::Frame(h)) => h,
+            };
+            let Some(Role::Accepting {
+                decoder,
+                deadline,
+                proving,
+            }) = self.conns.remove(&conn)
+            else {
+                return None;
+            };
+            self.schedule.set(Owner::Accept(conn), None);
+            self.handshake_frame(now, conn, header, decoder, deadline, proving);
+            match self.conns.get(&conn) {
+                Some(Role::In(_)) => return Some(consumed),
+                Some(Role::Accepting { .. }) => continue,
+                _ => return None,
             }
         }
     }
 
+    /// One frame of an accepted connection's handshake; the connection was taken out of
+    /// `conns`, and is put back as accepting (challenged) or bound, or is closed.
+    fn handshake_frame(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        header: FrameHeader,
+        decoder: FrameDecoder<BytesMut>,
+        deadline: Instant,
+        proving: Option<Box<Proving>>,
+    ) {
+        match (header.kind, proving) {
+            (FrameKind::Hello, None) => match postcard::from_bytes::<Hello>(decoder.body()) {
+                Ok(hello) => self.check_auth(now, conn, hello, decoder, deadline),
+                Err(_) => self.refuse(conn, RefuseReason::BadHello),
+            },
+            (FrameKind::Proof, Some(p)) => {
+                if auth::tags_match(&p.expect, decoder.body()) {
+                    self.on_hello(now, conn, p.hello, decoder);
+                } else {
+                    self.refuse(conn, RefuseReason::BadAuth);
+                }
+            }
+            (kind, None) => {
+                let v = Violation::ExpectedHello(kind);
+                self.cx.fail_conn(conn, ConnError::Protocol(v));
+            }
+            (kind, Some(_)) => {
+                let v = Violation::UnexpectedFrame {
+                    kind,
+                    dialed: false,
+                };
+                self.cx.fail_conn(conn, ConnError::Protocol(v));
+            }
+        }
+    }
+
+    /// A hello goes on only if both sides agree on authentication; with a cookie, its dialer
+    /// is challenged first, and nothing is looked up or allocated for it before it proves
+    /// the cookie.
+    fn check_auth(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        hello: Hello,
+        decoder: FrameDecoder<BytesMut>,
+        deadline: Instant,
+    ) {
+        match (self.cx.config.cookie.is_some(), hello.auth.is_some()) {
+            (false, false) => self.on_hello(now, conn, hello, decoder),
+            (false, true) => self.refuse(conn, RefuseReason::AuthUnexpected),
+            (true, false) => self.refuse(conn, RefuseReason::AuthRequired),
+            (true, true) => self.challenge(conn, hello, decoder, deadline),
+        }
+    }
+
+    /// Sends the challenge (a fresh nonce and our tag over the hello and it), and keeps the
+    /// hello with the tag the dialer must answer with, until the handshake deadline.
+    fn challenge(
+        &mut self,
+        conn: ConnId,
+        hello: Hello,
+        decoder: FrameDecoder<BytesMut>,
+        deadline: Instant,
+    ) {
+        let tags = self.cx.nonce().and_then(|nonce| {
+            let cookie = self.cx.config.cookie.as_ref()?;
+            let ours = auth::tag(cookie, Side::Acceptor, decoder.body(), &nonce)?;
+            let expect = auth::tag(cookie, Side::Dialer, decoder.body(), &nonce)?;
+            Some((nonce, ours, expect))
+        });
+        let Some((nonce, ours, expect)) = tags else {
+            return self.refuse(conn, RefuseReason::BadAuth);
+        };
+        let mut body = [0u8; CHALLENGE_LEN];
+        body[..NONCE_LEN].copy_from_slice(&nonce);
+        body[NONCE_LEN..].copy_from_slice(&ours);
+        self.cx.write_frame(conn, FrameKind::Challenge, &body);
+        let proving = Some(Box::new(Proving { hello, expect }));
+        self.conns.insert(
+            conn,
+            Role::Accepting {
+                decoder,
+                deadline,
+                proving,
+            },
+        );
+        self.schedule.set(Owner::Accept(conn), Some(deadline));
+    }
+
     fn refuse_frame_error(&mut self, conn: ConnId, e: FrameError) {
         self.conns.remove(&conn);
+        self.schedule.set(Owner::Accept(conn), None);
         if let FrameError::UnsupportedVersion { supported, .. } = e {
-            self.refuse(conn, RefuseReason::UnsupportedVersion { supported });
+            return self.refuse(conn, RefuseReason::UnsupportedVersion { supported });
         }
         self.cx.fail_conn(conn, ConnError::Frame(e));
     }
 
+    /// Refuses `conn` with `reason` (reported as [`Event::Refused`]) and closes it.
     fn refuse(&mut self, conn: ConnId, reason: RefuseReason) {
+        self.cx.refused(conn, reason);
         if self
             .cx
             .write_postcard(conn, FrameKind::Refuse, &reason)
@@ -734,12 +903,14 @@ impl Proc {
         }
     }
 
+    /// An (authenticated, if a cookie is configured) hello: bind the connection to its
+    /// session, creating or replacing one as needed.
     fn on_hello(
         &mut self,
         now: Instant,
         conn: ConnId,
         hello: Hello,
-        decoder: FrameDecoder<BytesMut>,
+        mut decoder: FrameDecoder<BytesMut>,
     ) {
         if hello.to.name() != self.cx.id.name() {
             return self.refuse(conn, RefuseReason::WrongProc);
@@ -748,16 +919,17 @@ impl Proc {
             return self.refuse(conn, RefuseReason::ShuttingDown);
         }
         self.end_stale_sessions(&hello);
-        self.drop_pending_of_others(now, &hello);
         let key = (hello.from.clone(), hello.session);
-        let slot = match self.in_keys.get(&key) {
-            Some(&slot) => slot,
+        let slot = match self.in_keys.get(&key).copied() {
+            Some(slot) => slot,
             None if hello.resume => return self.forgotten(conn),
-            None if self.in_keys.len() >= self.cx.config.max_inbound_sessions => {
+            None if !self.make_room() => {
                 return self.refuse(conn, RefuseReason::TooManySessions);
             }
             None => self.new_inbound(key, hello.incarnation),
         };
+        // The handshake is over: from here on frames may be as large as messages.
+        decoder.set_max_len(self.cx.config.max_frame_len);
         if let Some(s) = self.inbound[slot].as_mut() {
             s.session.attach(now, &mut self.cx, conn, decoder);
             self.conns.insert(conn, Role::In(slot));
@@ -765,16 +937,20 @@ impl Proc {
         }
     }
 
-    /// Sessions from an earlier start of the same peer can never resume.
+    /// Sessions the hello makes obsolete: those of an earlier start of the same peer, which
+    /// can never resume, and, when the hello starts a new session, the peer's other ones (a
+    /// proc dials one session per peer and starts a new one only when it gave the old one
+    /// up). So a dialing proc holds one session here, however many hellos it sends.
     fn end_stale_sessions(&mut self, hello: &Hello) {
         let stale: Vec<usize> = self
             .in_keys
             .range((hello.from.clone(), 0)..=(hello.from.clone(), u64::MAX))
             .map(|(_, &slot)| slot)
             .filter(|&slot| {
-                self.inbound[slot]
-                    .as_ref()
-                    .is_some_and(|s| s.session.incarnation() != hello.incarnation)
+                self.inbound[slot].as_ref().is_some_and(|s| {
+                    s.session.incarnation() != hello.incarnation
+                        || (!hello.resume && s.key.1 != hello.session)
+                })
             })
             .collect();
         for slot in stale {
@@ -782,24 +958,29 @@ impl Proc {
         }
     }
 
-    /// A dialer only ever sends on its newest session: older sessions of the same start of
-    /// that proc lose their connection (acknowledging what they routed), and with it what
-    /// they hold behind a full port, which must not be delivered after the new session's
-    /// messages. Their positions stay, as for any lost connection.
-    fn drop_pending_of_others(&mut self, now: Instant, hello: &Hello) {
-        let from = hello.from.clone();
-        let others: Vec<usize> = self
-            .in_keys
-            .range((from.clone(), 0)..=(from, u64::MAX))
-            .filter(|(key, _)| key.1 != hello.session)
-            .map(|(_, &slot)| slot)
-            .collect();
-        for slot in others {
-            if let Some(s) = self.inbound[slot].as_mut() {
-                s.session.close_conn(now, &mut self.cx);
-                self.touch(Owner::In(slot));
-            }
+    /// Room for one more inbound session: the table has room, or the session disconnected
+    /// longest (earliest retention deadline) is evicted; false when every session is
+    /// connected. Scans the table, only when it is full.
+    fn make_room(&mut self) -> bool {
+        let max = self.cx.config.max_inbound_sessions;
+        if self.in_keys.len() < max {
+            return true;
         }
+        let oldest = self
+            .inbound
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| {
+                let s = s.as_ref().filter(|s| s.session.conn().is_none())?;
+                Some((s.session.next_deadline(), slot))
+            })
+            .min();
+        let Some((_, slot)) = oldest else {
+            return false;
+        };
+        self.end_inbound(slot);
+        self.cx.stats.sessions_evicted += 1;
+        self.in_keys.len() < max
     }
 
     /// We do not know the session the dialer resumes: say so; the dialer returns what it

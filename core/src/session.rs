@@ -32,15 +32,19 @@
 //! addressed to a restarted sender must reach its new incarnation, not die with the old).
 //! - refused: every queued message comes back with the refusal.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::auth::{self, AuthError};
 use crate::chunks::ChunkStore;
 use crate::ctx::{Ctx, SendError};
 use crate::envelope::{append_envelope_cached, decode, Envelope, Link, Undeliverable};
 use crate::frame::{
     preamble, FrameDecoder, FrameKind, Hello, Item, RefuseReason, Welcome, HEADER_LEN,
+    MAX_HANDSHAKE_FRAME_LEN,
 };
 use crate::id::{ChannelAddr, ProcId};
 use crate::idcache::IdCache;
@@ -126,6 +130,18 @@ pub(crate) struct Outbound {
     /// Last time anything arrived on the open connection.
     heard: Instant,
     timers: Timers<OutTimer, 6>,
+    /// With a cookie: the handshake of the current connection (see `crate::auth`).
+    auth: Option<Box<DialAuth>>,
+}
+
+/// A dialer's side of the cookie handshake on one connection.
+#[derive(Debug)]
+struct DialAuth {
+    conn: ConnId,
+    /// The hello's body as sent: both tags cover it.
+    hello: Vec<u8>,
+    /// The acceptor proved the cookie (and we answered with our proof).
+    proven: bool,
 }
 
 impl Outbound {
@@ -150,6 +166,7 @@ impl Outbound {
             phase: Phase::Running,
             heard: Instant::ZERO,
             timers: Timers::default(),
+            auth: None,
         }
     }
 
@@ -287,13 +304,66 @@ impl Outbound {
             session: self.session,
             resume: self.resume,
             max_frame_len: cx.config.max_frame_len,
+            auth: cx.nonce(),
         };
         cx.out.write(conn, &[&preamble()]);
-        if cx.write_postcard(conn, FrameKind::Hello, &hello).is_err() {
+        let Ok(body) = postcard::to_allocvec(&hello) else {
+            cx.fail_conn(conn, ConnError::Encode);
             return self.conn_lost(now, cx);
-        }
-        let dec = FrameDecoder::new(cx.config.max_frame_len, BytesMut::new());
+        };
+        cx.write_frame(conn, FrameKind::Hello, &body);
+        self.auth = hello.auth.map(|_| {
+            Box::new(DialAuth {
+                conn,
+                hello: body,
+                proven: false,
+            })
+        });
+        // Until the session is open, frames are handshake frames: small.
+        let dec = FrameDecoder::new(MAX_HANDSHAKE_FRAME_LEN, BytesMut::new());
         self.conn = Conn::Handshake(conn, dec);
+    }
+
+    /// The acceptor's challenge: check its proof of the cookie, then prove ours. Nothing is
+    /// proven to an acceptor that failed.
+    fn on_challenge(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, body: &[u8]) {
+        let pending = self.auth.as_mut().filter(|a| a.conn == conn && !a.proven);
+        let (Some(a), Some(cookie)) = (pending, cx.config.cookie.as_ref()) else {
+            let v = Violation::UnexpectedFrame {
+                kind: FrameKind::Challenge,
+                dialed: true,
+            };
+            return self.fail_conn(now, cx, ConnError::Protocol(v));
+        };
+        match auth::answer_challenge(cookie, &a.hello, body) {
+            Some(tag) => {
+                a.proven = true;
+                cx.write_frame(conn, FrameKind::Proof, &tag);
+            }
+            None => {
+                // An empty proof says "you did not prove the cookie": the acceptor refuses
+                // and counts it, so a wrong cookie is reported on both sides.
+                cx.write_frame(conn, FrameKind::Proof, &[]);
+                self.auth_failed(now, cx, conn, AuthError::BadProof);
+            }
+        }
+    }
+
+    /// Whether the acceptor may welcome us: without a cookie always, with one only after it
+    /// proved it.
+    fn welcome_allowed(&self, cx: &Ctx, conn: ConnId) -> bool {
+        cx.config.cookie.is_none()
+            || self
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.conn == conn && a.proven)
+    }
+
+    /// The acceptor is not one we may talk to: everything queued comes back as refused
+    /// (`BadAuth`), as after a refusal.
+    fn auth_failed(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, e: AuthError) {
+        cx.fail_conn(conn, ConnError::Auth(e));
+        self.abandon(now, cx, RefuseReason::BadAuth);
     }
 
     /// Bytes arrived on `conn`.
@@ -329,6 +399,10 @@ impl Outbound {
     ) {
         let violation = |v| ConnError::Protocol(v);
         match (kind, open) {
+            (FrameKind::Welcome, false) if !self.welcome_allowed(cx, conn) => {
+                self.auth_failed(now, cx, conn, AuthError::Unproven)
+            }
+            (FrameKind::Challenge, false) => self.on_challenge(now, cx, conn, body),
             (FrameKind::Welcome, false) => match postcard::from_bytes::<Welcome>(body) {
                 Ok(w) => self.on_welcome(now, cx, conn, w),
                 Err(_) => self.fail_conn(now, cx, violation(Violation::MalformedWelcome)),
@@ -379,6 +453,7 @@ impl Outbound {
 
     fn open(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, incarnation: u64) {
         self.resume = true;
+        self.auth = None;
         self.attempt = 0;
         self.timers.clear(OutTimer::Connect);
         self.timers.clear(OutTimer::GiveUp);
@@ -386,10 +461,12 @@ impl Outbound {
             .set(OutTimer::Heartbeat, now + cx.config.heartbeat_interval);
         self.timers
             .set(OutTimer::Idle, now + cx.config.idle_timeout);
-        let dec = match core::mem::replace(&mut self.conn, Conn::Idle) {
+        let mut dec = match core::mem::replace(&mut self.conn, Conn::Idle) {
             Conn::Handshake(_, d) => d,
             _ => FrameDecoder::frames_only(cx.config.max_frame_len, BytesMut::new()),
         };
+        // The handshake is over: frames may now be as large as messages.
+        dec.set_max_len(cx.config.max_frame_len);
         self.conn = Conn::Open(conn, dec);
         cx.event(Event::PeerConnected {
             peer: self.peer.clone(),
@@ -468,6 +545,11 @@ impl Outbound {
 
     fn on_refuse(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, r: RefuseReason) {
         cx.fail_conn(conn, ConnError::Refused(r));
+        self.abandon(now, cx, r);
+    }
+
+    /// Gives the session up after a refusal: everything queued comes back with it.
+    fn abandon(&mut self, now: Instant, cx: &mut Ctx, r: RefuseReason) {
         self.return_queued(cx, Undeliverable::Refused(r), true);
         self.new_session(cx);
         self.go_idle();

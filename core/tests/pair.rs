@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
+use procwire_core::auth::{self, Cookie, NONCE_LEN};
 use procwire_core::envelope::{append_envelope, Envelope, Link, RefuseReason, Undeliverable};
 use procwire_core::frame::{
-    append_frame, preamble, FrameDecoder, FrameKind, Hello, Item, Welcome, VERSION,
+    append_frame, preamble, FrameDecoder, FrameHeader, FrameKind, Hello, Item, Welcome, HEADER_LEN,
+    MAX_HELLO_LEN, VERSION,
 };
 use procwire_core::id::{ActorId, ChannelAddr, Name, PortId, ProcId};
 use procwire_core::proc::{Config, ConnError, ConnId, Event, Output, Proc, SendError};
@@ -129,6 +131,35 @@ impl Pair {
         self.wires.insert(End::Raw(id), End::Node(to, conn));
         self.wires.insert(End::Node(to, conn), End::Raw(id));
         id
+    }
+
+    /// Node `i` starts again with `config` (and a fresh incarnation).
+    fn reconfigure(&mut self, i: usize, config: Config) {
+        let keep = std::mem::replace(&mut self.config, config);
+        self.restart(i);
+        self.config = keep;
+    }
+
+    /// The raw side closes its connection.
+    fn raw_close(&mut self, raw: usize) {
+        if let Some(end) = self.wires.remove(&End::Raw(raw)) {
+            self.wires.remove(&end);
+            self.pending.push_back((end, None));
+        }
+        self.raw_closed[raw] = true;
+        self.drive();
+    }
+
+    /// Frames node `i` refused, from its events.
+    fn refusals(&self, i: usize) -> Vec<RefuseReason> {
+        self.nodes[i]
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Refused { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
     }
 
     fn raw_write(&mut self, raw: usize, bytes: &[u8]) {
@@ -612,6 +643,7 @@ fn raw_session(p: &mut Pair, to: usize, from: &ProcId) -> usize {
         session: 42,
         resume: false,
         max_frame_len: 1 << 20,
+        auth: None,
     };
     let mut out = BytesMut::from(&preamble()[..]);
     append_frame(
@@ -948,4 +980,360 @@ fn two_procs_draining_together_finish_as_fast_as_one() {
     }
     assert_eq!(p.payloads(0).len(), 20);
     assert_eq!(p.payloads(1).len(), 20);
+}
+
+// ---- untrusted peers (issue 9) ----
+
+/// The frames a raw connection received after the preamble: (kind, body).
+fn raw_frames(p: &Pair, raw: usize) -> Vec<(FrameKind, Vec<u8>)> {
+    let mut d = FrameDecoder::new(MAX_HELLO_LEN, BytesMut::new());
+    let mut rx = &p.raw_rx[raw][..];
+    let mut out = Vec::new();
+    while !rx.is_empty() {
+        let step = d.decode(rx).expect("the proc frames what it writes");
+        rx = &rx[step.consumed..];
+        if let Some(Item::Frame(h)) = step.item {
+            out.push((h.kind, d.body().to_vec()));
+        }
+    }
+    out
+}
+
+fn hello_bytes(from: &ProcId, to: ProcId, session: u64, auth: Option<[u8; NONCE_LEN]>) -> Vec<u8> {
+    let hello = Hello {
+        from: from.clone(),
+        to,
+        incarnation: 9,
+        session,
+        resume: false,
+        max_frame_len: 1 << 20,
+        auth,
+    };
+    postcard::to_allocvec(&hello).unwrap()
+}
+
+fn framed(kind: FrameKind, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    append_frame(kind, 0, &[body], &mut out).unwrap();
+    out
+}
+
+fn cookie(s: &[u8]) -> Cookie {
+    Cookie::new(s).unwrap()
+}
+
+fn with_cookie(c: &[u8]) -> Config {
+    Config {
+        cookie: Some(cookie(c)),
+        ..quick()
+    }
+}
+
+#[test]
+fn a_hello_header_over_the_handshake_limit_is_refused_before_any_body_byte() {
+    let mut p = Pair::new(1, quick());
+    let raw = p.raw_connect(0);
+    let mut h = [0u8; HEADER_LEN];
+    FrameHeader {
+        kind: FrameKind::Hello,
+        flags: 0,
+        len: MAX_HELLO_LEN + 1,
+    }
+    .write(&mut h);
+    let mut bytes = preamble().to_vec();
+    bytes.extend_from_slice(&h);
+    p.raw_write(raw, &bytes);
+    assert!(p.raw_closed[raw], "closed at once, not at the deadline");
+    assert!(p.failures(0).contains(&ConnError::Frame(
+        procwire_core::frame::FrameError::TooLarge {
+            len: MAX_HELLO_LEN + 1,
+            max: MAX_HELLO_LEN
+        }
+    )));
+}
+
+#[test]
+fn the_oldest_handshake_is_evicted_for_a_new_connection() {
+    let config = Config {
+        max_handshaking: 2,
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    let raws: Vec<usize> = (0..3).map(|_| p.raw_connect(1)).collect();
+    p.drive();
+    assert_eq!(
+        raws.iter().map(|&r| p.raw_closed[r]).collect::<Vec<_>>(),
+        [true, false, false],
+        "the oldest made room"
+    );
+    assert_eq!(p.refusals(1), [RefuseReason::HandshakeEvicted]);
+    // A legitimate dialer still gets through (evicting the next oldest silent one).
+    p.send(0, target(1), b"through").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["through"]);
+    assert_eq!(
+        p.nodes[1]
+            .proc
+            .stats()
+            .refused
+            .get(RefuseReason::HandshakeEvicted),
+        2
+    );
+}
+
+#[test]
+fn connections_over_the_total_are_closed_at_accept() {
+    let config = Config {
+        max_inbound_conns: 2,
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    p.send(0, target(1), b"first").unwrap();
+    p.run_for(Duration::from_millis(10));
+    let held = p.raw_connect(1);
+    let over = p.raw_connect(1);
+    p.drive();
+    assert!(!p.raw_closed[held]);
+    assert!(p.raw_closed[over]);
+    assert!(p.raw_rx[over].is_empty(), "closed without a word");
+    assert_eq!(p.refusals(1), [RefuseReason::TooManyConnections]);
+    // Once the held one goes, there is room again.
+    p.raw_close(held);
+    let again = p.raw_connect(1);
+    p.drive();
+    assert!(!p.raw_closed[again]);
+    p.send(0, target(1), b"second").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["first", "second"]);
+}
+
+#[test]
+fn thousands_of_made_up_sessions_cannot_exhaust_the_session_table() {
+    let config = Config {
+        max_inbound_sessions: 64,
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    let fakes: Vec<ProcId> = (0..3).map(|k| pid(10 + k)).collect();
+    for i in 0..5000u64 {
+        let raw = p.raw_connect(1);
+        let mut bytes = BytesMut::from(&preamble()[..]);
+        let from = &fakes[i as usize % fakes.len()];
+        bytes.extend_from_slice(&framed(
+            FrameKind::Hello,
+            &hello_bytes(from, pid(1), 1_000 + i, None),
+        ));
+        p.raw_write(raw, &bytes);
+        assert!(
+            matches!(raw_frames(&p, raw).first(), Some((FrameKind::Welcome, _))),
+            "hello {i} welcomed"
+        );
+        p.raw_close(raw);
+        assert!(
+            p.nodes[1].proc.inbound_sessions() <= fakes.len(),
+            "hello {i}"
+        );
+    }
+    p.send(0, target(1), b"legit").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["legit"]);
+    assert!(p.returns(0).is_empty());
+}
+
+#[test]
+fn a_full_table_evicts_the_longest_disconnected_session_for_a_new_peer() {
+    let config = Config {
+        max_inbound_sessions: 4,
+        ..quick()
+    };
+    let mut p = Pair::new(3, config);
+    // Node 0's session is the first in, and disconnected when the flood comes.
+    p.send(0, target(1), b"early").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.silent.insert(0);
+    p.send(0, target(1), b"held").unwrap();
+    p.run_for(Duration::from_millis(600));
+    for k in 0..100 {
+        let raw = p.raw_connect(1);
+        let mut bytes = BytesMut::from(&preamble()[..]);
+        bytes.extend_from_slice(&framed(
+            FrameKind::Hello,
+            &hello_bytes(&pid(10 + k), pid(1), 7, None),
+        ));
+        p.raw_write(raw, &bytes);
+        p.raw_close(raw);
+    }
+    assert_eq!(p.nodes[1].proc.inbound_sessions(), 4);
+    assert!(p.nodes[1].proc.stats().sessions_evicted >= 97);
+    // A new peer still gets a session.
+    p.send(2, target(1), b"newcomer").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["early", "newcomer"]);
+    // Node 0 resumes a forgotten session: what it sent comes back, delivery unknown.
+    p.silent.clear();
+    p.run_for(Duration::from_secs(2));
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from("held"), Undeliverable::SessionLost)]
+    );
+}
+
+#[test]
+fn the_right_cookie_delivers_both_ways() {
+    let mut p = Pair::new(2, with_cookie(b"open sesame"));
+    p.send(0, target(1), b"ping").unwrap();
+    p.send(1, target(0), b"pong").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["ping"]);
+    assert_eq!(p.payloads(0), ["pong"]);
+    for i in 0..2 {
+        assert_eq!(p.nodes[i].proc.stats().refused.total(), 0);
+    }
+    // And across a reconnect (a new challenge on the new connection).
+    p.silent.insert(0);
+    p.run_for(Duration::from_millis(700));
+    p.silent.clear();
+    p.send(0, target(1), b"again").unwrap();
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(p.payloads(1), ["ping", "again"]);
+}
+
+#[test]
+fn a_wrong_cookie_is_refused_both_ways() {
+    let mut p = Pair::new(2, with_cookie(b"ours"));
+    p.reconfigure(1, with_cookie(b"theirs"));
+    p.send(0, target(1), b"0 to 1").unwrap();
+    p.send(1, target(0), b"1 to 0").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert!(p.payloads(0).is_empty() && p.payloads(1).is_empty());
+    let refused = Undeliverable::Refused(RefuseReason::BadAuth);
+    assert_eq!(p.returns(0), [(Bytes::from("0 to 1"), refused)]);
+    assert_eq!(p.returns(1), [(Bytes::from("1 to 0"), refused)]);
+    for i in 0..2 {
+        // The dialer found the acceptor's proof wrong; the acceptor refused its empty one.
+        assert!(p
+            .failures(i)
+            .contains(&ConnError::Auth(auth::AuthError::BadProof)));
+        assert_eq!(p.refusals(i), [RefuseReason::BadAuth]);
+        assert_eq!(
+            p.nodes[i].proc.inbound_sessions(),
+            0,
+            "no session allocated"
+        );
+    }
+}
+
+#[test]
+fn a_cookie_on_one_side_only_is_refused_with_a_reason() {
+    let mut p = Pair::new(2, with_cookie(b"secret"));
+    p.reconfigure(1, quick());
+    p.send(0, target(1), b"with").unwrap();
+    p.send(1, target(0), b"without").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert!(p.payloads(0).is_empty() && p.payloads(1).is_empty());
+    assert_eq!(
+        p.returns(0),
+        [(
+            Bytes::from("with"),
+            Undeliverable::Refused(RefuseReason::AuthUnexpected)
+        )]
+    );
+    assert_eq!(
+        p.returns(1),
+        [(
+            Bytes::from("without"),
+            Undeliverable::Refused(RefuseReason::AuthRequired)
+        )]
+    );
+    assert_eq!(p.refusals(0), [RefuseReason::AuthRequired]);
+    assert_eq!(p.refusals(1), [RefuseReason::AuthUnexpected]);
+}
+
+#[test]
+fn an_acceptor_that_skips_the_challenge_is_not_trusted() {
+    let mut p = Pair::new(1, with_cookie(b"secret"));
+    p.send(
+        0,
+        PortId::new(pid(1).actor(Name::new("a").unwrap(), 0), 1),
+        b"x",
+    )
+    .unwrap();
+    // Node 1 does not exist: play it by hand, welcoming without a challenge.
+    let conn = match p.nodes[0].proc.poll_output() {
+        Some(Output::Dial { conn, .. }) => conn,
+        other => panic!("{other:?}"),
+    };
+    let now = p.now;
+    p.nodes[0].proc.handle_connected(now, conn);
+    while p.nodes[0].proc.poll_output().is_some() {}
+    let welcome = Welcome {
+        incarnation: 5,
+        next: Some(0),
+        max_frame_len: 1 << 20,
+        id_cache: 16,
+    };
+    let mut bytes = BytesMut::from(&preamble()[..]);
+    bytes.extend_from_slice(&framed(
+        FrameKind::Welcome,
+        &postcard::to_allocvec(&welcome).unwrap(),
+    ));
+    p.nodes[0].proc.handle_bytes(now, conn, &bytes);
+    let mut saw = Vec::new();
+    while let Some(o) = p.nodes[0].proc.poll_output() {
+        saw.push(o);
+    }
+    assert!(saw.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::ConnectionFailed {
+            error: ConnError::Auth(auth::AuthError::Unproven),
+            ..
+        })
+    )));
+    assert!(
+        !saw.iter()
+            .any(|o| matches!(o, Output::Event(Event::PeerConnected { .. }))),
+        "{saw:?}"
+    );
+}
+
+#[test]
+fn a_replayed_handshake_is_refused() {
+    let c = cookie(b"shared");
+    let mut p = Pair::new(1, with_cookie(b"shared"));
+    let me = pid(5);
+    // A genuine dialer, by hand: hello with a nonce, then the proof for the challenge.
+    let hello = hello_bytes(&me, pid(0), 77, Some([4; NONCE_LEN]));
+    let first = p.raw_connect(0);
+    let mut sent = BytesMut::from(&preamble()[..]);
+    sent.extend_from_slice(&framed(FrameKind::Hello, &hello));
+    p.raw_write(first, &sent);
+    let frames = raw_frames(&p, first);
+    let (FrameKind::Challenge, challenge) = &frames[0] else {
+        panic!("{frames:?}")
+    };
+    let proof = auth::answer_challenge(&c, &hello, challenge).expect("the acceptor proves");
+    let proof = framed(FrameKind::Proof, &proof);
+    p.raw_write(first, &proof);
+    sent.extend_from_slice(&proof);
+    assert!(
+        matches!(raw_frames(&p, first).get(1), Some((FrameKind::Welcome, _))),
+        "the genuine handshake is welcomed"
+    );
+    assert_eq!(p.nodes[0].proc.inbound_sessions(), 1);
+    p.raw_close(first);
+    // Everything the dialer wrote, replayed on a new connection, in one piece.
+    let replay = p.raw_connect(0);
+    p.raw_write(replay, &sent);
+    assert!(p.raw_closed[replay]);
+    let frames = raw_frames(&p, replay);
+    assert_eq!(frames[0].0, FrameKind::Challenge);
+    assert_ne!(frames[0].1, *challenge, "a fresh nonce");
+    assert_eq!(frames[1].0, FrameKind::Refuse);
+    let reason: RefuseReason = postcard::from_bytes(&frames[1].1).unwrap();
+    assert_eq!(reason, RefuseReason::BadAuth);
+    assert_eq!(p.refusals(0), [RefuseReason::BadAuth]);
+    assert_eq!(
+        p.nodes[0].proc.stats().refused.get(RefuseReason::BadAuth),
+        1
+    );
 }

@@ -16,6 +16,8 @@
 //!   `poll_timeout` is never a handled deadline (no busy loop) and reports `now` while
 //!   output is queued.
 //!
+//! Odd seeds run every link with a cookie (the authenticated handshake on each connection).
+//!
 //! `PROCWIRE_SIM_SEEDS=a..b` widens the sweep (default `0..32`); `PROCWIRE_SIM_TRACE=1`
 //! prints what happens, to follow a failing seed.
 
@@ -196,6 +198,10 @@ impl Sim {
             // from none to a few entries, so ids also travel whole once the cache is full.
             chunk_bytes: 64 << (seed % 8),
             id_cache_entries: (seed % 5) as u16,
+            // Odd seeds authenticate every link with a cookie (a challenge-response on
+            // each connection), even seeds go without.
+            cookie: (seed % 2 == 1)
+                .then(|| procwire_core::auth::Cookie::new(b"sim cookie").expect("a cookie")),
             ..Config::default()
         };
         let mut sim = Sim {

@@ -46,6 +46,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use procwire_core::auth::{Cookie, NONCE_LEN};
 use procwire_core::envelope::{append_envelope, Envelope, Link, RefuseReason, Undeliverable};
 use procwire_core::frame::{append_frame, preamble, FrameError, FrameKind, Hello, Welcome};
 use procwire_core::id::{ActorId, ChannelAddr, Name, PortId, ProcId};
@@ -66,6 +67,9 @@ struct Cfg {
     ack_every_bytes: u16,
     coalesce: u16,
     inbound: u8,
+    /// Cookies: none on either side (0 mod 4 on a's), else the same on both, or (b's 0
+    /// mod 8) another one on b: the authenticated handshake, and its failures.
+    cookie: u8,
     timing: Timing,
 }
 
@@ -211,6 +215,8 @@ enum Fake {
         session: u8,
         resume: bool,
         max: u16,
+        /// A nonce (all this byte), as a dialer with a cookie sends.
+        auth: Option<u8>,
     },
     Welcome {
         incarnation: u8,
@@ -504,6 +510,12 @@ fn payload_id(p: &[u8]) -> Option<u64> {
 impl World {
     fn new(s: &Scenario) -> World {
         let mut cfgs = [s.cfg_a.build(), s.cfg_b.build()];
+        if s.cfg_a.cookie % 4 != 0 {
+            let ours = Cookie::new(b"fuzz cookie").expect("a cookie");
+            let theirs = Cookie::new(b"another cookie").expect("a cookie");
+            cfgs[0].cookie = Some(ours.clone());
+            cfgs[1].cookie = Some(if s.cfg_b.cookie % 8 == 0 { theirs } else { ours });
+        }
         // Keep the number of timer rounds a fair network needs to resolve everything
         // bounded: no periodic timer (heartbeat, reconnect backoff) may tick more than a few
         // hundred times within the longest wait (giving up on a peer, graceful shutdown).
@@ -1201,6 +1213,7 @@ impl World {
                 session,
                 resume,
                 max,
+                auth,
             } => {
                 let hello = Hello {
                     from: claimed(*from),
@@ -1209,6 +1222,7 @@ impl World {
                     session: u64::from(*session % 4),
                     resume: *resume,
                     max_frame_len: u32::from(*max),
+                    auth: auth.map(|b| [b; NONCE_LEN]),
                 };
                 let body = postcard::to_allocvec(&hello).expect("in memory");
                 postcard_frame(FrameKind::Hello, body, &mut buf);
@@ -1229,10 +1243,13 @@ impl World {
                 postcard_frame(FrameKind::Welcome, body, &mut buf);
             }
             Fake::Refuse(r) => {
-                let r = match r % 4 {
+                let r = match r % 7 {
                     0 => RefuseReason::WrongProc,
                     1 => RefuseReason::UnsupportedVersion { supported: 9 },
                     2 => RefuseReason::ShuttingDown,
+                    3 => RefuseReason::AuthRequired,
+                    4 => RefuseReason::AuthUnexpected,
+                    5 => RefuseReason::BadAuth,
                     _ => RefuseReason::BadHello,
                 };
                 let body = postcard::to_allocvec(&r).expect("in memory");

@@ -17,7 +17,8 @@ use procwire_smol::procwire_core::frame::{
     preamble, FrameHeader, FrameKind, Hello, HEADER_LEN, MAGIC, PREAMBLE_LEN,
 };
 use procwire_smol::{
-    ChannelAddr, ChannelTransport, Name, ProcId, RefusalReason, Refusals, UnixAddr,
+    ChannelAddr, ChannelTransport, Cookie, Name, ProcId, RefusalReason, Refusals, RefuseReason,
+    Undeliverable, UnixAddr,
 };
 
 use crate::{fixed_addr, init_logging, options, sleep, within, Adapter, TestProc};
@@ -108,6 +109,7 @@ pub fn hello_to(to: ProcId) -> Vec<u8> {
         session: 7,
         resume: false,
         max_frame_len: MAX_FRAME,
+        auth: None,
     };
     let mut v = preamble().to_vec();
     v.extend(frame(
@@ -303,15 +305,26 @@ where
     F: FnOnce(A::Proc) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    under_attack_with(x, t, hostile_options(), attack).await
+}
+
+/// [`under_attack`] with both legitimate procs started with `opts`.
+pub async fn under_attack_with<A, F, Fut>(
+    x: &A,
+    t: ChannelTransport,
+    opts: procwire_smol::ProcOptions,
+    attack: F,
+) where
+    A: Adapter,
+    F: FnOnce(A::Proc) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     init_logging();
     let a = x
-        .start(raw_reachable(t), "a", hostile_options())
+        .start(raw_reachable(t), "a", opts.clone())
         .await
         .expect("a");
-    let b = x
-        .start(raw_reachable(t), "b", hostile_options())
-        .await
-        .expect("b");
+    let b = x.start(raw_reachable(t), "b", opts).await.expect("b");
     let (sender, _) = a.instance("sender").expect("sender");
     let (receiver, _) = b.instance("receiver").expect("receiver");
     let (port, mut rx) = receiver.open_port::<()>();
@@ -455,7 +468,8 @@ pub async fn one_bad_conn<A: Adapter>(
     .await;
 }
 
-/// `n` silent connections held open at once: every one is closed by the handshake deadline.
+/// `n` silent connections held open at once: every one is closed by the handshake deadline
+/// at the latest; beyond `max_handshaking`, the oldest are closed at once to make room.
 pub async fn many_held_conns<A: Adapter>(x: &A, t: ChannelTransport, n: usize) {
     under_attack(x, t, |b| async move {
         let before = b.refusals();
@@ -469,7 +483,23 @@ pub async fn many_held_conns<A: Adapter>(x: &A, t: ChannelTransport, n: usize) {
                 panic!("held connection {i} of {n} still open after {limit:?}");
             }
         }
-        expect_refusals(&b, &before, RefusalReason::HandshakeTimeout, n as u64).await;
+        let evicted = (n as u64).saturating_sub(hostile_options().core.max_handshaking as u64);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.refusals().total() - before.total() < n as u64 && Instant::now() < deadline {
+            sleep(Duration::from_millis(10)).await;
+        }
+        let r = b.refusals();
+        let (timeout, evict) = (
+            RefusalReason::HandshakeTimeout,
+            RefusalReason::HandshakeEvicted,
+        );
+        assert_eq!(r.get(evict) - before.get(evict), evicted, "{r}");
+        assert_eq!(
+            r.get(timeout) - before.get(timeout),
+            n as u64 - evicted,
+            "{r}"
+        );
+        assert_eq!(r.total() - before.total(), n as u64, "nothing else: {r}");
     })
     .await;
 }
@@ -514,4 +544,45 @@ pub async fn oversized_hello_is_refused_at_once<A: Adapter>(x: &A, t: ChannelTra
         took < HANDSHAKE_DEADLINE / 2 && r.get(RefusalReason::FrameTooLarge) == 1,
         "a {MAX_FRAME}-byte hello header was closed after {took:?}; counts: {r}"
     );
+}
+
+/// Procs sharing a cookie keep a session delivering while a proc with another cookie tries
+/// to send to one of them: its message comes back refused (`BadAuth`), and the victim
+/// counts one `bad_auth` refusal and nothing else.
+pub async fn wrong_cookie_is_refused<A: Adapter>(x: &A, t: ChannelTransport) {
+    let shared = Cookie::new(b"conformance: the shared cookie").expect("a cookie");
+    let opts = hostile_options().with_cookie(shared);
+    under_attack_with(x, t, opts, |b| async move {
+        let before = b.refusals();
+        let guessed = Cookie::new(b"conformance: a guessed cookie").expect("a cookie");
+        let m = x
+            .start(
+                raw_reachable(t),
+                "mallory",
+                hostile_options().with_cookie(guessed),
+            )
+            .await
+            .expect("mallory");
+        let (sender, _) = m.instance("sender").expect("sender");
+        let dest = b
+            .proc_id()
+            .actor(Name::new("receiver").expect("a name"), 0)
+            .port(1);
+        sender
+            .send_bytes(&dest, Bytes::from_static(b"let me in"))
+            .await
+            .expect("taken for sending");
+        let back = within(
+            10,
+            "the refused message to come back",
+            sender.next_undeliverable(),
+        )
+        .await
+        .expect("a return");
+        assert_eq!(back.reason, Undeliverable::Refused(RefuseReason::BadAuth));
+        expect_refusals(&b, &before, RefusalReason::BadAuth, 1).await;
+        drop(sender);
+        m.shutdown().await;
+    })
+    .await;
 }

@@ -55,9 +55,13 @@ macro_rules! hostile_suite {
             }
 
             #[test]
-            #[ignore = "core: before the handshake the frame limit is max_frame_len, not the largest hello (issue 9)"]
             fn oversized_hello_is_refused_at_once() {
                 $run(|x| async move { hostile::oversized_hello_is_refused_at_once(&x, T).await });
+            }
+
+            #[test]
+            fn wrong_cookie_is_refused() {
+                $run(|x| async move { hostile::wrong_cookie_is_refused(&x, T).await });
             }
 
             #[test]

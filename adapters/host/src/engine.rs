@@ -51,6 +51,8 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn rearm_timer(&self);
     /// Core closed `conn` because of `error` (the driver counts and logs it).
     fn connection_failed(&self, conn: ConnId, error: &procwire_core::proc::ConnError);
+    /// Core refused inbound `conn` for `reason` (the driver counts and logs it).
+    fn refused(&self, conn: ConnId, reason: procwire_core::envelope::RefuseReason);
 }
 
 /// A command for a connection's writer task.
@@ -294,6 +296,7 @@ impl Engine {
                 tracing::warn!(proc = %self.id, %peer, "peer restarted; its in-flight messages come back");
             }
             Event::ConnectionFailed { conn, error } => self.rt.connection_failed(conn, &error),
+            Event::Refused { conn, reason } => self.rt.refused(conn, reason),
             Event::ReturnDropped {
                 sender,
                 dest,

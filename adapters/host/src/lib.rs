@@ -102,8 +102,9 @@
 //! umask; [`ProcOptions::unix_mode`] widens them. Abstract names (`unix:@name`, the default
 //! of `ChannelTransport::Unix.any()`) have no permissions at all: any local user in the
 //! same network namespace can connect, as anyone who can route to a TCP address can. Where
-//! that matters, use a socket file in a directory only the intended users can reach (a
-//! shared-secret cookie is planned). Inbound connections that fail or are refused before or
+//! that matters, use a socket file in a directory only the intended users can reach, and/or
+//! a shared-secret cookie ([`ProcOptions::with_cookie`]; it authenticates links, it does
+//! not encrypt them: see `procwire_core::auth`). Inbound connections that fail or are refused before or
 //! during the handshake are counted per reason ([`HostedProc::refusals`]) and logged at
 //! most once per [`ProcOptions::refusal_log_interval`] per reason.
 //!
@@ -126,7 +127,6 @@ mod net;
 mod pipe;
 mod proc;
 mod refusals;
-mod refuse_watch;
 mod runtime;
 mod sync;
 mod tasks;
@@ -145,6 +145,7 @@ pub use typed::{
 };
 
 pub use procwire_core;
+pub use procwire_core::auth::{Cookie, CookieError};
 pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
 pub use procwire_core::id::{
     ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
@@ -171,6 +172,7 @@ pub mod api {
     };
 
     pub use procwire_core;
+    pub use procwire_core::auth::{Cookie, CookieError};
     pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
     pub use procwire_core::id::{
         ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,

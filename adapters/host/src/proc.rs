@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
+use procwire_core::auth::Cookie;
+use procwire_core::envelope::RefuseReason;
 use procwire_core::id::{ChannelAddr, Name, ProcId};
 use procwire_core::proc::{Config, ConnError, ConnId, Proc as CoreProc, Stats};
 use procwire_core::time::Instant;
@@ -24,7 +26,6 @@ use crate::instance::{ActorHandle, Instance};
 use crate::local;
 use crate::net::{self, BoundListener, SocketFile};
 use crate::refusals::{LogLine, RefusalLog, RefusalReason, Refusals};
-use crate::refuse_watch::{counted_refusal, RefuseWatch};
 use crate::runtime::{BoxFuture, Connection, Runtime, Timer};
 use crate::sync::{lock, Signal};
 use crate::tasks::TaskSet;
@@ -65,7 +66,7 @@ pub struct ProcOptions {
     /// Abstract names (`unix:@name`, and what `ChannelTransport::Unix.any()` binds) have
     /// no file and no permissions: any local user in the same network namespace can
     /// connect to them. Where that matters, bind a path in a directory only the intended
-    /// users can reach (and, once procwire has them, configure a shared-secret cookie).
+    /// users can reach, and/or configure a shared-secret cookie ([`ProcOptions::with_cookie`]).
     pub unix_mode: u32,
     /// Inbound connections refused or closed for misbehaving are counted per reason
     /// (`Proc::refusals`) and logged at most once per this interval per reason, with the
@@ -84,6 +85,18 @@ impl Default for ProcOptions {
             unix_mode: net::DEFAULT_UNIX_MODE,
             refusal_log_interval: Duration::from_secs(10),
         }
+    }
+}
+
+impl ProcOptions {
+    /// These options with `cookie` as the shared secret of every link (`core.cookie`): only
+    /// procs holding the same cookie can open sessions with this one, or be sent to by it.
+    /// It authenticates links; it does not encrypt them (see `procwire_core::auth`). The
+    /// proc's seed and incarnation come from [`random_u64`], which is keyed from the OS's
+    /// randomness, as the cookie handshake requires.
+    pub fn with_cookie(mut self, cookie: Cookie) -> Self {
+        self.core.cookie = Some(cookie);
+        self
     }
 }
 
@@ -168,7 +181,7 @@ impl<R: Runtime> Driver<R> {
     }
 
     /// Counts an inbound connection refused or closed for `reason`; logs what is due.
-    fn refused(&self, reason: RefusalReason) {
+    fn count_refusal(&self, reason: RefusalReason) {
         let lines = lock(&self.refusals).record(self.rt.now(), reason);
         self.log_refusals(&lines);
     }
@@ -230,7 +243,12 @@ impl<R: Runtime> Hooks for Driver<R> {
             return;
         }
         tracing::debug!(%conn, %error, "inbound connection failed");
-        self.refused(RefusalReason::from_conn_error(error));
+        self.count_refusal(RefusalReason::from_conn_error(error));
+    }
+
+    fn refused(&self, conn: ConnId, reason: RefuseReason) {
+        tracing::debug!(%conn, %reason, "session refused");
+        self.count_refusal(RefusalReason::from_refuse(&reason));
     }
 }
 
@@ -530,16 +548,7 @@ async fn listen<R: Runtime>(
                     parent: &driver.span, "conn", %conn, dir = "in", peer = %stream.peer
                 );
                 span.in_scope(|| tracing::debug!("accepted"));
-                let watcher = driver.clone();
-                let writer = RefuseWatch::wrap(
-                    stream.writer,
-                    Box::new(move |reason| {
-                        tracing::debug!(%reason, "session refused");
-                        if let Some(r) = counted_refusal(reason) {
-                            watcher.refused(r);
-                        }
-                    }),
-                );
+                let writer = stream.writer;
                 driver.spawn_in(
                     &driver.tasks,
                     Box::pin(

@@ -6,6 +6,10 @@
 //! until the handshake deadline. Logging each of them would let a peer flood the logs, so
 //! [`RefusalLog`] keeps the counts ([`Refusals`], readable from the proc handle) and says
 //! when a line is due. It reads no clock: the driver passes its hooks' `now`.
+//!
+//! Core reports both kinds as events: a connection it closes for an error as
+//! `Event::ConnectionFailed`, a session it refuses (and a connection it closes under its
+//! connection limits) as `Event::Refused`; the driver counts each inbound one here.
 
 use std::fmt;
 
@@ -46,10 +50,20 @@ pub enum RefusalReason {
     LocalEncode,
     /// The peer sent more than a link holds while a destination port was full.
     Overrun,
+    /// This proc requires a cookie; the peer authenticated with none.
+    AuthRequired,
+    /// The peer authenticates with a cookie; this proc has none.
+    AuthUnexpected,
+    /// The peer's cookie proof did not match (a wrong cookie, or a replayed handshake).
+    BadAuth,
+    /// The proc held `max_inbound_conns` connections; this one was closed at accept.
+    TooManyConnections,
+    /// `max_handshaking` connections were in their handshake; this, the oldest, was closed.
+    HandshakeEvicted,
 }
 
 /// Number of [`RefusalReason`]s.
-const REASONS: usize = 14;
+const REASONS: usize = 19;
 
 impl RefusalReason {
     /// Every reason, in counter order.
@@ -68,6 +82,11 @@ impl RefusalReason {
         RefusalReason::ShuttingDown,
         RefusalReason::LocalEncode,
         RefusalReason::Overrun,
+        RefusalReason::AuthRequired,
+        RefusalReason::AuthUnexpected,
+        RefusalReason::BadAuth,
+        RefusalReason::TooManyConnections,
+        RefusalReason::HandshakeEvicted,
     ];
 
     /// A short stable name for logs and metrics (`bad_magic`, `handshake_timeout`, ...).
@@ -87,6 +106,11 @@ impl RefusalReason {
             RefusalReason::ShuttingDown => "shutting_down",
             RefusalReason::LocalEncode => "local_encode",
             RefusalReason::Overrun => "overrun",
+            RefusalReason::AuthRequired => "auth_required",
+            RefusalReason::AuthUnexpected => "auth_unexpected",
+            RefusalReason::BadAuth => "bad_auth",
+            RefusalReason::TooManyConnections => "too_many_connections",
+            RefusalReason::HandshakeEvicted => "handshake_evicted",
         }
     }
 
@@ -106,6 +130,7 @@ impl RefusalReason {
             ConnError::IdleTimeout => RefusalReason::IdleTimeout,
             ConnError::Encode => RefusalReason::LocalEncode,
             ConnError::Overrun => RefusalReason::Overrun,
+            ConnError::Auth(_) => RefusalReason::BadAuth,
         }
     }
 
@@ -117,6 +142,11 @@ impl RefusalReason {
             RefuseReason::ShuttingDown => RefusalReason::ShuttingDown,
             RefuseReason::BadHello => RefusalReason::BadHello,
             RefuseReason::TooManySessions => RefusalReason::TooManySessions,
+            RefuseReason::AuthRequired => RefusalReason::AuthRequired,
+            RefuseReason::AuthUnexpected => RefusalReason::AuthUnexpected,
+            RefuseReason::BadAuth => RefusalReason::BadAuth,
+            RefuseReason::TooManyConnections => RefusalReason::TooManyConnections,
+            RefuseReason::HandshakeEvicted => RefusalReason::HandshakeEvicted,
         }
     }
 
