@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use procwire_core::frame::{
     append_frame, encode_frame, preamble, BodyBuf, FrameDecoder, FrameError, FrameHeader,
-    FrameKind, Item, HEADER_LEN,
+    FrameKind, Item, HEADER_LEN, VERSION,
 };
 
 type Items = Vec<(Item, Vec<u8>)>;
@@ -171,7 +171,7 @@ fn structured_mode(data: &[u8]) {
         return;
     };
     let mut stream = preamble().to_vec();
-    let mut want: Items = vec![(Item::Preamble { version: 1 }, Vec::new())];
+    let mut want: Items = vec![(Item::Preamble { version: VERSION }, Vec::new())];
     for f in &input.frames {
         let kind = FrameKind::from_u8(f.kind % 8 + 1).expect("1..=8 are the frame kinds");
         let mut buf = vec![0u8; HEADER_LEN + f.body.len()];
