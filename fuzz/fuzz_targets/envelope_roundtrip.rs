@@ -15,9 +15,9 @@ use procwire_core::envelope::{
     append_envelope, append_envelope_cached, decode_envelope, decode_envelope_cached, Envelope,
     Link, RefuseReason, Undeliverable,
 };
-use procwire_core::idcache::{IdCache, IdTable};
 use procwire_core::frame::{FrameDecoder, FrameKind, Item, HEADER_LEN};
 use procwire_core::id::{ActorId, ChannelAddr, Name, PortId, ProcId, UnixAddr};
+use procwire_core::idcache::{IdCache, IdTable};
 
 fn name(s: &str) -> Name {
     Name::new(s).expect("valid name")

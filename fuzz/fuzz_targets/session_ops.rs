@@ -514,7 +514,11 @@ impl World {
             let ours = Cookie::new(b"fuzz cookie").expect("a cookie");
             let theirs = Cookie::new(b"another cookie").expect("a cookie");
             cfgs[0].cookie = Some(ours.clone());
-            cfgs[1].cookie = Some(if s.cfg_b.cookie % 8 == 0 { theirs } else { ours });
+            cfgs[1].cookie = Some(if s.cfg_b.cookie % 8 == 0 {
+                theirs
+            } else {
+                ours
+            });
         }
         // Keep the number of timer rounds a fair network needs to resolve everything
         // bounded: no periodic timer (heartbeat, reconnect backoff) may tick more than a few
@@ -826,7 +830,11 @@ impl World {
         }
         self.drain(n);
         if port_full && !shutting && !foreign && len <= max {
-            assert_eq!(result, Err(SendError::WouldBlock), "a send into a full port");
+            assert_eq!(
+                result,
+                Err(SendError::WouldBlock),
+                "a send into a full port"
+            );
         }
         if result.is_ok() && local {
             assert!(
