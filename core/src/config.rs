@@ -78,7 +78,9 @@ pub struct Config {
     pub max_handshaking: usize,
     /// Inbound connections at most, in their handshake or bound to a session. A connection
     /// accepted beyond it is closed at once (`RefuseReason::TooManyConnections`), after the
-    /// oldest handshake was evicted if `max_handshaking` was reached too.
+    /// oldest handshake was evicted if `max_handshaking` was reached too. The default
+    /// leaves room for `max_inbound_sessions` sessions each with its connection, plus
+    /// `max_handshaking` handshakes.
     pub max_inbound_conns: usize,
     /// A shared secret both ends of every link must hold (see [`crate::auth`]): it decides
     /// who may open sessions and send; it does not encrypt. With a cookie, the seed and
@@ -113,7 +115,7 @@ impl Default for Config {
             chunk_bytes: 64 * 1024,
             id_cache_entries: 256,
             max_handshaking: 64,
-            max_inbound_conns: 1024,
+            max_inbound_conns: 4096 + 64,
             cookie: None,
         }
     }

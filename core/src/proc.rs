@@ -417,6 +417,8 @@ impl Proc {
     /// `conn` was closed by the peer, failed, or could not be dialed.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
+        self.accepted.remove(&conn);
+        self.handshaking.remove(&conn);
         match self.conns.remove(&conn) {
             Some(Role::Out(slot)) => {
                 self.outbound[slot].on_closed(now, &mut self.cx, conn);
@@ -647,9 +649,7 @@ impl Proc {
             self.conns.insert(conn, Role::Out(slot));
         }
         while let Some(conn) = self.cx.out.take_closed() {
-            if let Some(Role::Accepting { .. }) = self.conns.remove(&conn) {
-                self.schedule.set(Owner::Accept(conn), None);
-            }
+            self.forget_conn(conn);
         }
         if self.life == Lifecycle::Draining
             && (self.outbound.is_empty() || self.touched.iter().any(|o| matches!(o, Owner::Out(_))))
@@ -694,9 +694,7 @@ impl Proc {
             self.cx.close(conn);
         }
         while let Some(conn) = self.cx.out.take_closed() {
-            if let Some(Role::Accepting { .. }) = self.conns.remove(&conn) {
-                self.schedule.set(Owner::Accept(conn), None);
-            }
+            self.forget_conn(conn);
         }
         self.cx.event(Event::ShutdownComplete);
     }
@@ -743,6 +741,16 @@ impl Proc {
         true
     }
 
+    /// Forgets a connection the proc closed: its role, its deadline, and its place in the
+    /// connection limits (so they are counted exactly, without scans).
+    fn forget_conn(&mut self, conn: ConnId) {
+        self.accepted.remove(&conn);
+        self.handshaking.remove(&conn);
+        if let Some(Role::Accepting { .. }) = self.conns.remove(&conn) {
+            self.schedule.set(Owner::Accept(conn), None);
+        }
+    }
+
     /// Closes a connection in its handshake to make room for a newer one.
     fn evict_handshake(&mut self, conn: ConnId) {
         if let Some(Role::Accepting { .. }) = self.conns.remove(&conn) {
@@ -785,7 +793,11 @@ impl Proc {
             self.schedule.set(Owner::Accept(conn), None);
             self.handshake_frame(now, conn, header, decoder, deadline, proving);
             match self.conns.get(&conn) {
-                Some(Role::In(_)) => return Some(consumed),
+                Some(Role::In(_)) => {
+                    // Out of its handshake: no longer counted against `max_handshaking`.
+                    self.handshaking.remove(&conn);
+                    return Some(consumed);
+                }
                 Some(Role::Accepting { .. }) => continue,
                 _ => return None,
             }
