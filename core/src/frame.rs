@@ -353,6 +353,11 @@ impl<B: BodyBuf> FrameDecoder<B> {
         matches!(self.state, State::Header | State::Preamble) && self.have == 0
     }
 
+    /// Bytes held now: a partial preamble or header, and the body collected so far.
+    pub fn buffered(&self) -> usize {
+        self.have + self.body.as_slice().len()
+    }
+
     /// The body of the frame last yielded (valid until the next call to `decode`).
     pub fn body(&self) -> &[u8] {
         self.body.as_slice()

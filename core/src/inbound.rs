@@ -157,6 +157,11 @@ impl Inbound {
         self.pending_bytes = 0;
     }
 
+    /// Messages and payload bytes received and not yet routed.
+    pub(crate) fn pending(&self) -> (usize, usize) {
+        (self.pending.len(), self.pending_bytes)
+    }
+
     /// One past the last message routed (what an acknowledgement confirms).
     fn routed(&self) -> u64 {
         self.next - self.pending.len() as u64

@@ -157,6 +157,25 @@ struct InSlot {
     session: Inbound,
 }
 
+/// What peers make a proc hold at one moment: each figure is bounded by configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Inbound connections open (at most `Config::max_inbound_conns`).
+    pub inbound_conns: usize,
+    /// Of those, connections still in their handshake (at most `max_handshaking`).
+    pub handshaking: usize,
+    /// Bytes buffered by connections in their handshake (at most `max_handshaking` ×
+    /// the largest handshake frame plus its header).
+    pub handshake_bytes: usize,
+    /// Inbound sessions, connected or retained (at most `max_inbound_sessions`).
+    pub inbound_sessions: usize,
+    /// Messages received and held behind full ports, over all links (at most
+    /// `link_held_msgs` per link).
+    pub link_held_msgs: usize,
+    /// Their payload bytes (at most `link_held_bytes` per link).
+    pub link_held_bytes: usize,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lifecycle {
     Running,
@@ -239,6 +258,28 @@ impl Proc {
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.cx.stats
+    }
+
+    /// What peers make this proc hold right now (see [`Held`]); computed on demand, for
+    /// monitoring and tests.
+    pub fn held(&self) -> Held {
+        let mut h = Held {
+            inbound_conns: self.accepted.len(),
+            inbound_sessions: self.in_keys.len(),
+            ..Held::default()
+        };
+        for role in self.conns.values() {
+            if let Role::Accepting { decoder, .. } = role {
+                h.handshaking += 1;
+                h.handshake_bytes += decoder.buffered();
+            }
+        }
+        for s in self.inbound.iter().flatten() {
+            let (msgs, bytes) = s.session.pending();
+            h.link_held_msgs += msgs;
+            h.link_held_bytes += bytes;
+        }
+        h
     }
 
     /// Inbound sessions held (connected or retained for their dialer to resume).

@@ -1337,3 +1337,44 @@ fn a_replayed_handshake_is_refused() {
         1
     );
 }
+
+#[test]
+fn what_peers_make_a_proc_hold_stays_within_the_limits() {
+    let cfg = Config {
+        max_handshaking: 8,
+        ..quick()
+    };
+    let mut p = Pair::new(2, cfg);
+    // Forty connections each send a preamble and the start of a maximal hello, then stall.
+    let mut start = preamble().to_vec();
+    let header = FrameHeader {
+        kind: FrameKind::Hello,
+        flags: 0,
+        len: MAX_HELLO_LEN,
+    };
+    let mut h = [0u8; HEADER_LEN];
+    header.write(&mut h);
+    start.extend_from_slice(&h);
+    start.extend_from_slice(&vec![0u8; MAX_HELLO_LEN as usize - 1]);
+    for _ in 0..40 {
+        let raw = p.raw_connect(1);
+        p.raw_write(raw, &start);
+    }
+    let held = p.nodes[1].proc.held();
+    assert_eq!(held.handshaking, 8, "{held:?}");
+    assert!(
+        held.handshake_bytes <= 8 * (MAX_HELLO_LEN as usize + HEADER_LEN),
+        "{held:?}"
+    );
+    assert!(
+        held.handshake_bytes >= 8 * (MAX_HELLO_LEN as usize - 1),
+        "{held:?}"
+    );
+    // A legitimate peer still gets through, and the stalled ones time out.
+    p.send(0, target(1), b"through").unwrap();
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(p.payloads(1), ["through"]);
+    let held = p.nodes[1].proc.held();
+    assert_eq!((held.handshaking, held.handshake_bytes), (0, 0), "{held:?}");
+    assert_eq!(held.inbound_sessions, 1);
+}

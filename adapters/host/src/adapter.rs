@@ -99,6 +99,12 @@ macro_rules! adapter_proc {
                 self.inner.stats()
             }
 
+            /// What peers make this proc hold right now, each figure bounded by a
+            /// `Config` limit (see [`Held`](crate::Held)).
+            pub fn held(&self) -> $crate::Held {
+                self.inner.held()
+            }
+
             /// Undeliverable returns that could not be handed to their sender (gone, or its
             /// queue full), including those core reported dropped.
             pub fn returns_dropped(&self) -> u64 {

@@ -599,6 +599,11 @@ impl Engine {
         self.lock().core.stats()
     }
 
+    /// What peers make core hold now.
+    pub(crate) fn held(&self) -> procwire_core::proc::Held {
+        self.lock().core.held()
+    }
+
     /// Undeliverable returns dropped by the adapter or reported dropped by core.
     pub(crate) fn returns_dropped(&self) -> u64 {
         self.lock().returns_dropped

@@ -448,6 +448,12 @@ impl<R: Runtime> HostedProc<R> {
         self.inner.engine.stats()
     }
 
+    /// What peers make this proc hold right now (connections, handshake bytes, sessions,
+    /// messages held behind full ports), each bounded by a `Config` limit.
+    pub fn held(&self) -> procwire_core::proc::Held {
+        self.inner.engine.held()
+    }
+
     /// Undeliverable returns that could not be handed to their sender.
     pub fn returns_dropped(&self) -> u64 {
         self.inner.engine.returns_dropped()
