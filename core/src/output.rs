@@ -110,8 +110,84 @@ pub enum Event {
         /// The message itself.
         payload: Bytes,
     },
+    /// A dial to `peer` failed (reported at once by the driver with
+    /// `Proc::handle_dial_failed`); the session retries under its backoff and gives up
+    /// after `unreachable_timeout`.
+    DialFailed {
+        /// The peer proc.
+        peer: ProcId,
+        /// Where it was dialed.
+        addr: ChannelAddr,
+        /// What the driver's OS said.
+        error: DialError,
+        /// Failed attempts in a row, this one included.
+        attempts: u32,
+    },
+    /// The session to `peer` gave up: what it held comes back (`Unreachable` if never
+    /// sent, `Unconfirmed` if sent), and `last_error` says why the last dial failed, if one
+    /// did.
+    Unreachable {
+        /// The peer proc.
+        peer: ProcId,
+        /// The last dial error since the session last connected.
+        last_error: Option<DialError>,
+    },
     /// `handle_shutdown` has finished: everything was delivered or returned.
     ShutdownComplete,
+}
+
+/// What kind of failure a dial met, as the driver's OS reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialErrorKind {
+    /// Nothing listens there (`ECONNREFUSED`, or a Unix socket path with no listener).
+    Refused,
+    /// The address does not exist (a Unix path or abstract name with no socket, an unknown
+    /// host name).
+    NotFound,
+    /// No route to the host or network, or the network is down.
+    Unreachable,
+    /// The dial did not complete within `connect_timeout`.
+    TimedOut,
+    /// Permission denied.
+    Denied,
+    /// Anything else.
+    Other,
+}
+
+/// Why a dial failed: a kind to act on and the OS's own words, bounded in length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DialError {
+    /// The kind.
+    pub kind: DialErrorKind,
+    /// The OS error text, cut to 96 bytes.
+    pub message: heapless::String<96>,
+}
+
+impl DialError {
+    /// A dial error of `kind` with `message` (cut at a character boundary to fit).
+    pub fn new(kind: DialErrorKind, message: &str) -> Self {
+        let mut m = heapless::String::new();
+        for c in message.chars() {
+            if m.push(c).is_err() {
+                break;
+            }
+        }
+        DialError { kind, message: m }
+    }
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            DialErrorKind::Refused => "refused",
+            DialErrorKind::NotFound => "not found",
+            DialErrorKind::Unreachable => "unreachable",
+            DialErrorKind::TimedOut => "timed out",
+            DialErrorKind::Denied => "permission denied",
+            DialErrorKind::Other => "failed",
+        };
+        write!(f, "dial {kind}: {}", self.message)
+    }
 }
 
 /// Why a connection was closed by the proc.

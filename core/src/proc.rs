@@ -124,7 +124,7 @@ use crate::time::Instant;
 
 pub use crate::config::Config;
 pub use crate::ctx::{RefusedCounts, SendError, Stats};
-pub use crate::output::{ConnError, ConnId, Event, Output, Violation};
+pub use crate::output::{ConnError, ConnId, DialError, DialErrorKind, Event, Output, Violation};
 
 #[derive(Debug)]
 enum Role {
@@ -453,6 +453,17 @@ impl Proc {
             }
         }
         self.settle(now);
+    }
+
+    /// A dial the proc asked for failed with `error` (refused, unreachable, timed out...):
+    /// reported at once as [`Event::DialFailed`]; the session then retries under its
+    /// backoff like after any lost connection. `handle_closed` does the same without the
+    /// error.
+    pub fn handle_dial_failed(&mut self, now: Instant, conn: ConnId, error: DialError) {
+        if let Some(&Role::Out(slot)) = self.conns.get(&conn) {
+            self.outbound[slot].on_dial_failed(&mut self.cx, conn, error);
+        }
+        self.handle_closed(now, conn);
     }
 
     /// `conn` was closed by the peer, failed, or could not be dialed.

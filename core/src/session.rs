@@ -48,7 +48,7 @@ use crate::frame::{
 };
 use crate::id::{ChannelAddr, ProcId};
 use crate::idcache::IdCache;
-use crate::output::{ConnError, ConnId, Event, Violation};
+use crate::output::{ConnError, ConnId, DialError, Event, Violation};
 use crate::time::Instant;
 use crate::timer::{timer_keys, Timers};
 
@@ -129,6 +129,8 @@ pub(crate) struct Outbound {
     phase: Phase,
     /// Last time anything arrived on the open connection.
     heard: Instant,
+    /// Why the last dial failed, since the session last connected.
+    last_dial_error: Option<DialError>,
     timers: Timers<OutTimer, 6>,
     /// With a cookie: the handshake of the current connection (see `crate::auth`).
     auth: Option<Box<DialAuth>>,
@@ -165,6 +167,7 @@ impl Outbound {
             attempt: 0,
             phase: Phase::Running,
             heard: Instant::ZERO,
+            last_dial_error: None,
             timers: Timers::default(),
             auth: None,
         }
@@ -452,6 +455,7 @@ impl Outbound {
     }
 
     fn open(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, incarnation: u64) {
+        self.last_dial_error = None;
         self.resume = true;
         self.auth = None;
         self.attempt = 0;
@@ -656,6 +660,20 @@ impl Outbound {
         }
     }
 
+    /// The driver reports that dialing `conn` failed with `error`.
+    pub(crate) fn on_dial_failed(&mut self, cx: &mut Ctx, conn: ConnId, error: DialError) {
+        if !matches!(self.conn, Conn::Dialing(c) if c == conn) {
+            return;
+        }
+        cx.event(Event::DialFailed {
+            peer: self.peer.clone(),
+            addr: self.addr.clone(),
+            error: error.clone(),
+            attempts: self.attempt.saturating_add(1),
+        });
+        self.last_dial_error = Some(error);
+    }
+
     /// The driver reports `conn` closed (or the dial failed).
     pub(crate) fn on_closed(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {
         if self.conn() == Some(conn) {
@@ -727,6 +745,13 @@ impl Outbound {
         if matches!(self.conn, Conn::Open(..)) && reason == Undeliverable::Unreachable {
             // Connected again by now; the timer is stale.
             return;
+        }
+        if reason == Undeliverable::Unreachable {
+            // Before the returns, so a driver can attach the cause to them.
+            cx.event(Event::Unreachable {
+                peer: self.peer.clone(),
+                last_error: self.last_dial_error.take(),
+            });
         }
         self.return_queued(cx, Undeliverable::Unconfirmed, false);
         self.return_queued(cx, reason, true);

@@ -1378,3 +1378,49 @@ fn what_peers_make_a_proc_hold_stays_within_the_limits() {
     assert_eq!((held.handshaking, held.handshake_bytes), (0, 0), "{held:?}");
     assert_eq!(held.inbound_sessions, 1);
 }
+
+#[test]
+fn a_failed_dial_is_reported_at_once_and_its_error_comes_back_with_the_returns() {
+    use procwire_core::proc::{DialError, DialErrorKind};
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"x").unwrap();
+    let refused = DialError::new(DialErrorKind::Refused, "Connection refused (os error 111)");
+    // Every dial of node 0 fails with the OS error, as a driver reports it.
+    let mut failures = 0;
+    let deadline = p.now + quick().unreachable_timeout + Duration::from_millis(500);
+    while p.now < deadline {
+        while let Some(o) = p.nodes[0].proc.poll_output() {
+            match o {
+                Output::Dial { conn, .. } => {
+                    failures += 1;
+                    p.nodes[0]
+                        .proc
+                        .handle_dial_failed(p.now, conn, refused.clone());
+                }
+                other => p.carry_out(0, other),
+            }
+        }
+        let Some(t) = p.nodes[0].proc.poll_timeout() else {
+            break;
+        };
+        p.now = t.max(p.now);
+        p.nodes[0].proc.handle_timeout(p.now);
+    }
+    assert!(failures >= 2, "retried under the backoff: {failures}");
+    let events: Vec<&Event> = p.nodes[0].events.iter().map(|(_, e)| e).collect();
+    let first = events
+        .iter()
+        .position(
+            |e| matches!(e, Event::DialFailed { attempts: 1, error, .. } if *error == refused),
+        )
+        .expect("the first failure is an event with the OS error");
+    let gave_up = events
+        .iter()
+        .position(|e| matches!(e, Event::Unreachable { last_error: Some(e), .. } if *e == refused))
+        .expect("giving up names the last dial error");
+    assert!(first < gave_up);
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from_static(b"x"), Undeliverable::Unreachable)]
+    );
+}

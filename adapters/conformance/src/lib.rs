@@ -322,6 +322,7 @@ macro_rules! suite {
             $crate::suite!(@single $run, $transport,
                 duplicate_root_names_and_bad_names_are_refused,
                 shutdown_returns_what_cannot_be_delivered,
+                dead_peer_returns_with_the_dial_error,
             );
         }
     )*};

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use procwire_smol::{
-    encode, ActorStatus, ChannelAddr, ChannelTransport, DecodeError, Name, PortRef, ProcError,
-    ProcId, RecvError, RegistryError, SendError, TypeFingerprint, Undeliverable, UnixAddr,
-    ACTOR_PORT,
+    encode, ActorStatus, ChannelAddr, ChannelTransport, DecodeError, DialErrorKind, Name, PortRef,
+    ProcError, ProcId, RecvError, RegistryError, SendError, TypeFingerprint, Undeliverable,
+    UnixAddr, ACTOR_PORT,
 };
 
 use crate::{
@@ -1008,4 +1008,52 @@ pub async fn dropping_every_handle_stops_the_proc<A: Adapter, B: Adapter>(
     }
     let again = ba.start(addr, "b", options()).await.expect("rebind");
     shutdown_clean(&again).await;
+}
+
+/// A peer nobody listens for is reported fast and clearly: messages to it come back
+/// `Unreachable` once `unreachable_timeout` has passed, carrying the OS's dial error
+/// (refused for TCP, no such socket for a Unix path). On the in-process transport there is
+/// no OS error; the return still comes.
+pub async fn dead_peer_returns_with_the_dial_error<A: Adapter>(aa: &A, t: ChannelTransport) {
+    init_logging();
+    let mut quick = options();
+    quick.core.unreachable_timeout = Duration::from_millis(500).into();
+    quick.core.backoff_max = Duration::from_millis(50).into();
+    let a = aa.start(t.any(), "a", quick).await.expect("a");
+    let dest = ProcId::new(fixed_addr(t), name("ghost"))
+        .actor(name("sink"), 0)
+        .port(1024);
+    let (sender, _) = a.instance("sender").expect("sender");
+    let started = std::time::Instant::now();
+    sender
+        .send_bytes(&dest, Bytes::from_static(b"anyone?"))
+        .await
+        .expect("accepted");
+    let back = within(5, "return from a dead peer", sender.next_undeliverable())
+        .await
+        .expect("return");
+    let took = started.elapsed();
+    assert_eq!(back.reason, Undeliverable::Unreachable);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    match t {
+        ChannelTransport::Tcp => {
+            let e = back
+                .dial_error
+                .expect("the dial error travels with the return");
+            assert_eq!(e.kind, DialErrorKind::Refused, "{e}");
+            assert!(!e.message.is_empty());
+        }
+        ChannelTransport::Unix => {
+            let e = back
+                .dial_error
+                .expect("the dial error travels with the return");
+            assert!(
+                matches!(e.kind, DialErrorKind::NotFound | DialErrorKind::Refused),
+                "{e}"
+            );
+        }
+        _ => {}
+    }
+    drop(sender);
+    shutdown_clean(&a).await;
 }

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use procwire_core::envelope::{Envelope, Undeliverable};
 use procwire_core::id::{ActorId, ChannelAddr, PortId, ProcId};
 use procwire_core::proc::{
-    ConnId, Event, Output, Proc as CoreProc, SendError as CoreSendError, Stats,
+    ConnId, DialError, Event, Output, Proc as CoreProc, SendError as CoreSendError, Stats,
 };
 use procwire_core::registry::{PortKind, RegistryError};
 use procwire_core::time::Instant;
@@ -132,6 +132,9 @@ struct State {
     armed: Option<Instant>,
     /// Undeliverable returns dropped because their sender was gone or its queue full.
     returns_dropped: u64,
+    /// Why each peer that core gave up on was unreachable (its last dial error), for the
+    /// returns that follow; forgotten when it connects again.
+    unreachable_cause: HashMap<ProcId, DialError>,
 }
 
 /// The adapter's state around one core proc machine.
@@ -157,6 +160,7 @@ impl Engine {
                 writable: HashMap::new(),
                 armed: None,
                 returns_dropped: 0,
+                unreachable_cause: HashMap::new(),
             }),
             phase: Watch::new(Phase::Running),
             returns_cap,
@@ -260,11 +264,18 @@ impl Engine {
             return;
         };
         let sender = env.sender.clone();
+        let dial_error = match reason {
+            Undeliverable::Unreachable | Undeliverable::Unconfirmed => {
+                st.unreachable_cause.get(env.dest.actor().proc()).cloned()
+            }
+            _ => None,
+        };
         let result = match st.actors.get(&sender) {
             Some(a) => a
                 .returns
                 .push(Returned {
                     reason,
+                    dial_error,
                     envelope: env,
                 })
                 .map_err(|(_, e)| e),
@@ -290,7 +301,35 @@ impl Engine {
                 }
             }
             Event::PeerConnected { peer, incarnation } => {
+                st.unreachable_cause.remove(&peer);
                 tracing::info!(proc = %self.id, %peer, incarnation, "peer connected");
+            }
+            Event::DialFailed {
+                peer,
+                addr,
+                error,
+                attempts,
+            } => {
+                // The first failure in a row is news; the retries that follow are not.
+                if attempts == 1 {
+                    tracing::info!(proc = %self.id, %peer, %addr, %error, "dial failed; retrying");
+                } else {
+                    tracing::debug!(proc = %self.id, %peer, %addr, %error, attempts, "dial failed");
+                }
+            }
+            Event::Unreachable { peer, last_error } => {
+                match &last_error {
+                    Some(e) => {
+                        tracing::warn!(proc = %self.id, %peer, error = %e, "peer unreachable; its messages come back")
+                    }
+                    None => {
+                        tracing::warn!(proc = %self.id, %peer, "peer unreachable; its messages come back")
+                    }
+                }
+                match last_error {
+                    Some(e) => st.unreachable_cause.insert(peer, e),
+                    None => st.unreachable_cause.remove(&peer),
+                };
             }
             Event::PeerRestarted { peer } => {
                 tracing::warn!(proc = %self.id, %peer, "peer restarted; its in-flight messages come back");
@@ -514,6 +553,16 @@ impl Engine {
                 false
             }
         })
+    }
+
+    /// Dialing `conn` failed with `error`.
+    pub(crate) fn dial_failed(self: &Arc<Self>, conn: ConnId, error: DialError) {
+        self.turn(|st, now| {
+            if let Some(ctl) = st.conns.remove(&conn) {
+                ctl.abandon();
+                st.core.handle_dial_failed(now, conn, error);
+            }
+        });
     }
 
     /// `conn` failed, hit EOF, or could not be dialed.

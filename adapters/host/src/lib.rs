@@ -151,7 +151,7 @@ pub use procwire_core::id::{
     ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
     ParseErrorReason, PortId, ProcId, UnixAddr,
 };
-pub use procwire_core::proc::{Config, Held, Stats};
+pub use procwire_core::proc::{Config, DialError, DialErrorKind, Held, Stats};
 pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 
 /// What every adapter crate re-exports at its root, beside its own `Proc` (see
@@ -178,6 +178,6 @@ pub mod api {
         ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
         ParseErrorReason, PortId, ProcId, UnixAddr,
     };
-    pub use procwire_core::proc::{Config, Held, Stats};
+    pub use procwire_core::proc::{Config, DialError, DialErrorKind, Held, Stats};
     pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 }

@@ -15,7 +15,9 @@ use std::time::Duration;
 use procwire_core::auth::Cookie;
 use procwire_core::envelope::RefuseReason;
 use procwire_core::id::{ChannelAddr, Name, ProcId};
-use procwire_core::proc::{Config, ConnError, ConnId, Proc as CoreProc, Stats};
+use procwire_core::proc::{
+    Config, ConnError, ConnId, DialError, DialErrorKind, Proc as CoreProc, Stats,
+};
 use procwire_core::time::Instant;
 use tracing::{Instrument, Span};
 
@@ -253,6 +255,20 @@ impl<R: Runtime> Hooks for Driver<R> {
 }
 
 /// Connects `conn` to `addr` within `limit`, then runs its reader and writer.
+/// Core's account of an OS dial error: its kind, and the OS's words.
+fn dial_error(e: &std::io::Error) -> DialError {
+    use std::io::ErrorKind as K;
+    let kind = match e.kind() {
+        K::ConnectionRefused => DialErrorKind::Refused,
+        K::NotFound | K::AddrNotAvailable => DialErrorKind::NotFound,
+        K::HostUnreachable | K::NetworkUnreachable | K::NetworkDown => DialErrorKind::Unreachable,
+        K::TimedOut => DialErrorKind::TimedOut,
+        K::PermissionDenied => DialErrorKind::Denied,
+        _ => DialErrorKind::Other,
+    };
+    DialError::new(kind, &e.to_string())
+}
+
 async fn dial_conn<R: Runtime>(
     rt: R,
     engine: Arc<Engine>,
@@ -265,12 +281,13 @@ async fn dial_conn<R: Runtime>(
         Some(Ok(s)) => s,
         Some(Err(e)) => {
             tracing::debug!(error = %e, "dial failed");
-            engine.closed(conn);
+            engine.dial_failed(conn, dial_error(&e));
             return;
         }
         None => {
             tracing::debug!(limit = ?limit, "dial timed out");
-            engine.closed(conn);
+            let msg = format!("no connection within {limit:?}");
+            engine.dial_failed(conn, DialError::new(DialErrorKind::TimedOut, &msg));
             return;
         }
     };

@@ -629,6 +629,9 @@ impl<M> fmt::Debug for OncePortReceiver<M> {
 pub struct Returned {
     /// Why it could not be delivered.
     pub reason: Undeliverable,
+    /// For a message to a peer core gave up on (`Unreachable`, or `Unconfirmed` in the
+    /// same give-up): why the last dial to it failed, in the OS's words.
+    pub dial_error: Option<procwire_core::proc::DialError>,
     /// The message as it was sent (its `returned` field holds the reason too).
     pub envelope: Envelope,
 }
