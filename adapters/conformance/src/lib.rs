@@ -27,6 +27,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod adapters;
+pub mod addresses;
 pub mod hostile;
 pub mod proxy;
 pub mod scenarios;
@@ -287,6 +288,30 @@ macro_rules! suite {
             tcp => $crate::ChannelTransport::Tcp,
             local => $crate::ChannelTransport::Local,
         );
+
+        /// Deployable addresses (TCP only).
+        mod addresses {
+            #[test]
+            fn bind_any_advertise_loopback() {
+                $run(|x| async move {
+                    $crate::addresses::bind_any_advertise_loopback(&x, &x).await
+                });
+            }
+
+            #[test]
+            fn host_names_are_resolved_when_dialing() {
+                $run(|x| async move {
+                    $crate::addresses::host_names_are_resolved_when_dialing(&x, &x).await
+                });
+            }
+
+            #[test]
+            fn unusable_advertised_addresses_are_refused() {
+                $run(|x| async move {
+                    $crate::addresses::unusable_advertised_addresses_are_refused(&x).await
+                });
+            }
+        }
 
         /// `a` on TCP, `b` on a Unix socket file.
         #[test]

@@ -133,7 +133,9 @@ mod tasks;
 mod typed;
 
 pub use actor::{Actor, Context, ACTOR_PORT};
-pub use error::{ActorError, DecodeError, ProcError, RecvError, SendError, TryRecvError};
+pub use error::{
+    ActorError, AdvertiseError, DecodeError, ProcError, RecvError, SendError, TryRecvError,
+};
 pub use instance::{ActorHandle, ActorStatus, Instance};
 pub use net::unix_socket_path;
 pub use proc::{random_u64, sleep, timeout, HostedProc, ProcOptions, ShutdownReport};
@@ -147,8 +149,8 @@ pub use typed::{
 pub use procwire_core;
 pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
 pub use procwire_core::id::{
-    ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
-    ParseErrorReason, PortId, ProcId, UnixAddr,
+    ActorId, AddrError, ChannelAddr, ChannelTransport, HostError, HostName, IdKind, Name,
+    NameError, ParseError, ParseErrorReason, PortId, ProcId, UnixAddr,
 };
 pub use procwire_core::proc::{Config, Stats};
 pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
@@ -163,18 +165,18 @@ pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 /// `#[non_exhaustive]`: match them with a wildcard arm.
 pub mod api {
     pub use crate::{
-        decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus, Context,
-        DecodeError, Instance, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
-        PortReceiver, PortRef, ProcError, ProcOptions, RecvError, RefusalReason, Refusals,
-        Returned, SendError, ShutdownReport, TryRecvError, TypeFingerprint, ACTOR_PORT,
-        TYPE_HEADER,
+        decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus,
+        AdvertiseError, Context, DecodeError, Instance, OncePortHandle, OncePortReceiver,
+        OncePortRef, PortHandle, PortReceiver, PortRef, ProcError, ProcOptions, RecvError,
+        RefusalReason, Refusals, Returned, SendError, ShutdownReport, TryRecvError,
+        TypeFingerprint, ACTOR_PORT, TYPE_HEADER,
     };
 
     pub use procwire_core;
     pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
     pub use procwire_core::id::{
-        ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
-        ParseErrorReason, PortId, ProcId, UnixAddr,
+        ActorId, AddrError, ChannelAddr, ChannelTransport, HostError, HostName, IdKind, Name,
+        NameError, ParseError, ParseErrorReason, PortId, ProcId, UnixAddr,
     };
     pub use procwire_core::proc::{Config, Stats};
     pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};

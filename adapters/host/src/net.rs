@@ -190,7 +190,35 @@ pub(crate) fn bind(addr: &ChannelAddr, unix_mode: u32) -> io::Result<Bound> {
                 file: None,
             })
         }
+        // Host names are resolved by the caller (on the runtime), then bound with
+        // `bind_resolved`.
+        other => Err(invalid(format!("{other} must be resolved before binding"))),
     }
+}
+
+/// Binds the first of `ips` (the resolved addresses of the host-name address `addr`) that
+/// can be bound. The bound address keeps the host name, with the port the OS gave.
+pub(crate) fn bind_resolved(addr: &ChannelAddr, ips: &[std::net::SocketAddr]) -> io::Result<Bound> {
+    let mut last = None;
+    for ip in ips {
+        match std::net::TcpListener::bind(ip) {
+            Ok(l) => {
+                let port = l.local_addr()?.port();
+                return Ok(Bound {
+                    listener: BoundListener::Socket(StdListener::Tcp(l)),
+                    addr: addr.with_tcp_port(port),
+                    file: None,
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} resolved to no address"),
+        )
+    }))
 }
 
 /// Whether the socket file at `path` has no listener behind it.

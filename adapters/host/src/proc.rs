@@ -19,7 +19,7 @@ use tracing::{Instrument, Span};
 
 use crate::actor::{spawn_actor, Actor};
 use crate::engine::{ConnCtl, Engine, Hooks, Phase};
-use crate::error::ProcError;
+use crate::error::{AdvertiseError, ProcError};
 use crate::instance::{ActorHandle, Instance};
 use crate::local;
 use crate::net::{self, BoundListener, SocketFile};
@@ -73,6 +73,22 @@ pub struct ProcOptions {
     /// pending when the proc stops is logged then). Each connection's details are at
     /// `debug` level.
     pub refusal_log_interval: Duration,
+    /// The address this proc's id carries, and so the one peers dial, when it is not the
+    /// bound address: bind `tcp:0.0.0.0:7000` (or `tcp:[::]:0`) and advertise
+    /// `tcp:node7.example:7000` or `tcp:10.1.2.3:7000`, or advertise the address of a
+    /// proxy or port forward in front of the proc. `None` (the default) advertises the
+    /// bound address.
+    ///
+    /// **Port 0** in a TCP advertised address (either form) is filled in with the port the
+    /// proc bound: bind `tcp:0.0.0.0:0`, advertise `tcp:10.1.2.3:0`, and the id says
+    /// `tcp:10.1.2.3:<bound port>`. Any other port is advertised as given (a port forward
+    /// may use another port). The advertised address must name one endpoint: `unix:@`,
+    /// `local:0` and unspecified IPs (`0.0.0.0`, `::`) are refused
+    /// ([`ProcError::Advertise`]), and so is port 0 when the proc bound no TCP port.
+    ///
+    /// Peers check a hello by proc *name* only, so a proc answers whatever address it was
+    /// reached by. [`HostedProc::addr`] stays the bound address.
+    pub advertise: Option<ChannelAddr>,
 }
 
 impl Default for ProcOptions {
@@ -83,6 +99,7 @@ impl Default for ProcOptions {
             returned_queue_len: 65_536,
             unix_mode: net::DEFAULT_UNIX_MODE,
             refusal_log_interval: Duration::from_secs(10),
+            advertise: None,
         }
     }
 }
@@ -266,7 +283,8 @@ async fn dial_conn<R: Runtime>(
     net::writer_task(engine, conn, stream.writer, ctl).await;
 }
 
-/// Connects to `addr` on any transport.
+/// Connects to `addr` on any transport, resolving a host name first and trying each of its
+/// addresses in the resolver's order.
 async fn connect<R: Runtime>(rt: &R, addr: &ChannelAddr) -> std::io::Result<Connection> {
     if addr.is_any() {
         return Err(std::io::Error::new(
@@ -276,8 +294,66 @@ async fn connect<R: Runtime>(rt: &R, addr: &ChannelAddr) -> std::io::Result<Conn
     }
     match addr {
         ChannelAddr::Local(id) => local::connect(*id),
+        ChannelAddr::TcpHost { host, port } => {
+            let ips = rt.resolve(host.as_str(), *port).await?;
+            let mut last = None;
+            for ip in ips {
+                match rt.connect(&ChannelAddr::Tcp(ip)).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) => {
+                        tracing::debug!(%ip, error = %e, "resolved address refused");
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{addr} resolved to no address"),
+                )
+            }))
+        }
         _ => rt.connect(addr).await,
     }
+}
+
+/// Binds `addr`, resolving a host name on the runtime first.
+async fn bind<R: Runtime>(
+    rt: &R,
+    addr: &ChannelAddr,
+    options: &ProcOptions,
+) -> std::io::Result<net::Bound> {
+    match addr {
+        ChannelAddr::TcpHost { host, port } => {
+            let ips = rt.resolve(host.as_str(), *port).await?;
+            net::bind_resolved(addr, &ips)
+        }
+        _ => net::bind(addr, options.unix_mode),
+    }
+}
+
+/// The address a proc bound at `bound` puts in its id (see [`ProcOptions::advertise`]).
+pub(crate) fn advertised_addr(
+    bound: &ChannelAddr,
+    advertise: Option<&ChannelAddr>,
+) -> Result<ChannelAddr, ProcError> {
+    let Some(asked) = advertise else {
+        return Ok(bound.clone());
+    };
+    let refuse = |error| ProcError::Advertise {
+        addr: asked.clone(),
+        error,
+    };
+    let addr = match (asked.tcp_port(), bound.tcp_port()) {
+        (Some(0), Some(port)) => asked.with_tcp_port(port),
+        (Some(0), None) => return Err(refuse(AdvertiseError::NoBoundPort)),
+        _ => asked.clone(),
+    };
+    let unspecified = matches!(&addr, ChannelAddr::Tcp(sa) if sa.ip().is_unspecified());
+    if addr.is_any() || unspecified {
+        return Err(refuse(AdvertiseError::NotConcrete));
+    }
+    Ok(addr)
 }
 
 struct ProcInner<R: Runtime> {
@@ -333,10 +409,13 @@ impl<R: Runtime> HostedProc<R> {
         options: ProcOptions,
     ) -> Result<Self, ProcError> {
         let name = Name::new(&name).map_err(ProcError::BadName)?;
-        let bound = net::bind(&addr, options.unix_mode).map_err(|source| ProcError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+        let bound = bind(&rt, &addr, &options)
+            .await
+            .map_err(|source| ProcError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let advertised = advertised_addr(&bound.addr, options.advertise.as_ref())?;
         let listener = match bound.listener {
             BoundListener::Socket(l) => Listener::Socket(
                 rt.listen(l)
@@ -344,7 +423,7 @@ impl<R: Runtime> HostedProc<R> {
             ),
             BoundListener::Local(l) => Listener::Local(l),
         };
-        let id = ProcId::new(bound.addr.clone(), name);
+        let id = ProcId::new(advertised, name);
         let incarnation = random_u64();
         let core = CoreProc::new(id.clone(), options.core.clone(), incarnation, random_u64());
         let span = tracing::info_span!(parent: None, "proc", id = %id);
@@ -380,12 +459,14 @@ impl<R: Runtime> HostedProc<R> {
         &self.inner.driver.rt
     }
 
-    /// This proc's id: its bound address and name.
+    /// This proc's id: its advertised address (the bound one unless
+    /// [`ProcOptions::advertise`] says otherwise) and name.
     pub fn proc_id(&self) -> &ProcId {
         self.inner.engine.id()
     }
 
-    /// The address it serves on.
+    /// The address it serves on (bound; see [`ProcOptions::advertise`] for the one in its
+    /// id).
     pub fn addr(&self) -> &ChannelAddr {
         &self.inner.addr
     }
