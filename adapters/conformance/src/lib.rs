@@ -29,6 +29,7 @@
 pub mod adapters;
 pub mod addresses;
 pub mod hostile;
+pub mod link_events;
 pub mod proxy;
 pub mod scenarios;
 
@@ -38,8 +39,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use procwire_smol::{
-    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, OncePortRef, PortRef,
-    ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats, UnixAddr,
+    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, LinkEvents,
+    OncePortRef, PortRef, ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats,
+    UnixAddr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +65,8 @@ pub trait TestProc: Clone + Send + Sync + 'static {
     fn addr(&self) -> &ChannelAddr;
     /// `Proc::set_address`.
     fn set_address(&self, proc: ProcId, addr: ChannelAddr);
+    /// `Proc::link_events`.
+    fn link_events(&self) -> LinkEvents;
     /// `Proc::stats`.
     fn stats(&self) -> Stats;
     /// `Proc::connection_count`.
@@ -343,6 +347,10 @@ macro_rules! suite {
                 stale_refs_never_reach_a_new_holder,
                 wrong_types_are_refused,
             );
+            $crate::suite!(@links $run, $transport,
+                peer_going_away_and_coming_back,
+                dead_addresses_and_refusals_are_reported,
+            );
             $crate::suite!(@single $run, $transport,
                 duplicate_root_names_and_bad_names_are_refused,
                 shutdown_returns_what_cannot_be_delivered,
@@ -353,6 +361,12 @@ macro_rules! suite {
         #[test]
         fn $scenario() {
             $run(|x| async move { $crate::scenarios::$scenario(&x, &x, $transport).await });
+        }
+    )*};
+    (@links $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            $run(|x| async move { $crate::link_events::$scenario(&x, &x, $transport).await });
         }
     )*};
     (@single $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(

@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::engine::Engine;
 use crate::error::{ActorError, ProcError, RecvError};
 use crate::instance::{ActorCell, ActorHandle, ActorStatus, Instance};
+use crate::links::Links;
 use crate::sync::{CatchUnwind, Queue};
 use crate::typed::{PortReceiver, PortRef, Returned};
 
@@ -125,11 +126,12 @@ impl Deref for Context {
 /// Binds the mailbox of `id` and starts its loop.
 pub(crate) fn spawn_actor<A: Actor>(
     engine: &Arc<Engine>,
+    links: &Arc<Links>,
     id: ActorId,
     returns: Arc<Queue<Returned>>,
     actor: A,
 ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
-    let instance = Instance::new(engine.clone(), id.clone(), returns, false);
+    let instance = Instance::new(engine.clone(), links.clone(), id.clone(), returns, false);
     let port = id.port(ACTOR_PORT);
     // On failure `instance` drops here and releases the identity.
     let queue = engine.bind_port(&port, PortKind::Stream)?;

@@ -51,6 +51,8 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn rearm_timer(&self);
     /// Core closed `conn` because of `error` (the driver counts and logs it).
     fn connection_failed(&self, conn: ConnId, error: &procwire_core::proc::ConnError);
+    /// Every event core reports, before the engine acts on it (link events for users).
+    fn core_event(&self, _ev: &Event) {}
 }
 
 /// A command for a connection's writer task.
@@ -281,6 +283,7 @@ impl Engine {
     }
 
     fn event(&self, st: &mut State, ev: Event) {
+        self.rt.core_event(&ev);
         match ev {
             Event::Writable { peer } => {
                 if let Some(ws) = st.writable.remove(&peer) {

@@ -12,6 +12,7 @@ use procwire_core::registry::PortKind;
 use crate::actor::{spawn_actor, Actor};
 use crate::engine::Engine;
 use crate::error::{ProcError, SendError};
+use crate::links::{LinkEvents, Links};
 use crate::sync::{Queue, Watch};
 use crate::typed::{OncePortHandle, OncePortReceiver, PortHandle, PortReceiver, PortRef, Returned};
 
@@ -117,6 +118,7 @@ impl fmt::Debug for ActorHandle {
 /// ports and drains them. Dropping it unbinds all its ports and releases the identity.
 pub struct Instance {
     engine: Arc<Engine>,
+    links: Arc<Links>,
     id: ActorId,
     returns: Arc<Queue<Returned>>,
     cell: Arc<ActorCell>,
@@ -125,12 +127,14 @@ pub struct Instance {
 impl Instance {
     pub(crate) fn new(
         engine: Arc<Engine>,
+        links: Arc<Links>,
         id: ActorId,
         returns: Arc<Queue<Returned>>,
         detached: bool,
     ) -> Self {
         Instance {
             engine,
+            links,
             id,
             returns,
             cell: Arc::new(ActorCell {
@@ -157,6 +161,14 @@ impl Instance {
     /// This identity.
     pub fn actor_id(&self) -> &ActorId {
         &self.id
+    }
+
+    /// A subscription to the link events of this identity's proc, from now on (the same
+    /// as the proc's `link_events`; usable from an actor through its [`Context`]).
+    ///
+    /// [`Context`]: crate::Context
+    pub fn link_events(&self) -> LinkEvents {
+        self.links.subscribe()
     }
 
     /// The proc it lives in.
@@ -252,7 +264,7 @@ impl Instance {
     /// Creates a child identity `ActorId(proc, root name, n)`, as an instance.
     pub fn child(&self) -> Result<(Instance, ActorHandle), ProcError> {
         let (id, returns) = self.engine.child(&self.id)?;
-        let inst = Instance::new(self.engine.clone(), id, returns, true);
+        let inst = Instance::new(self.engine.clone(), self.links.clone(), id, returns, true);
         let handle = inst.handle();
         Ok((inst, handle))
     }
@@ -263,7 +275,7 @@ impl Instance {
         actor: A,
     ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
         let (id, returns) = self.engine.child(&self.id)?;
-        spawn_actor(&self.engine, id, returns, actor)
+        spawn_actor(&self.engine, &self.links, id, returns, actor)
     }
 
     /// Waits for the next message that came back undeliverable; `None` once the identity is

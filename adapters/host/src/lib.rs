@@ -121,6 +121,7 @@ mod adapter;
 mod engine;
 mod error;
 mod instance;
+mod links;
 mod local;
 mod net;
 mod pipe;
@@ -137,6 +138,7 @@ pub use error::{
     ActorError, AdvertiseError, DecodeError, ProcError, RecvError, SendError, TryRecvError,
 };
 pub use instance::{ActorHandle, ActorStatus, Instance};
+pub use links::{LinkError, LinkEvent, LinkEvents, LINK_EVENT_QUEUE};
 pub use net::unix_socket_path;
 pub use proc::{random_u64, sleep, timeout, HostedProc, ProcOptions, ShutdownReport};
 pub use refusals::{RefusalReason, Refusals};
@@ -166,10 +168,10 @@ pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 pub mod api {
     pub use crate::{
         decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus,
-        AdvertiseError, Context, DecodeError, Instance, OncePortHandle, OncePortReceiver,
-        OncePortRef, PortHandle, PortReceiver, PortRef, ProcError, ProcOptions, RecvError,
-        RefusalReason, Refusals, Returned, SendError, ShutdownReport, TryRecvError,
-        TypeFingerprint, ACTOR_PORT, TYPE_HEADER,
+        AdvertiseError, Context, DecodeError, Instance, LinkError, LinkEvent, LinkEvents,
+        OncePortHandle, OncePortReceiver, OncePortRef, PortHandle, PortReceiver, PortRef,
+        ProcError, ProcOptions, RecvError, RefusalReason, Refusals, Returned, SendError,
+        ShutdownReport, TryRecvError, TypeFingerprint, ACTOR_PORT, TYPE_HEADER,
     };
 
     pub use procwire_core;

@@ -22,6 +22,7 @@ use procwire_core::proc::ConnId;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::engine::{ConnCtl, Engine, WriteCmd};
+use crate::links::{LinkError, Links};
 use crate::local::LocalListener;
 use crate::runtime::{Reader, StdListener, Writer};
 
@@ -234,12 +235,14 @@ fn is_stale(path: &std::path::Path) -> bool {
         )
 }
 
-/// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it.
+/// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it. How
+/// a dialed connection ended is told to `links` before the engine hears of it.
 pub(crate) async fn reader_task(
     engine: Arc<Engine>,
     conn: ConnId,
     mut r: Reader,
     ctl: Arc<ConnCtl>,
+    links: Option<Arc<Links>>,
 ) {
     let mut buf = vec![0u8; READ_BUF];
     loop {
@@ -251,34 +254,46 @@ pub(crate) async fn reader_task(
             Pin::new(&mut r).poll_read(cx, &mut buf).map(Some)
         })
         .await;
-        match res {
+        let end = match res {
             None => return,
             Some(Ok(0)) => {
                 tracing::debug!("connection closed by peer");
-                break;
+                LinkError::ClosedByPeer
             }
             Some(Ok(n)) => {
                 if !engine.bytes(conn, &buf[..n]) {
                     return;
                 }
+                continue;
             }
-            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
-                break;
+                LinkError::io(&e)
             }
+        };
+        if let Some(links) = &links {
+            links.ended(conn, end);
         }
+        break;
     }
     engine.closed(conn);
 }
 
 /// Writes what the engine queues for `conn`, gathering queued buffers into vectored writes.
+/// How a dialed connection ended is told to `links` before the engine hears of it.
 pub(crate) async fn writer_task(
     engine: Arc<Engine>,
     conn: ConnId,
     mut w: Writer,
     ctl: Arc<ConnCtl>,
+    links: Option<Arc<Links>>,
 ) {
+    let ended = |error| {
+        if let Some(links) = &links {
+            links.ended(conn, error);
+        }
+    };
     let mut pending: VecDeque<Bytes> = VecDeque::new();
     let mut closing = false;
     loop {
@@ -322,6 +337,7 @@ pub(crate) async fn writer_task(
         match res {
             Ok(0) => {
                 tracing::debug!("write returned zero");
+                ended(LinkError::io(&io::ErrorKind::WriteZero.into()));
                 engine.closed(conn);
                 return;
             }
@@ -342,11 +358,13 @@ pub(crate) async fn writer_task(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::debug!(error = %e, "write failed");
+                ended(LinkError::io(&e));
                 engine.closed(conn);
                 return;
             }
         }
     }
+    ended(LinkError::ClosedHere);
     let _ = poll_fn(|cx| Pin::new(&mut w).poll_flush(cx)).await;
     let _ = poll_fn(|cx| Pin::new(&mut w).poll_close(cx)).await;
     tracing::debug!("connection closed");

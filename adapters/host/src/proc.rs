@@ -13,7 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use procwire_core::id::{ChannelAddr, Name, ProcId};
-use procwire_core::proc::{Config, ConnError, ConnId, Proc as CoreProc, Stats};
+use procwire_core::proc::{Config, ConnError, ConnId, Event, Proc as CoreProc, Stats};
 use procwire_core::time::Instant;
 use tracing::{Instrument, Span};
 
@@ -21,6 +21,7 @@ use crate::actor::{spawn_actor, Actor};
 use crate::engine::{ConnCtl, Engine, Hooks, Phase};
 use crate::error::{AdvertiseError, ProcError};
 use crate::instance::{ActorHandle, Instance};
+use crate::links::{LinkError, LinkEvents, Links};
 use crate::local;
 use crate::net::{self, BoundListener, SocketFile};
 use crate::refusals::{LogLine, RefusalLog, RefusalReason, Refusals};
@@ -148,6 +149,8 @@ struct Driver<R: Runtime> {
     refusals: Mutex<RefusalLog>,
     /// Connections this proc dialed (their failures are not inbound refusals).
     dialed: Arc<Mutex<HashSet<ConnId>>>,
+    /// Link events for users.
+    links: Arc<Links>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -229,9 +232,11 @@ impl<R: Runtime> Hooks for Driver<R> {
         let limit = self.connect_timeout;
         let rt = self.rt.clone();
         lock(&self.dialed).insert(conn);
+        self.links.dialing(conn, addr.clone());
         let dialed = self.dialed.clone();
+        let links = self.links.clone();
         let fut = async move {
-            dial_conn(rt, engine, conn, addr, ctl, limit).await;
+            dial_conn(rt, engine, conn, addr, ctl, limit, links).await;
             lock(&dialed).remove(&conn);
         };
         self.spawn_in(&self.tasks, Box::pin(fut.instrument(span)));
@@ -239,6 +244,10 @@ impl<R: Runtime> Hooks for Driver<R> {
 
     fn rearm_timer(&self) {
         self.timer.notify();
+    }
+
+    fn core_event(&self, ev: &Event) {
+        self.links.core_event(ev);
     }
 
     fn connection_failed(&self, conn: ConnId, error: &ConnError) {
@@ -251,7 +260,8 @@ impl<R: Runtime> Hooks for Driver<R> {
     }
 }
 
-/// Connects `conn` to `addr` within `limit`, then runs its reader and writer.
+/// Connects `conn` to `addr` within `limit`, then runs its reader and writer. Tells
+/// `links` how the dial went before the engine hears of it.
 async fn dial_conn<R: Runtime>(
     rt: R,
     engine: Arc<Engine>,
@@ -259,28 +269,40 @@ async fn dial_conn<R: Runtime>(
     addr: ChannelAddr,
     ctl: Arc<ConnCtl>,
     limit: Duration,
+    links: Arc<Links>,
 ) {
-    let stream = match timeout(&rt, limit, connect(&rt, &addr)).await {
-        Some(Ok(s)) => s,
+    let failed = match timeout(&rt, limit, connect(&rt, &addr)).await {
+        Some(Ok(stream)) => {
+            links.dial_connected(conn);
+            if !engine.connected(conn) {
+                links.ended(conn, LinkError::ClosedHere);
+                return;
+            }
+            tracing::debug!("connected");
+            let reader = net::reader_task(
+                engine.clone(),
+                conn,
+                stream.reader,
+                ctl.clone(),
+                Some(links.clone()),
+            );
+            engine
+                .runtime()
+                .spawn(Box::pin(reader.instrument(Span::current())));
+            net::writer_task(engine, conn, stream.writer, ctl, Some(links)).await;
+            return;
+        }
         Some(Err(e)) => {
             tracing::debug!(error = %e, "dial failed");
-            engine.closed(conn);
-            return;
+            LinkError::io(&e)
         }
         None => {
             tracing::debug!(limit = ?limit, "dial timed out");
-            engine.closed(conn);
-            return;
+            LinkError::DialTimedOut
         }
     };
-    if !engine.connected(conn) {
-        return;
-    }
-    tracing::debug!("connected");
-    let reader = net::reader_task(engine.clone(), conn, stream.reader, ctl.clone())
-        .instrument(Span::current());
-    engine.runtime().spawn(Box::pin(reader));
-    net::writer_task(engine, conn, stream.writer, ctl).await;
+    links.ended(conn, failed);
+    engine.closed(conn);
 }
 
 /// Connects to `addr` on any transport, resolving a host name first and trying each of its
@@ -376,6 +398,7 @@ impl<R: Runtime> Drop for ProcInner<R> {
     fn drop(&mut self) {
         self.engine.stop();
         self.driver.abort_all();
+        self.driver.links.close();
         self.remove_file();
     }
 }
@@ -436,6 +459,7 @@ impl<R: Runtime> HostedProc<R> {
             connect_timeout: options.core.connect_timeout.into(),
             refusals: Mutex::new(RefusalLog::new(options.refusal_log_interval.into())),
             dialed: Arc::new(Mutex::new(HashSet::new())),
+            links: Links::new(),
         });
         let engine = Engine::new(core, driver.clone(), options.returned_queue_len);
         driver.spawn_service(Box::pin(listen(engine.clone(), driver.clone(), listener)));
@@ -484,7 +508,7 @@ impl<R: Runtime> HostedProc<R> {
         self.check_running()?;
         let engine = &self.inner.engine;
         let (id, returns) = engine.reserve_root(name)?;
-        let inst = Instance::new(engine.clone(), id, returns, true);
+        let inst = Instance::new(engine.clone(), self.links().clone(), id, returns, true);
         let handle = inst.handle();
         Ok((inst, handle))
     }
@@ -498,11 +522,23 @@ impl<R: Runtime> HostedProc<R> {
         self.check_running()?;
         let engine = &self.inner.engine;
         let (id, returns) = engine.reserve_root(name)?;
-        spawn_actor(engine, id, returns, actor)
+        spawn_actor(engine, self.links(), id, returns, actor)
+    }
+
+    fn links(&self) -> &Arc<Links> {
+        &self.inner.driver.links
+    }
+
+    /// A subscription to this proc's [`LinkEvent`](crate::LinkEvent)s from now on: peers
+    /// connected, lost, reconnected, restarted, unreachable, or refusing the session. See
+    /// [`LinkEvent`](crate::LinkEvent) for what is reported and what is not.
+    pub fn link_events(&self) -> LinkEvents {
+        self.links().subscribe()
     }
 
     /// Dials `proc` at `addr` from now on instead of at the address in its id.
     pub fn set_address(&self, proc: ProcId, addr: ChannelAddr) {
+        self.links().set_address(proc.clone(), addr.clone());
         self.inner.engine.set_address(proc, addr);
     }
 
@@ -554,6 +590,7 @@ impl<R: Runtime> HostedProc<R> {
             inner.driver.stop_services().await;
             inner.engine.stop();
             let aborted_tasks = inner.driver.join_tasks(inner.shutdown_timeout).await;
+            inner.driver.links.close();
             inner.remove_file();
             inner.driver.flush_refusals();
             tracing::info!(drained, aborted_tasks, "shut down");
@@ -574,6 +611,7 @@ impl<R: Runtime> HostedProc<R> {
         inner.driver.tasks.abort_all();
         inner.driver.tasks.idle().await;
         inner.engine.stop();
+        inner.driver.links.close();
         inner.remove_file();
         inner.driver.flush_refusals();
         inner.driver.span.in_scope(|| tracing::info!("killed"));
@@ -621,17 +659,11 @@ async fn listen<R: Runtime>(
                         }
                     }),
                 );
-                driver.spawn_in(
-                    &driver.tasks,
-                    Box::pin(
-                        net::reader_task(engine.clone(), conn, stream.reader, ctl.clone())
-                            .instrument(span.clone()),
-                    ),
-                );
-                driver.spawn_in(
-                    &driver.tasks,
-                    Box::pin(net::writer_task(engine.clone(), conn, writer, ctl).instrument(span)),
-                );
+                let reader =
+                    net::reader_task(engine.clone(), conn, stream.reader, ctl.clone(), None);
+                driver.spawn_in(&driver.tasks, Box::pin(reader.instrument(span.clone())));
+                let writer = net::writer_task(engine.clone(), conn, writer, ctl, None);
+                driver.spawn_in(&driver.tasks, Box::pin(writer.instrument(span)));
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
