@@ -154,6 +154,7 @@ pub fn validate_name(s: &str) -> Result<(), NameError> {
 
 /// Why a string is not a valid name (see [`validate_name`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NameError {
     /// The name is empty; every proc and actor needs one.
     Empty,
@@ -304,6 +305,7 @@ impl<'de> Deserialize<'de> for Name {
 /// Why a Unix socket path or abstract name was refused by [`UnixAddr::path`] or
 /// [`UnixAddr::abstract_name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AddrError {
     /// A filesystem path must not be empty (only abstract names may be, meaning "any").
     EmptyPath,
@@ -1113,6 +1115,7 @@ impl fmt::Display for IdKind {
 
 /// Why text could not be parsed as an address or id. See [`ParseError`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseErrorReason {
     /// The address does not start with a scheme and `:`.
     MissingScheme,

@@ -38,6 +38,7 @@
 //!             // hand to the sockets
 //!         }
 //!         Output::Returned(_) | Output::Event(_) => {}
+//!         _ => {} // `Output` is non-exhaustive
 //!     }
 //! }
 //! // 3. wait
@@ -67,7 +68,7 @@
 //! # Costs that do not grow with the number of peers
 //!
 //! Sessions live in slots; connections name their session's slot. Every machine's next
-//! deadline sits in one heap ([`crate::timer::Schedule`]): `poll_timeout` reads its top,
+//! deadline sits in one heap (`schedule::Schedule`): `poll_timeout` reads its top,
 //! `handle_timeout` visits only the machines that are due, and an input reschedules only
 //! the machines it touched. Idle deadlines are not moved on every byte; they re-arm from
 //! the last byte heard when they fire.

@@ -224,6 +224,7 @@ impl Engine {
                     }
                 }
                 Output::Event(ev) => self.event(st, ev),
+                other => tracing::debug!(proc = %self.id, ?other, "unknown output"),
             }
         }
     }
@@ -317,6 +318,7 @@ impl Engine {
                 });
                 wake_all(st);
             }
+            _ => {}
         }
     }
 

@@ -109,6 +109,9 @@ pub enum SendError {
     ForeignSender,
     /// The message could not be serialized.
     Encode(postcard::Error),
+    /// A refusal from a newer core that this host does not name yet (core's enum is
+    /// non-exhaustive).
+    Core(CoreSendError),
 }
 
 impl SendError {
@@ -120,6 +123,7 @@ impl SendError {
             SendError::ShuttingDown => CoreSendError::ShuttingDown,
             SendError::ForeignSender => CoreSendError::ForeignSender,
             SendError::Encode(_) => return None,
+            SendError::Core(e) => e,
         })
     }
 }
@@ -143,6 +147,7 @@ impl From<CoreSendError> for SendError {
             CoreSendError::WouldBlock => SendError::WouldBlock,
             CoreSendError::ShuttingDown => SendError::ShuttingDown,
             CoreSendError::ForeignSender => SendError::ForeignSender,
+            other => SendError::Core(other),
         }
     }
 }

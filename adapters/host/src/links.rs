@@ -1,43 +1,8 @@
 //! Link events for users: what happens to this proc's links to its peers, built in the host
 //! from what core reports ([`Event`]s) and what the host sees of its own dials and sockets.
 //!
-//! # What is reported, and when
-//!
-//! A proc's link to a peer is the outbound session that carries its messages to that peer
-//! (core dials on demand, when there is something to send, and redials after a loss while
-//! something is waiting). Subscribers ([`HostedProc::link_events`](crate::HostedProc),
-//! [`Instance::link_events`](crate::Instance::link_events)) see:
-//!
-//! * [`LinkEvent::Connected`]: a session with an incarnation of the peer this proc had not
-//!   been connected to before (the first connection, or the first after a restart).
-//! * [`LinkEvent::Reconnected`]: a session with the same incarnation again, after a loss.
-//! * [`LinkEvent::Lost`]: an established connection ended, with why ([`LinkError`]). Core
-//!   keeps what is unacknowledged and redials while messages wait.
-//! * [`LinkEvent::PeerRestarted`]: the peer answered as another incarnation; what was in
-//!   flight to the old one has come back to its senders as `PeerRestarted`.
-//! * [`LinkEvent::Unreachable`]: a dial failed (connect error, timeout, or the connection
-//!   ended before the handshake completed), with the error. Reported once per run of
-//!   failures to one address: core retries with backoff, and the next report for that
-//!   address comes only after a connection to it got through.
-//! * [`LinkEvent::SessionRefused`]: the peer refused the session (wrong proc name, shutting
-//!   down, too many sessions, ...), with its reason.
-//!
-//! # Known gaps (what core does not say)
-//!
-//! * Only links this proc dials are reported: core emits no event for sessions peers open
-//!   *to* this proc, so a proc that only receives from a peer sees nothing about it.
-//! * Core's `Dial` output names an address, not a proc. Events that come before a
-//!   connection succeeded ([`LinkEvent::Unreachable`], [`LinkEvent::SessionRefused`]) carry
-//!   the address, and the peer's id only if this proc learned which proc that address
-//!   belongs to (an earlier connection to it, or `set_address`). Connections are matched to
-//!   peers by address; two procs advertising one address would be confused.
-//! * Core's restart event does not carry the new incarnation: a restart core reports has
-//!   `new_incarnation: None`, and the new incarnation comes in the following
-//!   [`LinkEvent::Connected`]. A restart the host notices itself (a session with a new
-//!   incarnation without core's event, e.g. after the old session was given up) carries both.
-//! * "Unreachable" here is a failed dial; core's own give-up after `unreachable_timeout`
-//!   (which returns waiting messages as `Unreachable`) has no event of its own: senders see
-//!   it in their undeliverable returns.
+//! The public API is [`LinkEvent`] (whose docs say what is reported and what is not),
+//! [`LinkError`] and the [`LinkEvents`] subscription.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -55,7 +20,45 @@ use crate::sync::{lock, PushError, Queue};
 /// [`LinkEvents::missed`]).
 pub const LINK_EVENT_QUEUE: usize = 4096;
 
-/// Something that happened to one of this proc's links (see the [module docs](self)).
+/// Something that happened to one of this proc's links.
+///
+/// # What is reported, and when
+///
+/// A proc's link to a peer is the outbound session that carries its messages to that peer
+/// (core dials on demand, when there is something to send, and redials after a loss while
+/// something is waiting). Subscribers ([`HostedProc::link_events`](crate::HostedProc::link_events),
+/// [`Instance::link_events`](crate::Instance::link_events)) see:
+///
+/// * [`LinkEvent::Connected`]: a session with an incarnation of the peer this proc had not
+///   been connected to before (the first connection, or the first after a restart).
+/// * [`LinkEvent::Reconnected`]: a session with the same incarnation again, after a loss.
+/// * [`LinkEvent::Lost`]: an established connection ended, with why ([`LinkError`]). Core
+///   keeps what is unacknowledged and redials while messages wait.
+/// * [`LinkEvent::PeerRestarted`]: the peer answered as another incarnation; what was in
+///   flight to the old one has come back to its senders as `PeerRestarted`.
+/// * [`LinkEvent::Unreachable`]: a dial failed (connect error, timeout, or the connection
+///   ended before the handshake completed), with the error. Reported once per run of
+///   failures to one address: core retries with backoff, and the next report for that
+///   address comes only after a connection to it got through.
+/// * [`LinkEvent::SessionRefused`]: the peer refused the session (wrong proc name, shutting
+///   down, too many sessions, ...), with its reason.
+///
+/// # Known gaps (what core does not say)
+///
+/// * Only links this proc dials are reported: core emits no event for sessions peers open
+///   *to* this proc, so a proc that only receives from a peer sees nothing about it.
+/// * Core's `Dial` output names an address, not a proc. Events that come before a
+///   connection succeeded ([`LinkEvent::Unreachable`], [`LinkEvent::SessionRefused`]) carry
+///   the address, and the peer's id only if this proc learned which proc that address
+///   belongs to (an earlier connection to it, or `set_address`). Connections are matched to
+///   peers by address; two procs advertising one address would be confused.
+/// * Core's restart event does not carry the new incarnation: a restart core reports has
+///   `new_incarnation: None`, and the new incarnation comes in the following
+///   [`LinkEvent::Connected`]. A restart the host notices itself (a session with a new
+///   incarnation without core's event, e.g. after the old session was given up) carries both.
+/// * "Unreachable" here is a failed dial; core's own give-up after `unreachable_timeout`
+///   (which returns waiting messages as `Unreachable`) has no event of its own: senders see
+///   it in their undeliverable returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkEvent {
@@ -86,10 +89,10 @@ pub enum LinkEvent {
         peer: ProcId,
         /// The incarnation this proc was connected to before, if any.
         old_incarnation: Option<u64>,
-        /// The new one, when known here (see the module docs).
+        /// The new one, when known here (see the known gaps above).
         new_incarnation: Option<u64>,
     },
-    /// Dialing `addr` failed (the first failure of a run; see the module docs).
+    /// Dialing `addr` failed (the first failure of a run; see above).
     Unreachable {
         /// The address dialed.
         addr: ChannelAddr,

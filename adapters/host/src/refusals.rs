@@ -44,10 +44,12 @@ pub enum RefusalReason {
     ShuttingDown,
     /// This proc could not encode a control frame for the connection (not the peer's fault).
     LocalEncode,
+    /// A reason from a newer core that this host does not name yet.
+    Other,
 }
 
 /// Number of [`RefusalReason`]s.
-const REASONS: usize = 13;
+const REASONS: usize = 14;
 
 impl RefusalReason {
     /// Every reason, in counter order.
@@ -65,6 +67,7 @@ impl RefusalReason {
         RefusalReason::TooManySessions,
         RefusalReason::ShuttingDown,
         RefusalReason::LocalEncode,
+        RefusalReason::Other,
     ];
 
     /// A short stable name for logs and metrics (`bad_magic`, `handshake_timeout`, ...).
@@ -83,6 +86,7 @@ impl RefusalReason {
             RefusalReason::TooManySessions => "too_many_sessions",
             RefusalReason::ShuttingDown => "shutting_down",
             RefusalReason::LocalEncode => "local_encode",
+            RefusalReason::Other => "other",
         }
     }
 
@@ -101,6 +105,7 @@ impl RefusalReason {
             ConnError::HandshakeTimeout => RefusalReason::HandshakeTimeout,
             ConnError::IdleTimeout => RefusalReason::IdleTimeout,
             ConnError::Encode => RefusalReason::LocalEncode,
+            _ => RefusalReason::Other,
         }
     }
 
@@ -112,6 +117,7 @@ impl RefusalReason {
             RefuseReason::ShuttingDown => RefusalReason::ShuttingDown,
             RefuseReason::BadHello => RefusalReason::BadHello,
             RefuseReason::TooManySessions => RefusalReason::TooManySessions,
+            _ => RefusalReason::Other,
         }
     }
 
