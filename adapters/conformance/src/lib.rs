@@ -30,6 +30,7 @@ pub mod adapters;
 pub mod addresses;
 pub mod hostile;
 pub mod link_events;
+pub mod monitors;
 pub mod proxy;
 pub mod scenarios;
 
@@ -351,6 +352,9 @@ macro_rules! suite {
                 peer_going_away_and_coming_back,
                 dead_addresses_and_refusals_are_reported,
             );
+            $crate::suite!(@monitors $run, $transport,
+                monitors_report_each_way_an_actor_goes,
+            );
             $crate::suite!(@single $run, $transport,
                 duplicate_root_names_and_bad_names_are_refused,
                 shutdown_returns_what_cannot_be_delivered,
@@ -367,6 +371,12 @@ macro_rules! suite {
         #[test]
         fn $scenario() {
             $run(|x| async move { $crate::link_events::$scenario(&x, &x, $transport).await });
+        }
+    )*};
+    (@monitors $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            $run(|x| async move { $crate::monitors::$scenario(&x, &x, $transport).await });
         }
     )*};
     (@single $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(

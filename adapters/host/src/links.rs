@@ -211,6 +211,13 @@ impl LinkEvents {
         self.queue.try_pop().ok()
     }
 
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<LinkEvent>> {
+        self.queue.poll_pop(cx)
+    }
+
     /// Events dropped because this subscriber held [`LINK_EVENT_QUEUE`] unread ones.
     pub fn missed(&self) -> u64 {
         self.missed.load(Ordering::Relaxed)

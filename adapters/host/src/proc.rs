@@ -14,22 +14,25 @@ use std::time::Duration;
 
 use procwire_core::id::{ChannelAddr, Name, ProcId};
 use procwire_core::proc::{Config, ConnError, ConnId, Event, Proc as CoreProc, Stats};
+use procwire_core::registry::PortKind;
 use procwire_core::time::Instant;
 use tracing::{Instrument, Span};
 
+use crate::actor::ACTOR_PORT;
 use crate::actor::{spawn_actor, Actor};
 use crate::engine::{ConnCtl, Engine, Hooks, Phase};
 use crate::error::{AdvertiseError, ProcError};
 use crate::instance::{ActorHandle, Instance};
 use crate::links::{LinkError, LinkEvents, Links};
 use crate::local;
+use crate::monitor::{self, MonitorMsg, Monitors, ProcServices, MONITOR_SERVICE};
 use crate::net::{self, BoundListener, SocketFile};
 use crate::refusals::{LogLine, RefusalLog, RefusalReason, Refusals};
 use crate::refuse_watch::{counted_refusal, RefuseWatch};
 use crate::runtime::{BoxFuture, Connection, Runtime, Timer};
 use crate::sync::{lock, Signal};
 use crate::tasks::TaskSet;
-use crate::typed::PortRef;
+use crate::typed::{PortReceiver, PortRef};
 
 /// A random 64-bit number (incarnations, seeds, generated names): std's randomly keyed
 /// SipHash over the time, the process id and a counter. Not for cryptography.
@@ -149,8 +152,8 @@ struct Driver<R: Runtime> {
     refusals: Mutex<RefusalLog>,
     /// Connections this proc dialed (their failures are not inbound refusals).
     dialed: Arc<Mutex<HashSet<ConnId>>>,
-    /// Link events for users.
-    links: Arc<Links>,
+    /// Link events and monitors, shared with every instance.
+    svc: Arc<ProcServices>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -232,9 +235,9 @@ impl<R: Runtime> Hooks for Driver<R> {
         let limit = self.connect_timeout;
         let rt = self.rt.clone();
         lock(&self.dialed).insert(conn);
-        self.links.dialing(conn, addr.clone());
+        self.svc.links.dialing(conn, addr.clone());
         let dialed = self.dialed.clone();
-        let links = self.links.clone();
+        let links = self.svc.links.clone();
         let fut = async move {
             dial_conn(rt, engine, conn, addr, ctl, limit, links).await;
             lock(&dialed).remove(&conn);
@@ -247,7 +250,7 @@ impl<R: Runtime> Hooks for Driver<R> {
     }
 
     fn core_event(&self, ev: &Event) {
-        self.links.core_event(ev);
+        self.svc.links.core_event(ev);
     }
 
     fn connection_failed(&self, conn: ConnId, error: &ConnError) {
@@ -398,7 +401,7 @@ impl<R: Runtime> Drop for ProcInner<R> {
     fn drop(&mut self) {
         self.engine.stop();
         self.driver.abort_all();
-        self.driver.links.close();
+        self.driver.svc.close();
         self.remove_file();
     }
 }
@@ -459,9 +462,13 @@ impl<R: Runtime> HostedProc<R> {
             connect_timeout: options.core.connect_timeout.into(),
             refusals: Mutex::new(RefusalLog::new(options.refusal_log_interval.into())),
             dialed: Arc::new(Mutex::new(HashSet::new())),
-            links: Links::new(),
+            svc: Arc::new(ProcServices {
+                links: Links::new(),
+                monitors: Monitors::new(id.clone()),
+            }),
         });
         let engine = Engine::new(core, driver.clone(), options.returned_queue_len);
+        start_monitor_service(&engine, &driver)?;
         driver.spawn_service(Box::pin(listen(engine.clone(), driver.clone(), listener)));
         driver.spawn_service(Box::pin(timer(engine.clone(), driver.clone())));
         driver
@@ -508,7 +515,13 @@ impl<R: Runtime> HostedProc<R> {
         self.check_running()?;
         let engine = &self.inner.engine;
         let (id, returns) = engine.reserve_root(name)?;
-        let inst = Instance::new(engine.clone(), self.links().clone(), id, returns, true);
+        let inst = Instance::new(
+            engine.clone(),
+            self.inner.driver.svc.clone(),
+            id,
+            returns,
+            true,
+        );
         let handle = inst.handle();
         Ok((inst, handle))
     }
@@ -522,11 +535,11 @@ impl<R: Runtime> HostedProc<R> {
         self.check_running()?;
         let engine = &self.inner.engine;
         let (id, returns) = engine.reserve_root(name)?;
-        spawn_actor(engine, self.links(), id, returns, actor)
+        spawn_actor(engine, &self.inner.driver.svc, id, returns, actor)
     }
 
     fn links(&self) -> &Arc<Links> {
-        &self.inner.driver.links
+        &self.inner.driver.svc.links
     }
 
     /// A subscription to this proc's [`LinkEvent`](crate::LinkEvent)s from now on: peers
@@ -575,6 +588,16 @@ impl<R: Runtime> HostedProc<R> {
         let span = inner.driver.span.clone();
         async {
             tracing::info!("shutting down");
+            // Watchers of this proc's actors hear of the shutdown before anything drains.
+            let monitors = &inner.driver.svc.monitors;
+            monitors.shutting_down();
+            let limit = inner.shutdown_timeout;
+            if timeout(&inner.driver.rt, limit, monitors.flushed())
+                .await
+                .is_none()
+            {
+                tracing::warn!("monitor notifications were not sent in time");
+            }
             inner.engine.begin_shutdown();
             let drained = timeout(
                 &inner.driver.rt,
@@ -590,7 +613,7 @@ impl<R: Runtime> HostedProc<R> {
             inner.driver.stop_services().await;
             inner.engine.stop();
             let aborted_tasks = inner.driver.join_tasks(inner.shutdown_timeout).await;
-            inner.driver.links.close();
+            inner.driver.svc.close();
             inner.remove_file();
             inner.driver.flush_refusals();
             tracing::info!(drained, aborted_tasks, "shut down");
@@ -611,7 +634,7 @@ impl<R: Runtime> HostedProc<R> {
         inner.driver.tasks.abort_all();
         inner.driver.tasks.idle().await;
         inner.engine.stop();
-        inner.driver.links.close();
+        inner.driver.svc.close();
         inner.remove_file();
         inner.driver.flush_refusals();
         inner.driver.span.in_scope(|| tracing::info!("killed"));
@@ -622,6 +645,26 @@ impl<R: Runtime> std::fmt::Debug for HostedProc<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Proc({})", self.proc_id())
     }
+}
+
+/// Reserves the monitor service's identity, binds its mailbox and runs it.
+fn start_monitor_service<R: Runtime>(
+    engine: &Arc<Engine>,
+    driver: &Arc<Driver<R>>,
+) -> Result<(), ProcError> {
+    let (id, returns) = engine.reserve_root(MONITOR_SERVICE)?;
+    let port = id.port(ACTOR_PORT);
+    driver.svc.monitors.set_sender(engine, id.clone());
+    let inst = Instance::new(engine.clone(), driver.svc.clone(), id, returns, false);
+    let queue = engine.bind_port(&port, PortKind::Stream)?;
+    let mailbox = PortReceiver::<MonitorMsg>::new(engine.clone(), port, queue);
+    let links = driver.svc.links.subscribe();
+    let serve = monitor::serve(inst, mailbox, links, driver.svc.monitors.clone());
+    driver.spawn_in(
+        &driver.tasks,
+        Box::pin(serve.instrument(driver.span.clone())),
+    );
+    Ok(())
 }
 
 /// A listener registered with the runtime, or a local one.
