@@ -136,6 +136,7 @@
 //!    that was killed is then reported unreachable (or restarted, if a new incarnation
 //!    answers) within the dial, and a proc that is back keeps its watches.
 //!
+//! A proc that is killed (or crashes) tells nobody: its watchers find out through step 4.
 //! "Unreachable" is a failed dial after the link was lost, so a network partition looks
 //! like a dead proc. Watches held by a target proc are forgotten with their target, not when
 //! the watching proc goes away; a `Down` for a watcher that is gone comes back and is dropped.

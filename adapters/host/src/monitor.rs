@@ -303,6 +303,9 @@ impl Monitors {
     /// ordered before anything this proc sends after the call); otherwise queues it for the
     /// service task.
     fn push(&self, st: &mut State, cmd: Cmd) {
+        if st.closed {
+            return; // stopped (or killed: a crash tells nobody)
+        }
         if st.todo.is_empty() {
             match self.try_send_now(&cmd) {
                 Ok(()) => return,

@@ -629,6 +629,8 @@ impl<R: Runtime> HostedProc<R> {
     /// Stops at once, as a crash would; see the adapters' `Proc::kill`.
     pub async fn kill(&self) {
         let inner = &self.inner;
+        // As a crash: the actors that go with it notify no monitor.
+        inner.driver.svc.monitors.close();
         inner.driver.tasks.close();
         inner.driver.stop_services().await;
         inner.driver.tasks.abort_all();
