@@ -34,13 +34,14 @@
 //!   which is what every parsed address has. The binary (serde) form carries it.
 //! - A `host-name` follows RFC 1123: dot-separated labels of ASCII letters, digits and `-`,
 //!   each 1 to 63 bytes, neither starting nor ending with `-`, at most [`MAX_HOST_LEN`]
-//!   (116) bytes in all (shorter than DNS's 253, see there), no trailing dot. It is stored (and printed) in lower case, since DNS names
-//!   are case-insensitive: `tcp:Node7:1` reads as `tcp:node7:1`. Its last label must not be
-//!   all digits (RFC 3696 §2), so text that looks like an IPv4 address is never a host name:
-//!   the body after `tcp:` is first read as a `socket-addr`, and only if that fails as
-//!   `host-name:port`; whatever is all digits and dots, or has `[` or another `:` before the
-//!   port, is a bad socket address. Core never resolves a name (it does no IO): the adapters
-//!   resolve it each time they dial, and connect to the first address that answers.
+//!   (116) bytes in all (shorter than DNS's 253, see there), no trailing dot. Upper case is
+//!   read, and stored (and printed) as lower case, since DNS names are case-insensitive:
+//!   `tcp:Node7:1` reads as `tcp:node7:1`. Its last label must not be all digits (RFC 3696
+//!   §2), so text that looks like an IPv4 address is never a host name: the body after
+//!   `tcp:` is first read as a `socket-addr`, and only if that fails as `host-name:port`;
+//!   whatever is all digits and dots, or has `[` or another `:` before the port, is a bad
+//!   socket address. Core never resolves a name (it does no IO): the adapters resolve it
+//!   each time they dial or bind, and connect to the first address that answers.
 //! - A Unix `path` is any non-empty UTF-8 text without NUL that does not start with `@`
 //!   (that marks the abstract namespace), at most [`MAX_UNIX_PATH_LEN`] bytes; relative
 //!   paths are allowed. An abstract name has no NUL and at most [`MAX_UNIX_ABSTRACT_LEN`]
@@ -91,7 +92,9 @@
 //! All ids implement serde. Names and Unix addresses are validated while decoding, so
 //! untrusted bytes (postcard is what the wire uses) give an error, never an invalid id and
 //! never a panic. In non-human-readable formats a TCP address is encoded with its IPv6 flow
-//! label and scope id so that decoding gives back an equal value.
+//! label and scope id so that decoding gives back an equal value. A host-name address is the
+//! fourth `ChannelAddr` variant (after `Tcp`, `Unix`, `Local`, whose encodings are
+//! unchanged): the host name as a string, validated when decoding, then the port.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
