@@ -14,6 +14,7 @@ use crate::output::{ConnError, ConnId, Event, Output, Outputs};
 
 /// Why a send was not accepted. Nothing was queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// The encoded message exceeds the frame limit of the link.
     TooLarge {

@@ -100,6 +100,7 @@ impl Envelope {
 
 /// Why a message came back to its sender.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Undeliverable {
     /// The destination proc has no actor with that id.
     NoSuchActor,

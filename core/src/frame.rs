@@ -587,6 +587,7 @@ pub struct Welcome {
 
 /// Why an acceptor refused a session (body of [`FrameKind::Refuse`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum RefuseReason {
     /// The dialer expected a proc of another name at this address.
     WrongProc,

@@ -15,6 +15,7 @@
 //!
 //! ```text
 //! addr     = "tcp:" socket-addr            tcp:127.0.0.1:7000   tcp:[::1]:7000
+//!          | "tcp:" host-name ":" port     tcp:node7.example:7000   tcp:localhost:7000
 //!          | "unix:" path                  unix:/run/app.sock   unix:relative/dir/s.sock
 //!          | "unix:@" abstract-name        unix:@procwire-1     unix:@   (empty = any)
 //!          | "local:" number               local:3
@@ -22,12 +23,25 @@
 //! actor-id = proc-id "," name "[" number "]"           tcp:[::1]:7000,root,worker[2]
 //! port-id  = actor-id "[" number "]"                   local:3,root,worker[2][17]
 //! number   = "0" | [1-9][0-9]*    (decimal u64: no sign, no leading zeros)
+//! port     = number                (at most 65535)
+//! host-name = label *("." label)   (RFC 1123; see below)
+//! label    = [a-z0-9] [a-z0-9-]* [a-z0-9] | [a-z0-9]     (1 to 63 bytes)
 //! ```
 //!
 //! - `socket-addr` is exactly what [`SocketAddr`]'s own `Display` and `FromStr` use, so IPv6
 //!   is bracketed and a scope id prints as `%N`. The IPv6 flow label is not part of the text
 //!   form (std does not print it); text round-trips hold for addresses whose flowinfo is 0,
 //!   which is what every parsed address has. The binary (serde) form carries it.
+//! - A `host-name` follows RFC 1123: dot-separated labels of ASCII letters, digits and `-`,
+//!   each 1 to 63 bytes, neither starting nor ending with `-`, at most [`MAX_HOST_LEN`]
+//!   (116) bytes in all (shorter than DNS's 253, see there), no trailing dot. Upper case is
+//!   read, and stored (and printed) as lower case, since DNS names are case-insensitive:
+//!   `tcp:Node7:1` reads as `tcp:node7:1`. Its last label must not be all digits (RFC 3696
+//!   §2), so text that looks like an IPv4 address is never a host name: the body after
+//!   `tcp:` is first read as a `socket-addr`, and only if that fails as `host-name:port`;
+//!   whatever is all digits and dots, or has `[` or another `:` before the port, is a bad
+//!   socket address. Core never resolves a name (it does no IO): the adapters resolve it
+//!   each time they dial or bind, and connect to the first address that answers.
 //! - A Unix `path` is any non-empty UTF-8 text without NUL that does not start with `@`
 //!   (that marks the abstract namespace), at most [`MAX_UNIX_PATH_LEN`] bytes; relative
 //!   paths are allowed. An abstract name has no NUL and at most [`MAX_UNIX_ABSTRACT_LEN`]
@@ -78,7 +92,9 @@
 //! All ids implement serde. Names and Unix addresses are validated while decoding, so
 //! untrusted bytes (postcard is what the wire uses) give an error, never an invalid id and
 //! never a panic. In non-human-readable formats a TCP address is encoded with its IPv6 flow
-//! label and scope id so that decoding gives back an equal value.
+//! label and scope id so that decoding gives back an equal value. A host-name address is the
+//! fourth `ChannelAddr` variant (after `Tcp`, `Unix`, `Local`, whose encodings are
+//! unchanged): the host name as a string, validated when decoding, then the port.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -89,6 +105,15 @@ use serde::{Deserialize, Serialize, Serializer};
 
 /// Longest proc or actor name, in bytes. Bounded so that names fit in fixed storage.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest host name of a TCP address, in bytes.
+///
+/// DNS allows 253; ids are fixed-size values copied by value, and this bound keeps a
+/// host-name address no larger than a Unix one (128 bytes), so adding host names made no id
+/// bigger. Reach a longer name through a shorter alias (a CNAME, `/etc/hosts`) or an IP
+/// address, or with `set_address` in the adapters.
+pub const MAX_HOST_LEN: usize = 116;
+/// Longest label (dot-separated part) of a host name, in bytes.
+pub const MAX_HOST_LABEL_LEN: usize = 63;
 /// Longest Unix socket path, in bytes.
 ///
 /// `sun_path` is 108 bytes: a path needs a trailing NUL, an abstract name a leading NUL.
@@ -132,6 +157,7 @@ pub fn validate_name(s: &str) -> Result<(), NameError> {
 
 /// Why a string is not a valid name (see [`validate_name`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NameError {
     /// The name is empty; every proc and actor needs one.
     Empty,
@@ -282,6 +308,7 @@ impl<'de> Deserialize<'de> for Name {
 /// Why a Unix socket path or abstract name was refused by [`UnixAddr::path`] or
 /// [`UnixAddr::abstract_name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AddrError {
     /// A filesystem path must not be empty (only abstract names may be, meaning "any").
     EmptyPath,
@@ -455,6 +482,231 @@ impl TryFrom<UnixAddrWire> for UnixAddr {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Host names
+// ---------------------------------------------------------------------------------------------
+
+/// Checks that `s` is a host name as a TCP address may carry it (RFC 1123): dot-separated
+/// labels of ASCII letters, digits and `-`, each 1 to [`MAX_HOST_LABEL_LEN`] bytes and
+/// neither starting nor ending with `-`, at most [`MAX_HOST_LEN`] bytes in all, no trailing
+/// dot, and a last label that is not all digits (so that no IPv4 address is a host name).
+///
+/// The one predicate for host names: the text parser, the serde decoder and
+/// [`HostName::new`] all use it. Checks run in the order of the [`HostError`] variants.
+pub fn validate_host_name(s: &str) -> Result<(), HostError> {
+    if s.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if s.len() > MAX_HOST_LEN {
+        return Err(HostError::TooLong {
+            len: s.len(),
+            max: MAX_HOST_LEN,
+        });
+    }
+    let mut start = 0;
+    let mut last_numeric = false;
+    for label in s.split('.') {
+        check_label(label, start)?;
+        last_numeric = label.bytes().all(|b| b.is_ascii_digit());
+        start += label.len() + 1;
+    }
+    if last_numeric {
+        return Err(HostError::NumericLast);
+    }
+    Ok(())
+}
+
+/// Checks one label that starts at byte `at` of the host name.
+fn check_label(label: &str, at: usize) -> Result<(), HostError> {
+    if label.is_empty() {
+        return Err(HostError::EmptyLabel { at });
+    }
+    if label.len() > MAX_HOST_LABEL_LEN {
+        return Err(HostError::LabelTooLong {
+            at,
+            len: label.len(),
+            max: MAX_HOST_LABEL_LEN,
+        });
+    }
+    if let Some((i, ch)) = label
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '-'))
+    {
+        return Err(HostError::BadChar { at: at + i, ch });
+    }
+    if label.starts_with('-') {
+        return Err(HostError::HyphenAtEdge { at });
+    }
+    if label.ends_with('-') {
+        return Err(HostError::HyphenAtEdge {
+            at: at + label.len() - 1,
+        });
+    }
+    Ok(())
+}
+
+/// Why a string is not a valid host name (see [`validate_host_name`]). Offsets are bytes
+/// into the host name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The host name is empty.
+    Empty,
+    /// The host name is longer than [`MAX_HOST_LEN`].
+    TooLong {
+        /// Length of the refused name, in bytes.
+        len: usize,
+        /// The limit, [`MAX_HOST_LEN`].
+        max: usize,
+    },
+    /// Two dots in a row, or a leading or trailing dot.
+    EmptyLabel {
+        /// Where the empty label is.
+        at: usize,
+    },
+    /// A label is longer than [`MAX_HOST_LABEL_LEN`].
+    LabelTooLong {
+        /// Where the label starts.
+        at: usize,
+        /// Its length, in bytes.
+        len: usize,
+        /// The limit, [`MAX_HOST_LABEL_LEN`].
+        max: usize,
+    },
+    /// A character other than an ASCII letter, digit, `-` or the dots between labels.
+    BadChar {
+        /// Where it is.
+        at: usize,
+        /// The refused character.
+        ch: char,
+    },
+    /// A label starts or ends with `-`.
+    HyphenAtEdge {
+        /// Where the hyphen is.
+        at: usize,
+    },
+    /// The last label is all digits: that reads as (part of) an IPv4 address.
+    NumericLast,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            HostError::Empty => f.write_str("host name is empty"),
+            HostError::TooLong { len, max } => {
+                write!(
+                    f,
+                    "host name is {len} bytes long, at most {max} are allowed"
+                )
+            }
+            HostError::EmptyLabel { at } => write!(f, "empty label at {at} in host name"),
+            HostError::LabelTooLong { at, len, max } => write!(
+                f,
+                "label at {at} of host name is {len} bytes long, at most {max} are allowed"
+            ),
+            HostError::BadChar { at, ch } => {
+                write!(f, "character {ch:?} at {at} is not allowed in a host name")
+            }
+            HostError::HyphenAtEdge { at } => {
+                write!(
+                    f,
+                    "a host name label must not start or end with '-' (at {at})"
+                )
+            }
+            HostError::NumericLast => {
+                f.write_str("the last label of a host name must not be all digits")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for HostError {}
+
+/// A validated host name (see [`validate_host_name`]), stored inline in lower case.
+///
+/// `Debug` prints the bare name, like `Display`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostName(heapless::String<MAX_HOST_LEN, u8>);
+
+impl HostName {
+    /// Validates `s` with [`validate_host_name`] and stores it in lower case.
+    pub fn new(s: &str) -> Result<HostName, HostError> {
+        validate_host_name(s)?;
+        let mut out = heapless::String::new();
+        for ch in s.chars() {
+            out.push(ch.to_ascii_lowercase())
+                .map_err(|_| HostError::TooLong {
+                    len: s.len(),
+                    max: MAX_HOST_LEN,
+                })?;
+        }
+        Ok(HostName(out))
+    }
+
+    /// The name as text (lower case).
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HostName {
+    type Err = HostError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HostName::new(s)
+    }
+}
+
+impl AsRef<str> for HostName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Serialize for HostName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for HostName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HostVisitor;
+
+        impl Visitor<'_> for HostVisitor {
+            type Value = HostName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an RFC 1123 host name of at most {MAX_HOST_LEN} bytes")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HostName, E> {
+                HostName::new(v).map_err(E::custom)
+            }
+
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<HostName, E> {
+                let s = core::str::from_utf8(v)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Bytes(v), &self))?;
+                self.visit_str(s)
+            }
+        }
+
+        deserializer.deserialize_str(HostVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Channel addresses
 // ---------------------------------------------------------------------------------------------
 
@@ -517,11 +769,16 @@ impl FromStr for ChannelTransport {
     }
 }
 
-/// Where a proc can be reached: a TCP socket, a Unix socket or an in-process channel.
+/// Where a proc can be reached: a TCP socket (by IP address or by host name), a Unix socket
+/// or an in-process channel.
 ///
-/// Text form: `tcp:<socket-addr>`, `unix:<path>`, `unix:@<abstract-name>`, `local:<u64>` (see
-/// the [module docs](self)). `Debug` prints the text form.
+/// Text form: `tcp:<socket-addr>`, `tcp:<host-name>:<port>`, `unix:<path>`,
+/// `unix:@<abstract-name>`, `local:<u64>` (see the [module docs](self)). `Debug` prints the
+/// text form.
+///
+/// Non-exhaustive: more transports may come; match with a wildcard arm.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ChannelAddr {
     /// A TCP socket address.
     Tcp(#[serde(with = "socket_addr_wire")] SocketAddr),
@@ -529,23 +786,67 @@ pub enum ChannelAddr {
     Unix(UnixAddr),
     /// An in-process channel, numbered within one process.
     Local(u64),
+    /// A TCP address by host name, resolved (by the adapter, never by core) each time it is
+    /// dialed or bound.
+    TcpHost {
+        /// The host, in lower case.
+        host: HostName,
+        /// The TCP port; 0 means "any" when binding.
+        port: u16,
+    },
 }
 
 impl ChannelAddr {
     /// Which transport this address uses.
     pub fn transport(&self) -> ChannelTransport {
         match self {
-            ChannelAddr::Tcp(_) => ChannelTransport::Tcp,
+            ChannelAddr::Tcp(_) | ChannelAddr::TcpHost { .. } => ChannelTransport::Tcp,
             ChannelAddr::Unix(_) => ChannelTransport::Unix,
             ChannelAddr::Local(_) => ChannelTransport::Local,
         }
     }
 
-    /// True for the "pick one for me" forms: TCP port 0 (any IP), `unix:@` (empty abstract
-    /// name) and `local:0`. Such an address must be bound before it names a proc.
+    /// A TCP address by host name (validated with [`validate_host_name`], stored in lower
+    /// case).
+    pub fn tcp_host(host: &str, port: u16) -> Result<ChannelAddr, HostError> {
+        Ok(ChannelAddr::TcpHost {
+            host: HostName::new(host)?,
+            port,
+        })
+    }
+
+    /// The TCP port, for either TCP form.
+    pub fn tcp_port(&self) -> Option<u16> {
+        match self {
+            ChannelAddr::Tcp(a) => Some(a.port()),
+            ChannelAddr::TcpHost { port, .. } => Some(*port),
+            _ => None,
+        }
+    }
+
+    /// The same address with its TCP port replaced (either TCP form); other transports are
+    /// returned unchanged.
+    pub fn with_tcp_port(&self, port: u16) -> ChannelAddr {
+        match self {
+            ChannelAddr::Tcp(a) => {
+                let mut a = *a;
+                a.set_port(port);
+                ChannelAddr::Tcp(a)
+            }
+            ChannelAddr::TcpHost { host, .. } => ChannelAddr::TcpHost {
+                host: host.clone(),
+                port,
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// True for the "pick one for me" forms: TCP port 0 (any IP or host), `unix:@` (empty
+    /// abstract name) and `local:0`. Such an address must be bound before it names a proc.
     pub fn is_any(&self) -> bool {
         match self {
             ChannelAddr::Tcp(a) => a.port() == 0,
+            ChannelAddr::TcpHost { port, .. } => *port == 0,
             ChannelAddr::Unix(UnixAddr::Abstract(n)) => n.is_empty(),
             ChannelAddr::Unix(UnixAddr::Path(_)) => false,
             ChannelAddr::Local(n) => *n == 0,
@@ -569,6 +870,7 @@ impl fmt::Display for ChannelAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ChannelAddr::Tcp(a) => write!(f, "tcp:{a}"),
+            ChannelAddr::TcpHost { host, port } => write!(f, "tcp:{host}:{port}"),
             ChannelAddr::Unix(u) => write!(f, "unix:{u}"),
             ChannelAddr::Local(n) => write!(f, "local:{n}"),
         }
@@ -886,14 +1188,21 @@ impl fmt::Display for IdKind {
 
 /// Why text could not be parsed as an address or id. See [`ParseError`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseErrorReason {
     /// The address does not start with a scheme and `:`.
     MissingScheme,
     /// The scheme is not `tcp`, `unix` or `local`.
     UnknownScheme,
-    /// The text after `tcp:` is not a socket address such as `127.0.0.1:7000` or
-    /// `[::1]:7000`.
+    /// The text after `tcp:` is neither a socket address such as `127.0.0.1:7000` or
+    /// `[::1]:7000` nor a `host-name:port`.
     BadSocketAddr,
+    /// The host name of a `tcp:host-name:port` address is invalid (offsets in the
+    /// [`HostError`] are relative to the host name, which starts at the error's `at`).
+    BadHost(HostError),
+    /// The port of a `tcp:host-name:port` address is not a canonical decimal number up to
+    /// 65535.
+    BadPort,
     /// `unix:` is followed by nothing (use `unix:@` for "any").
     EmptyPath,
     /// The Unix path or abstract name does not fit in `sun_path`.
@@ -922,8 +1231,12 @@ impl fmt::Display for ParseErrorReason {
             ParseErrorReason::UnknownScheme => {
                 f.write_str("unknown scheme (expected tcp:, unix: or local:)")
             }
-            ParseErrorReason::BadSocketAddr => {
-                f.write_str("bad socket address (expected e.g. 127.0.0.1:7000 or [::1]:7000)")
+            ParseErrorReason::BadSocketAddr => f.write_str(
+                "bad socket address (expected e.g. 127.0.0.1:7000, [::1]:7000 or host.example:7000)",
+            ),
+            ParseErrorReason::BadHost(e) => write!(f, "bad host name: {e}"),
+            ParseErrorReason::BadPort => {
+                f.write_str("bad port (expected a decimal number up to 65535, no leading zeros)")
             }
             ParseErrorReason::EmptyPath => f.write_str("empty unix socket path"),
             ParseErrorReason::PathTooLong { len, max } => write!(
@@ -1002,10 +1315,7 @@ fn parse_addr(s: &str, kind: IdKind) -> Result<ChannelAddr, ParseError> {
     let body_at = colon + 1;
     let body = &s[body_at..];
     match &s[..colon] {
-        "tcp" => body
-            .parse()
-            .map(ChannelAddr::Tcp)
-            .map_err(|_| fail(body_at, ParseErrorReason::BadSocketAddr)),
+        "tcp" => parse_tcp(body).map_err(|(at, reason)| fail(body_at + at, reason)),
         "unix" => UnixAddr::parse_body(body)
             .map(ChannelAddr::Unix)
             .map_err(|(at, reason)| fail(body_at + at, reason)),
@@ -1015,6 +1325,29 @@ fn parse_addr(s: &str, kind: IdKind) -> Result<ChannelAddr, ParseError> {
         scheme if looks_like_scheme(scheme) => Err(fail(0, ParseErrorReason::UnknownScheme)),
         _ => Err(fail(0, ParseErrorReason::MissingScheme)),
     }
+}
+
+/// Parses the text after `tcp:`: a socket address, or else `host-name:port`. Offsets in the
+/// error are relative to `body`.
+fn parse_tcp(body: &str) -> Result<ChannelAddr, (usize, ParseErrorReason)> {
+    if let Ok(sa) = body.parse::<SocketAddr>() {
+        return Ok(ChannelAddr::Tcp(sa));
+    }
+    let bad = (0, ParseErrorReason::BadSocketAddr);
+    let Some((host, port)) = body.rsplit_once(':') else {
+        return Err(bad);
+    };
+    // IP-shaped text that did not parse is a bad socket address, not a host name.
+    let ip_shaped =
+        host.contains([':', '[', ']']) || host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if ip_shaped {
+        return Err(bad);
+    }
+    let host = HostName::new(host).map_err(|e| (0, ParseErrorReason::BadHost(e)))?;
+    let port = parse_number(port)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or((body.len() - port.len(), ParseErrorReason::BadPort))?;
+    Ok(ChannelAddr::TcpHost { host, port })
 }
 
 fn parse_name(s: &str, start: usize, end: usize, kind: IdKind) -> Result<Name, ParseError> {
@@ -1213,10 +1546,24 @@ pub(crate) mod strategy {
         .prop_filter_map("valid abstract name", |n| UnixAddr::abstract_name(&n).ok())
     }
 
+    /// Valid host names: mixed case (stored in lower case), digits and hyphens inside
+    /// labels, numeric labels before the last, and names at the label and total limits.
+    pub(crate) fn host_name() -> impl Strategy<Value = HostName> {
+        prop_oneof![
+            4 => "[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,3}",
+            1 => Just(String::from("localhost")),
+            1 => "[0-9]{1,3}\\.[0-9]{1,3}\\.[a-z][a-z0-9-]{0,5}[a-z]",
+            1 => "[a-z]{63}\\.[a-z0-9-]{50}[a-z]",
+        ]
+        .prop_filter_map("valid host name", |h| HostName::new(&h).ok())
+    }
+
     /// Every kind of channel address.
     pub(crate) fn addr() -> impl Strategy<Value = ChannelAddr> {
         prop_oneof![
             tcp().prop_map(ChannelAddr::Tcp),
+            (host_name(), prop_oneof![Just(0u16), any::<u16>()])
+                .prop_map(|(host, port)| ChannelAddr::TcpHost { host, port }),
             unix_path().prop_map(ChannelAddr::Unix),
             unix_abstract().prop_map(ChannelAddr::Unix),
             prop_oneof![Just(0u64), 0..16u64, any::<u64>()].prop_map(ChannelAddr::Local),
@@ -1310,6 +1657,13 @@ mod tests {
             "127.0.0.1:80",
             "[::1]:9",
             "[fe80::1%3]:0",
+            "localhost:80",
+            "Node7.Example:7000",
+            "a-b.c",
+            "-x",
+            ".",
+            "1.2.3",
+            "65536",
             "/p",
             "\0",
             "é",
@@ -1529,7 +1883,11 @@ mod tests {
             "tcp:1.2.3.4",
             "tcp:[::1]:99999",
             "tcp:::1:80",
-            "tcp:host:80",
+            "tcp:1.2.3:80",
+            "tcp:1.2.3.4.5:80",
+            "tcp:[::1:80",
+            "tcp:::80",
+            "tcp:host",
         ] {
             assert_eq!(
                 bad.parse::<ChannelAddr>(),
@@ -1540,6 +1898,150 @@ mod tests {
         assert_eq!(
             "tcp:1.2.3.4,p".parse::<ProcId>(),
             Err(err(IdKind::Proc, 4, BadSocketAddr))
+        );
+    }
+
+    #[test]
+    fn host_addresses_parse_print_and_normalise() {
+        let a: ChannelAddr = "tcp:node7.example:7000".parse().unwrap();
+        assert_eq!(a, ChannelAddr::tcp_host("node7.example", 7000).unwrap());
+        assert_eq!(a.to_string(), "tcp:node7.example:7000");
+        assert_eq!(a.transport(), ChannelTransport::Tcp);
+        assert_eq!(a.tcp_port(), Some(7000));
+        assert!(!a.is_any());
+        assert!("tcp:localhost:0".parse::<ChannelAddr>().unwrap().is_any());
+        // Host names are case-insensitive: stored and printed in lower case.
+        let upper: ChannelAddr = "tcp:Node7.EXAMPLE:7000".parse().unwrap();
+        assert_eq!(upper, a);
+        assert_eq!(upper.to_string(), "tcp:node7.example:7000");
+        // Numeric labels are fine before the last one.
+        assert_text_roundtrip(&ChannelAddr::tcp_host("10.0.0.node", 1).unwrap());
+        // An IPv4-shaped text is always an IP address.
+        assert_eq!(
+            "tcp:127.0.0.1:7".parse::<ChannelAddr>(),
+            Ok(ChannelAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 7))))
+        );
+        assert_eq!(
+            a.with_tcp_port(9).to_string(),
+            "tcp:node7.example:9",
+            "port replaced"
+        );
+        assert_eq!(
+            "tcp:0.0.0.0:0"
+                .parse::<ChannelAddr>()
+                .unwrap()
+                .with_tcp_port(5)
+                .to_string(),
+            "tcp:0.0.0.0:5"
+        );
+        assert_eq!(
+            ChannelAddr::Local(3).with_tcp_port(5),
+            ChannelAddr::Local(3)
+        );
+        assert_eq!(ChannelAddr::Local(3).tcp_port(), None);
+
+        let port: PortId = "tcp:node7.example:7000,root,w[1][2]".parse().unwrap();
+        assert_eq!(port.actor().proc().addr(), &a);
+        assert_text_roundtrip(&port);
+        assert_postcard_roundtrip(&port);
+    }
+
+    #[test]
+    fn host_name_rules() {
+        use HostError::*;
+        let max_label = "a".repeat(63);
+        assert_eq!(validate_host_name(&max_label), Ok(()));
+        assert_eq!(
+            validate_host_name(&"a".repeat(64)),
+            Err(LabelTooLong {
+                at: 0,
+                len: 64,
+                max: 63
+            })
+        );
+        let max = format!("{max_label}.{}", "b".repeat(52));
+        assert_eq!(max.len(), MAX_HOST_LEN);
+        assert_eq!(validate_host_name(&max), Ok(()));
+        assert_eq!(HostName::new(&max).map(|h| h.as_str().len()), Ok(116));
+        assert_eq!(
+            validate_host_name(&format!("{max}b")),
+            Err(TooLong { len: 117, max: 116 })
+        );
+        assert_eq!(validate_host_name(""), Err(Empty));
+        assert_eq!(validate_host_name("a..b"), Err(EmptyLabel { at: 2 }));
+        assert_eq!(validate_host_name(".a"), Err(EmptyLabel { at: 0 }));
+        assert_eq!(validate_host_name("a."), Err(EmptyLabel { at: 2 }));
+        assert_eq!(validate_host_name("a.-b"), Err(HyphenAtEdge { at: 2 }));
+        assert_eq!(validate_host_name("ab-.c"), Err(HyphenAtEdge { at: 2 }));
+        assert_eq!(validate_host_name("a.b_c"), Err(BadChar { at: 3, ch: '_' }));
+        assert_eq!(validate_host_name("é"), Err(BadChar { at: 0, ch: 'é' }));
+        assert_eq!(validate_host_name("a.1"), Err(NumericLast));
+        assert_eq!(validate_host_name("1.2.3.4"), Err(NumericLast));
+        for ok in [
+            "localhost",
+            "a",
+            "1a",
+            "a-1.b2",
+            "xn--bcher-kva.example",
+            "7.node",
+        ] {
+            assert_eq!(validate_host_name(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            HostError::NumericLast.to_string(),
+            "the last label of a host name must not be all digits"
+        );
+    }
+
+    /// Ids are copied by value; a host-name address must not make them bigger than a Unix
+    /// one already does.
+    #[test]
+    fn host_names_make_no_id_bigger() {
+        assert_eq!(
+            core::mem::size_of::<ChannelAddr>(),
+            core::mem::size_of::<UnixAddr>()
+        );
+        assert!(core::mem::size_of::<ProcId>() <= 200);
+    }
+
+    #[test]
+    fn host_address_errors() {
+        use ParseErrorReason::*;
+        assert_eq!(
+            "tcp:a..b:80".parse::<ChannelAddr>(),
+            Err(err(
+                IdKind::Addr,
+                4,
+                BadHost(HostError::EmptyLabel { at: 2 })
+            ))
+        );
+        assert_eq!(
+            "tcp:a_b:80,p".parse::<ProcId>(),
+            Err(err(
+                IdKind::Proc,
+                4,
+                BadHost(HostError::BadChar { at: 1, ch: '_' })
+            ))
+        );
+        assert_eq!(
+            "tcp:a.1:80".parse::<ChannelAddr>(),
+            Err(err(IdKind::Addr, 4, BadHost(HostError::NumericLast)))
+        );
+        for bad in ["tcp:host:65536", "tcp:host:080", "tcp:host:", "tcp:host:-1"] {
+            assert_eq!(
+                bad.parse::<ChannelAddr>(),
+                Err(err(IdKind::Addr, 9, BadPort)),
+                "{bad}"
+            );
+        }
+        let e = "tcp:node:99999,p".parse::<ProcId>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid proc id at byte 9: bad port (expected a decimal number up to 65535, no leading zeros)"
+        );
+        assert_eq!(
+            ChannelAddr::tcp_host("bad_host", 1),
+            Err(HostError::BadChar { at: 3, ch: '_' })
         );
     }
 
@@ -1878,6 +2380,20 @@ mod tests {
             postcard::from_bytes::<ChannelAddr>(&[1, 1, 0]),
             Ok(ChannelTransport::Unix.any())
         );
+        // TcpHost (3): a host name, then the port as a varint. Bad names are refused;
+        // upper case is stored in lower case.
+        assert_eq!(
+            postcard::from_bytes::<ChannelAddr>(&[3, 2, b'a', b'b', 5]),
+            Ok(ChannelAddr::tcp_host("ab", 5).unwrap())
+        );
+        assert_eq!(
+            postcard::from_bytes::<ChannelAddr>(&[3, 2, b'A', b'b', 5]),
+            Ok(ChannelAddr::tcp_host("ab", 5).unwrap())
+        );
+        assert!(postcard::from_bytes::<ChannelAddr>(&[3, 2, b'a', b'_', 5]).is_err());
+        assert!(postcard::from_bytes::<ChannelAddr>(&[3, 1, b'1', 5]).is_err());
+        assert!(postcard::from_bytes::<ChannelAddr>(&[3, 0, 5]).is_err());
+
         let mut too_long = vec![1u8, 0, 108, 1];
         too_long.extend(core::iter::repeat_n(b'a', 108));
         assert!(postcard::from_bytes::<ChannelAddr>(&too_long).is_err());

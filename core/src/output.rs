@@ -27,6 +27,7 @@ impl fmt::Display for ConnId {
 /// allocation per message.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
 pub enum Output {
     /// Place the envelope into the queue of the local port `env.dest`. The registry has
     /// accepted it (a once-port is already retired); if the driver finds the receiver gone
@@ -63,6 +64,7 @@ pub enum Output {
 /// Notable things that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // rare, moved once
+#[non_exhaustive]
 pub enum Event {
     /// The link to `peer` has window room again after a send was refused with `WouldBlock`.
     Writable {
@@ -192,6 +194,7 @@ impl fmt::Display for DialError {
 
 /// Why a connection was closed by the proc.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnError {
     /// The peer's bytes do not frame.
     Frame(FrameError),

@@ -45,6 +45,7 @@
 //!             // hand to the sockets
 //!         }
 //!         Output::Returned(_) | Output::Event(_) => {}
+//!         _ => {} // `Output` is non-exhaustive
 //!     }
 //! }
 //! // 3. wait

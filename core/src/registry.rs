@@ -47,6 +47,7 @@ pub enum PortKind {
 
 /// Why a registry operation failed. The caller's fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The root name is already held in this proc.
     Duplicate(Name),

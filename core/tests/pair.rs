@@ -240,6 +240,7 @@ impl Pair {
                     self.pending.push_back((to, None));
                 }
             }
+            other => panic!("the harness does not know output {other:?}"),
         }
     }
 

@@ -386,6 +386,7 @@ impl Sim {
                     eprintln!("{:?} node {p} gen {gen}: {e:?}", self.now);
                 }
             }
+            other => panic!("the simulation does not know output {other:?}"),
         }
     }
 

@@ -719,6 +719,7 @@ impl World {
                 }
                 _ => {}
             },
+            other => panic!("the fuzz harness does not know output {other:?}"),
         }
     }
 

@@ -6,8 +6,8 @@ use std::thread::JoinHandle;
 
 use async_executor::Executor;
 use procwire_smol::{
-    Actor, ActorHandle, ChannelAddr, Instance, PortRef, ProcError, ProcId, ProcOptions, Refusals,
-    ShutdownReport, Stats,
+    Actor, ActorHandle, ChannelAddr, Instance, LinkEvents, PortRef, ProcError, ProcId, ProcOptions,
+    Refusals, ShutdownReport, Stats,
 };
 
 use crate::{Adapter, TestProc};
@@ -33,6 +33,9 @@ macro_rules! test_proc {
             }
             fn set_address(&self, proc: ProcId, addr: ChannelAddr) {
                 <$proc>::set_address(self, proc, addr)
+            }
+            fn link_events(&self) -> LinkEvents {
+                <$proc>::link_events(self)
             }
             fn stats(&self) -> Stats {
                 <$proc>::stats(self)

@@ -27,7 +27,10 @@
 #![allow(clippy::result_large_err)]
 
 pub mod adapters;
+pub mod addresses;
 pub mod hostile;
+pub mod link_events;
+pub mod monitors;
 pub mod netns;
 pub mod proxy;
 pub mod scenarios;
@@ -38,8 +41,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use procwire_smol::{
-    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, OncePortRef, PortRef,
-    ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats, UnixAddr,
+    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, LinkEvents,
+    OncePortRef, PortRef, ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats,
+    UnixAddr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +67,8 @@ pub trait TestProc: Clone + Send + Sync + 'static {
     fn addr(&self) -> &ChannelAddr;
     /// `Proc::set_address`.
     fn set_address(&self, proc: ProcId, addr: ChannelAddr);
+    /// `Proc::link_events`.
+    fn link_events(&self) -> LinkEvents;
     /// `Proc::stats`.
     fn stats(&self) -> Stats;
     /// `Proc::connection_count`.
@@ -289,6 +295,30 @@ macro_rules! suite {
             local => $crate::ChannelTransport::Local,
         );
 
+        /// Deployable addresses (TCP only).
+        mod addresses {
+            #[test]
+            fn bind_any_advertise_loopback() {
+                $run(|x| async move {
+                    $crate::addresses::bind_any_advertise_loopback(&x, &x).await
+                });
+            }
+
+            #[test]
+            fn host_names_are_resolved_when_dialing() {
+                $run(|x| async move {
+                    $crate::addresses::host_names_are_resolved_when_dialing(&x, &x).await
+                });
+            }
+
+            #[test]
+            fn unusable_advertised_addresses_are_refused() {
+                $run(|x| async move {
+                    $crate::addresses::unusable_advertised_addresses_are_refused(&x).await
+                });
+            }
+        }
+
         /// `a` on TCP, `b` on a Unix socket file.
         #[test]
         fn dropping_every_handle_stops_the_proc() {
@@ -319,6 +349,13 @@ macro_rules! suite {
                 stale_refs_never_reach_a_new_holder,
                 wrong_types_are_refused,
             );
+            $crate::suite!(@links $run, $transport,
+                peer_going_away_and_coming_back,
+                dead_addresses_and_refusals_are_reported,
+            );
+            $crate::suite!(@monitors $run, $transport,
+                monitors_report_each_way_an_actor_goes,
+            );
             $crate::suite!(@single $run, $transport,
                 duplicate_root_names_and_bad_names_are_refused,
                 shutdown_returns_what_cannot_be_delivered,
@@ -330,6 +367,18 @@ macro_rules! suite {
         #[test]
         fn $scenario() {
             $run(|x| async move { $crate::scenarios::$scenario(&x, &x, $transport).await });
+        }
+    )*};
+    (@links $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            $run(|x| async move { $crate::link_events::$scenario(&x, &x, $transport).await });
+        }
+    )*};
+    (@monitors $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            $run(|x| async move { $crate::monitors::$scenario(&x, &x, $transport).await });
         }
     )*};
     (@single $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(

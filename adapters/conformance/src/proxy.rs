@@ -96,7 +96,9 @@ async fn connect(addr: &ChannelAddr) -> std::io::Result<(R, W)> {
     match addr {
         ChannelAddr::Tcp(sa) => Ok(split_tcp(TcpStream::connect(sa).await?)),
         ChannelAddr::Unix(u) => Ok(split_unix(UnixStream::connect(unix_path(u)).await?)),
-        ChannelAddr::Local(_) => Err(std::io::Error::other("the proxy does not do local")),
+        other => Err(std::io::Error::other(format!(
+            "the proxy does not do {other}"
+        ))),
     }
 }
 
@@ -118,7 +120,7 @@ impl FaultProxy {
                     ChannelAddr::Unix(UnixAddr::abstract_name(&name).expect("name fits")),
                 )
             }
-            ChannelAddr::Local(_) => panic!("the proxy does not do local"),
+            other => panic!("the proxy does not do {other}"),
         };
         let cuts = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));

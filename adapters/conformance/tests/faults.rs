@@ -13,7 +13,7 @@ use procwire_conformance::{
     check_payload, init_logging, numbered_payload, options, sleep, within, Adapter, TestProc,
     TokioAdapter,
 };
-use procwire_tokio::ChannelTransport;
+use procwire_tokio::{ChannelTransport, LinkEvent, LinkEvents, ProcId};
 
 /// `n` messages from `a` to `b` through a proxy that cuts up to `max_cuts` connections.
 async fn survives_cuts<A: Adapter, B: Adapter>(
@@ -38,6 +38,7 @@ async fn survives_cuts<A: Adapter, B: Adapter>(
     )
     .await;
     a.set_address(b.proc_id().clone(), proxy.addr().clone());
+    let mut events = a.link_events();
 
     let (sender, _) = a.instance("sender").expect("sender");
     let (receiver, _) = b.instance("receiver").expect("receiver");
@@ -86,6 +87,7 @@ async fn survives_cuts<A: Adapter, B: Adapter>(
     let stats = a.stats();
     assert!(stats.retransmitted > 0 || cuts > 0, "{stats:?}");
     tracing::info!(cuts, connections = proxy.connections(), ?stats, "done");
+    check_link_events(&mut events, b.proc_id(), cuts);
 
     // Replies flow back the other way through their own link.
     let (back_port, mut back_rx) = sender.open_port::<()>();
@@ -103,6 +105,34 @@ async fn survives_cuts<A: Adapter, B: Adapter>(
     drop((rx, back_rx, sender, receiver));
     assert!(within(20, "shutdown a", a.shutdown()).await.drained);
     assert!(within(20, "shutdown b", b.shutdown()).await.drained);
+}
+
+/// What `a` saw of its link to `b` while the proxy cut `cuts` connections: connected once,
+/// then each loss followed by a reconnection to the same incarnation (a cut during a
+/// handshake shows as a failed dial instead), never a restart.
+fn check_link_events(events: &mut LinkEvents, b: &ProcId, cuts: u64) {
+    let seen: Vec<LinkEvent> = std::iter::from_fn(|| events.try_recv()).collect();
+    let Some(LinkEvent::Connected { peer, incarnation }) = seen.first() else {
+        panic!("the first link event is the connection: {seen:?}");
+    };
+    assert_eq!(peer, b);
+    let mut lost = 0;
+    for ev in &seen[1..] {
+        match ev {
+            LinkEvent::Lost { peer, .. } => {
+                assert_eq!(peer, b);
+                lost += 1;
+            }
+            LinkEvent::Reconnected {
+                peer,
+                incarnation: i,
+            } => assert_eq!((peer, i), (b, incarnation)),
+            LinkEvent::Unreachable { peer, .. } => assert_eq!(peer.as_ref(), Some(b)),
+            other => panic!("unexpected link event {other}"),
+        }
+    }
+    assert!(lost >= 1 && lost <= cuts, "{lost} losses for {cuts} cuts");
+    assert_eq!(events.missed(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 //! their own; the tokio procs' on the test's tokio runtime.
 
 use procwire_conformance::adapters::SmolThread;
-use procwire_conformance::scenarios;
 use procwire_conformance::TokioAdapter;
+use procwire_conformance::{addresses, link_events, monitors, scenarios};
 use procwire_tokio::ChannelTransport;
 
 macro_rules! both_ways {
@@ -58,6 +58,16 @@ macro_rules! both_ways {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn link_events_and_monitors_across_adapters() {
+                let smol = SmolThread::start();
+                let (t, s) = (TokioAdapter::current(), smol.adapter());
+                link_events::peer_going_away_and_coming_back(&t, &s, $transport).await;
+                link_events::peer_going_away_and_coming_back(&s, &t, $transport).await;
+                monitors::monitors_report_each_way_an_actor_goes(&t, &s, $transport).await;
+                monitors::monitors_report_each_way_an_actor_goes(&s, &t, $transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn shutdown_leaks_no_tasks_on_either_side() {
                 let smol = SmolThread::start();
                 let (t, s) = (TokioAdapter::current(), smol.adapter());
@@ -66,6 +76,16 @@ macro_rules! both_ways {
             }
         }
     )*};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_and_host_name_addresses_across_adapters() {
+    let smol = SmolThread::start();
+    let (t, s) = (TokioAdapter::current(), smol.adapter());
+    addresses::bind_any_advertise_loopback(&t, &s).await;
+    addresses::bind_any_advertise_loopback(&s, &t).await;
+    addresses::host_names_are_resolved_when_dialing(&t, &s).await;
+    addresses::host_names_are_resolved_when_dialing(&s, &t).await;
 }
 
 both_ways! {

@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::engine::Engine;
 use crate::error::{ActorError, ProcError, RecvError};
 use crate::instance::{ActorCell, ActorHandle, ActorStatus, Instance};
+use crate::monitor::{DownReason, ProcServices};
 use crate::sync::{CatchUnwind, Queue};
 use crate::typed::{PortReceiver, PortRef, Returned};
 
@@ -125,11 +126,12 @@ impl Deref for Context {
 /// Binds the mailbox of `id` and starts its loop.
 pub(crate) fn spawn_actor<A: Actor>(
     engine: &Arc<Engine>,
+    svc: &Arc<ProcServices>,
     id: ActorId,
     returns: Arc<Queue<Returned>>,
     actor: A,
 ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
-    let instance = Instance::new(engine.clone(), id.clone(), returns, false);
+    let instance = Instance::new(engine.clone(), svc.clone(), id.clone(), returns, false);
     let port = id.port(ACTOR_PORT);
     // On failure `instance` drops here and releases the identity.
     let queue = engine.bind_port(&port, PortKind::Stream)?;
@@ -199,7 +201,10 @@ async fn run<A: Actor>(mut actor: A, instance: Instance, mut mailbox: PortReceiv
             tracing::debug!("actor stopped");
         }
     }
-    // Unbind the mailbox and the identity before reporting the end.
+    // Unbind the mailbox and the identity before reporting the end; monitors hear why.
+    if let ActorStatus::Failed(why) = &finish.status {
+        cx.instance.set_exit(DownReason::Failed(why.clone()));
+    }
     drop(mailbox);
     drop(cx);
     drop(finish);

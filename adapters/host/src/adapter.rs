@@ -88,6 +88,14 @@ macro_rules! adapter_proc {
                 self.inner.spawn(name, actor)
             }
 
+            /// A subscription to this proc's link events from now on: peers connected, lost,
+            /// reconnected, restarted, unreachable, or refusing the session (see
+            /// [`LinkEvent`](crate::LinkEvent) for what is reported and the known gaps).
+            /// Instances and actors have the same through `Instance::link_events`.
+            pub fn link_events(&self) -> $crate::LinkEvents {
+                self.inner.link_events()
+            }
+
             /// Dials `proc` at `addr` from now on instead of at the address in its id (a proxy,
             /// a tunnel, a NAT'd address).
             pub fn set_address(&self, proc: $crate::ProcId, addr: $crate::ChannelAddr) {

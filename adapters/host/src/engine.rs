@@ -53,6 +53,8 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn connection_failed(&self, conn: ConnId, error: &procwire_core::proc::ConnError);
     /// Core refused inbound `conn` for `reason` (the driver counts and logs it).
     fn refused(&self, conn: ConnId, reason: procwire_core::envelope::RefuseReason);
+    /// Every event core reports, before the engine acts on it (link events for users).
+    fn core_event(&self, _ev: &Event) {}
 }
 
 /// A command for a connection's writer task.
@@ -228,6 +230,7 @@ impl Engine {
                     }
                 }
                 Output::Event(ev) => self.event(st, ev),
+                other => tracing::debug!(proc = %self.id, ?other, "unknown output"),
             }
         }
     }
@@ -294,6 +297,7 @@ impl Engine {
     }
 
     fn event(&self, st: &mut State, ev: Event) {
+        self.rt.core_event(&ev);
         match ev {
             Event::Writable { peer } => {
                 if let Some(ws) = st.writable.remove(&peer) {
@@ -356,6 +360,7 @@ impl Engine {
                 });
                 wake_all(st);
             }
+            _ => {}
         }
     }
 

@@ -26,7 +26,40 @@ pub enum ProcError {
     Registry(RegistryError),
     /// The proc is shutting down or has shut down.
     ShuttingDown,
+    /// [`ProcOptions::advertise`](crate::ProcOptions::advertise) cannot name this proc.
+    Advertise {
+        /// The address asked to be advertised.
+        addr: ChannelAddr,
+        /// What is wrong with it.
+        error: AdvertiseError,
+    },
 }
+
+/// Why an address cannot be advertised (see
+/// [`ProcOptions::advertise`](crate::ProcOptions::advertise)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdvertiseError {
+    /// It has TCP port 0, to be filled in with the bound port, but the proc bound no TCP
+    /// address.
+    NoBoundPort,
+    /// It names no particular endpoint: an `any()` form (`unix:@`, `local:0`) or an
+    /// unspecified IP (`0.0.0.0`, `::`), which no peer can dial.
+    NotConcrete,
+}
+
+impl fmt::Display for AdvertiseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdvertiseError::NoBoundPort => {
+                "its TCP port is 0, but the proc bound no TCP port to fill in"
+            }
+            AdvertiseError::NotConcrete => "it names no particular endpoint a peer could dial",
+        })
+    }
+}
+
+impl std::error::Error for AdvertiseError {}
 
 impl fmt::Display for ProcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -35,6 +68,7 @@ impl fmt::Display for ProcError {
             ProcError::Bind { addr, source } => write!(f, "cannot serve on {addr}: {source}"),
             ProcError::Registry(e) => write!(f, "{e}"),
             ProcError::ShuttingDown => f.write_str("the proc is shutting down"),
+            ProcError::Advertise { addr, error } => write!(f, "cannot advertise {addr}: {error}"),
         }
     }
 }
@@ -44,6 +78,7 @@ impl std::error::Error for ProcError {
         match self {
             ProcError::Bind { source, .. } => Some(source),
             ProcError::Registry(e) => Some(e),
+            ProcError::Advertise { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -74,6 +109,9 @@ pub enum SendError {
     ForeignSender,
     /// The message could not be serialized.
     Encode(postcard::Error),
+    /// A refusal from a newer core that this host does not name yet (core's enum is
+    /// non-exhaustive).
+    Core(CoreSendError),
 }
 
 impl SendError {
@@ -85,6 +123,7 @@ impl SendError {
             SendError::ShuttingDown => CoreSendError::ShuttingDown,
             SendError::ForeignSender => CoreSendError::ForeignSender,
             SendError::Encode(_) => return None,
+            SendError::Core(e) => e,
         })
     }
 }
@@ -108,6 +147,7 @@ impl From<CoreSendError> for SendError {
             CoreSendError::WouldBlock => SendError::WouldBlock,
             CoreSendError::ShuttingDown => SendError::ShuttingDown,
             CoreSendError::ForeignSender => SendError::ForeignSender,
+            other => SendError::Core(other),
         }
     }
 }

@@ -12,6 +12,8 @@ use procwire_core::registry::PortKind;
 use crate::actor::{spawn_actor, Actor};
 use crate::engine::Engine;
 use crate::error::{ProcError, SendError};
+use crate::links::LinkEvents;
+use crate::monitor::{DownReason, Monitor, ProcServices};
 use crate::sync::{Queue, Watch};
 use crate::typed::{OncePortHandle, OncePortReceiver, PortHandle, PortReceiver, PortRef, Returned};
 
@@ -117,6 +119,9 @@ impl fmt::Debug for ActorHandle {
 /// ports and drains them. Dropping it unbinds all its ports and releases the identity.
 pub struct Instance {
     engine: Arc<Engine>,
+    svc: Arc<ProcServices>,
+    /// How the identity ends, for its monitors (an actor that failed says why).
+    exit: Option<DownReason>,
     id: ActorId,
     returns: Arc<Queue<Returned>>,
     cell: Arc<ActorCell>,
@@ -125,12 +130,16 @@ pub struct Instance {
 impl Instance {
     pub(crate) fn new(
         engine: Arc<Engine>,
+        svc: Arc<ProcServices>,
         id: ActorId,
         returns: Arc<Queue<Returned>>,
         detached: bool,
     ) -> Self {
+        svc.monitors.born(&id);
         Instance {
             engine,
+            svc,
+            exit: None,
             id,
             returns,
             cell: Arc::new(ActorCell {
@@ -157,6 +166,27 @@ impl Instance {
     /// This identity.
     pub fn actor_id(&self) -> &ActorId {
         &self.id
+    }
+
+    /// A subscription to the link events of this identity's proc, from now on (the same
+    /// as the proc's `link_events`; usable from an actor through its [`Context`]).
+    ///
+    /// [`Context`]: crate::Context
+    pub fn link_events(&self) -> LinkEvents {
+        self.svc.links.subscribe()
+    }
+
+    /// Watches `actor` (in this proc or another): the returned [`Monitor`] gets exactly one
+    /// [`DownReason`] when it stops, fails, its proc shuts down, becomes unreachable or
+    /// restarts, or at once if it is not alive. Dropping the monitor cancels the watch. The
+    /// rules are in the [crate docs](crate#monitoring).
+    pub fn monitor(&self, actor: &ActorId) -> Monitor {
+        self.svc.monitors.watch(actor)
+    }
+
+    /// Records how the identity ends, for its monitors.
+    pub(crate) fn set_exit(&mut self, reason: DownReason) {
+        self.exit = Some(reason);
     }
 
     /// The proc it lives in.
@@ -252,7 +282,7 @@ impl Instance {
     /// Creates a child identity `ActorId(proc, root name, n)`, as an instance.
     pub fn child(&self) -> Result<(Instance, ActorHandle), ProcError> {
         let (id, returns) = self.engine.child(&self.id)?;
-        let inst = Instance::new(self.engine.clone(), id, returns, true);
+        let inst = Instance::new(self.engine.clone(), self.svc.clone(), id, returns, true);
         let handle = inst.handle();
         Ok((inst, handle))
     }
@@ -263,7 +293,7 @@ impl Instance {
         actor: A,
     ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
         let (id, returns) = self.engine.child(&self.id)?;
-        spawn_actor(&self.engine, id, returns, actor)
+        spawn_actor(&self.engine, &self.svc, id, returns, actor)
     }
 
     /// Waits for the next message that came back undeliverable; `None` once the identity is
@@ -290,6 +320,8 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.engine.remove_actor(&self.id);
+        let exit = self.exit.take().unwrap_or(DownReason::Stopped);
+        self.svc.monitors.gone(&self.id, exit);
         if self.cell.detached {
             self.cell.status.update(|s| {
                 if s.is_terminal() {

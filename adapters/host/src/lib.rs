@@ -108,6 +108,42 @@
 //! during the handshake are counted per reason ([`HostedProc::refusals`]) and logged at
 //! most once per [`ProcOptions::refusal_log_interval`] per reason.
 //!
+//! ## Monitoring
+//!
+//! [`Instance::monitor`] watches an actor (or instance) in this proc or another one; the
+//! returned [`Monitor`] gets **exactly one** [`DownReason`], unless the watching proc stops
+//! first ([`Monitor::down`] then gives `None`). Dropping the monitor cancels the watch.
+//!
+//! It is built on ordinary messages: every proc runs a monitor service on the reserved root
+//! name [`MONITOR_SERVICE`] (`_procwire_monitor`; its mailbox is port [`ACTOR_PORT`]), which
+//! takes typed [`MonitorMsg`]s.
+//!
+//! 1. `watcher.monitor(&target)` registers the watch with the watcher's own service. A target
+//!    in the same proc is watched in place. Otherwise a `Watch` goes to the target proc's
+//!    service, handed to the machine before `monitor` returns when the link has room, so it
+//!    is ordered before anything this proc sends afterwards.
+//! 2. The target's service records it. When the target's identity goes away it sends
+//!    `Down(Stopped)` (an instance dropped, an actor stopped) or `Down(Failed(why))`; when its
+//!    proc shuts down gracefully, `Down(ProcShutDown)` to every watcher before it drains. A
+//!    watch for an identity that went away recently (the last [`RECENT_EXITS`]) gets how it
+//!    went, so sending "stop" right after `monitor` is not a race; otherwise `NoSuchActor`.
+//! 3. The watcher's service hands the first `Down` for a watch to the [`Monitor`] and forgets
+//!    the watch. It ends watches itself too: `ProcRestarted` when the target's proc answers as
+//!    a new incarnation, `ProcUnreachable` when dialing it fails or it refuses the session
+//!    (link events), and according to the reason when a `Watch` comes back undeliverable
+//!    (`NoMonitor` when the target proc runs no monitor service).
+//! 4. When the link to the target's proc is lost, the watcher's service sends its watches on
+//!    that proc again (the target side ignores repeats). That makes this proc dial it: a proc
+//!    that was killed is then reported unreachable (or restarted, if a new incarnation
+//!    answers) within the dial, and a proc that is back keeps its watches.
+//!
+//! A proc that is killed (or crashes) tells nobody: its watchers find out through step 4.
+//! "Unreachable" is a failed dial after the link was lost, so a network partition looks
+//! like a dead proc. Watches held by a target proc are forgotten with their target, not when
+//! the watching proc goes away; a `Down` for a watcher that is gone comes back and is dropped.
+//!
+//! ## Logs
+//!
 //! Logs go through `tracing`, with a `proc` span around every task of a proc, `conn` spans
 //! per connection, and `actor` spans per actor.
 #![warn(missing_docs)]
@@ -122,7 +158,9 @@ mod adapter;
 mod engine;
 mod error;
 mod instance;
+mod links;
 mod local;
+mod monitor;
 mod net;
 mod pipe;
 mod proc;
@@ -133,8 +171,12 @@ mod tasks;
 mod typed;
 
 pub use actor::{Actor, Context, ACTOR_PORT};
-pub use error::{ActorError, DecodeError, ProcError, RecvError, SendError, TryRecvError};
+pub use error::{
+    ActorError, AdvertiseError, DecodeError, ProcError, RecvError, SendError, TryRecvError,
+};
 pub use instance::{ActorHandle, ActorStatus, Instance};
+pub use links::{LinkError, LinkEvent, LinkEvents, LINK_EVENT_QUEUE};
+pub use monitor::{DownReason, Monitor, MonitorMsg, MONITOR_SERVICE, RECENT_EXITS};
 pub use net::unix_socket_path;
 pub use proc::{random_u64, sleep, timeout, HostedProc, ProcOptions, ShutdownReport};
 pub use refusals::{RefusalReason, Refusals};
@@ -148,8 +190,8 @@ pub use procwire_core;
 pub use procwire_core::auth::{Cookie, CookieError};
 pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
 pub use procwire_core::id::{
-    ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
-    ParseErrorReason, PortId, ProcId, UnixAddr,
+    ActorId, AddrError, ChannelAddr, ChannelTransport, HostError, HostName, IdKind, Name,
+    NameError, ParseError, ParseErrorReason, PortId, ProcId, UnixAddr,
 };
 pub use procwire_core::proc::{Config, DialError, DialErrorKind, Held, Stats};
 pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
@@ -164,19 +206,20 @@ pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 /// `#[non_exhaustive]`: match them with a wildcard arm.
 pub mod api {
     pub use crate::{
-        decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus, Context,
-        DecodeError, Instance, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
+        decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus,
+        AdvertiseError, Context, DecodeError, DownReason, Instance, LinkError, LinkEvent,
+        LinkEvents, Monitor, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
         PortReceiver, PortRef, ProcError, ProcOptions, RecvError, RefusalReason, Refusals,
         Returned, SendError, ShutdownReport, TryRecvError, TypeFingerprint, ACTOR_PORT,
-        TYPE_HEADER,
+        MONITOR_SERVICE, TYPE_HEADER,
     };
 
     pub use procwire_core;
     pub use procwire_core::auth::{Cookie, CookieError};
     pub use procwire_core::envelope::{Envelope, RefuseReason, Undeliverable};
     pub use procwire_core::id::{
-        ActorId, AddrError, ChannelAddr, ChannelTransport, IdKind, Name, NameError, ParseError,
-        ParseErrorReason, PortId, ProcId, UnixAddr,
+        ActorId, AddrError, ChannelAddr, ChannelTransport, HostError, HostName, IdKind, Name,
+        NameError, ParseError, ParseErrorReason, PortId, ProcId, UnixAddr,
     };
     pub use procwire_core::proc::{Config, DialError, DialErrorKind, Held, Stats};
     pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};

@@ -22,6 +22,7 @@ use procwire_core::proc::ConnId;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::engine::{ConnCtl, Engine, WriteCmd};
+use crate::links::{LinkError, Links};
 use crate::local::LocalListener;
 use crate::runtime::{Reader, StdListener, Writer};
 
@@ -190,7 +191,35 @@ pub(crate) fn bind(addr: &ChannelAddr, unix_mode: u32) -> io::Result<Bound> {
                 file: None,
             })
         }
+        // Host names are resolved by the caller (on the runtime), then bound with
+        // `bind_resolved`.
+        other => Err(invalid(format!("{other} must be resolved before binding"))),
     }
+}
+
+/// Binds the first of `ips` (the resolved addresses of the host-name address `addr`) that
+/// can be bound. The bound address keeps the host name, with the port the OS gave.
+pub(crate) fn bind_resolved(addr: &ChannelAddr, ips: &[std::net::SocketAddr]) -> io::Result<Bound> {
+    let mut last = None;
+    for ip in ips {
+        match std::net::TcpListener::bind(ip) {
+            Ok(l) => {
+                let port = l.local_addr()?.port();
+                return Ok(Bound {
+                    listener: BoundListener::Socket(StdListener::Tcp(l)),
+                    addr: addr.with_tcp_port(port),
+                    file: None,
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} resolved to no address"),
+        )
+    }))
 }
 
 /// Whether the socket file at `path` has no listener behind it.
@@ -206,12 +235,14 @@ fn is_stale(path: &std::path::Path) -> bool {
         )
 }
 
-/// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it.
+/// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it. How
+/// a dialed connection ended is told to `links` before the engine hears of it.
 pub(crate) async fn reader_task(
     engine: Arc<Engine>,
     conn: ConnId,
     mut r: Reader,
     ctl: Arc<ConnCtl>,
+    links: Option<Arc<Links>>,
 ) {
     let mut buf = vec![0u8; READ_BUF];
     loop {
@@ -223,34 +254,46 @@ pub(crate) async fn reader_task(
             Pin::new(&mut r).poll_read(cx, &mut buf).map(Some)
         })
         .await;
-        match res {
+        let end = match res {
             None => return,
             Some(Ok(0)) => {
                 tracing::debug!("connection closed by peer");
-                break;
+                LinkError::ClosedByPeer
             }
             Some(Ok(n)) => {
                 if !engine.bytes(conn, &buf[..n]) {
                     return;
                 }
+                continue;
             }
-            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
-                break;
+                LinkError::io(&e)
             }
+        };
+        if let Some(links) = &links {
+            links.ended(conn, end);
         }
+        break;
     }
     engine.closed(conn);
 }
 
 /// Writes what the engine queues for `conn`, gathering queued buffers into vectored writes.
+/// How a dialed connection ended is told to `links` before the engine hears of it.
 pub(crate) async fn writer_task(
     engine: Arc<Engine>,
     conn: ConnId,
     mut w: Writer,
     ctl: Arc<ConnCtl>,
+    links: Option<Arc<Links>>,
 ) {
+    let ended = |error| {
+        if let Some(links) = &links {
+            links.ended(conn, error);
+        }
+    };
     let mut pending: VecDeque<Bytes> = VecDeque::new();
     let mut closing = false;
     loop {
@@ -294,6 +337,7 @@ pub(crate) async fn writer_task(
         match res {
             Ok(0) => {
                 tracing::debug!("write returned zero");
+                ended(LinkError::io(&io::ErrorKind::WriteZero.into()));
                 engine.closed(conn);
                 return;
             }
@@ -314,11 +358,13 @@ pub(crate) async fn writer_task(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::debug!(error = %e, "write failed");
+                ended(LinkError::io(&e));
                 engine.closed(conn);
                 return;
             }
         }
     }
+    ended(LinkError::ClosedHere);
     let _ = poll_fn(|cx| Pin::new(&mut w).poll_flush(cx)).await;
     let _ = poll_fn(|cx| Pin::new(&mut w).poll_close(cx)).await;
     tracing::debug!("connection closed");

@@ -16,22 +16,26 @@ use procwire_core::auth::Cookie;
 use procwire_core::envelope::RefuseReason;
 use procwire_core::id::{ChannelAddr, Name, ProcId};
 use procwire_core::proc::{
-    Config, ConnError, ConnId, DialError, DialErrorKind, Proc as CoreProc, Stats,
+    Config, ConnError, ConnId, DialError, DialErrorKind, Event, Proc as CoreProc, Stats,
 };
+use procwire_core::registry::PortKind;
 use procwire_core::time::Instant;
 use tracing::{Instrument, Span};
 
+use crate::actor::ACTOR_PORT;
 use crate::actor::{spawn_actor, Actor};
 use crate::engine::{ConnCtl, Engine, Hooks, Phase};
-use crate::error::ProcError;
+use crate::error::{AdvertiseError, ProcError};
 use crate::instance::{ActorHandle, Instance};
+use crate::links::{LinkError, LinkEvents, Links};
 use crate::local;
+use crate::monitor::{self, MonitorMsg, Monitors, ProcServices, MONITOR_SERVICE};
 use crate::net::{self, BoundListener, SocketFile};
 use crate::refusals::{LogLine, RefusalLog, RefusalReason, Refusals};
 use crate::runtime::{BoxFuture, Connection, Runtime, Timer};
 use crate::sync::{lock, Signal};
 use crate::tasks::TaskSet;
-use crate::typed::PortRef;
+use crate::typed::{PortReceiver, PortRef};
 
 /// A random 64-bit number (incarnations, seeds, generated names): std's randomly keyed
 /// SipHash over the time, the process id and a counter. Not for cryptography.
@@ -76,6 +80,22 @@ pub struct ProcOptions {
     /// pending when the proc stops is logged then). Each connection's details are at
     /// `debug` level.
     pub refusal_log_interval: Duration,
+    /// The address this proc's id carries, and so the one peers dial, when it is not the
+    /// bound address: bind `tcp:0.0.0.0:7000` (or `tcp:[::]:0`) and advertise
+    /// `tcp:node7.example:7000` or `tcp:10.1.2.3:7000`, or advertise the address of a
+    /// proxy or port forward in front of the proc. `None` (the default) advertises the
+    /// bound address.
+    ///
+    /// **Port 0** in a TCP advertised address (either form) is filled in with the port the
+    /// proc bound: bind `tcp:0.0.0.0:0`, advertise `tcp:10.1.2.3:0`, and the id says
+    /// `tcp:10.1.2.3:<bound port>`. Any other port is advertised as given (a port forward
+    /// may use another port). The advertised address must name one endpoint: `unix:@`,
+    /// `local:0` and unspecified IPs (`0.0.0.0`, `::`) are refused
+    /// ([`ProcError::Advertise`]), and so is port 0 when the proc bound no TCP port.
+    ///
+    /// Peers check a hello by proc *name* only, so a proc answers whatever address it was
+    /// reached by. [`HostedProc::addr`] stays the bound address.
+    pub advertise: Option<ChannelAddr>,
 }
 
 impl Default for ProcOptions {
@@ -86,6 +106,7 @@ impl Default for ProcOptions {
             returned_queue_len: 65_536,
             unix_mode: net::DEFAULT_UNIX_MODE,
             refusal_log_interval: Duration::from_secs(10),
+            advertise: None,
         }
     }
 }
@@ -146,6 +167,8 @@ struct Driver<R: Runtime> {
     refusals: Mutex<RefusalLog>,
     /// Connections this proc dialed (their failures are not inbound refusals).
     dialed: Arc<Mutex<HashSet<ConnId>>>,
+    /// Link events and monitors, shared with every instance.
+    svc: Arc<ProcServices>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -227,9 +250,11 @@ impl<R: Runtime> Hooks for Driver<R> {
         let limit = self.connect_timeout;
         let rt = self.rt.clone();
         lock(&self.dialed).insert(conn);
+        self.svc.links.dialing(conn, addr.clone());
         let dialed = self.dialed.clone();
+        let links = self.svc.links.clone();
         let fut = async move {
-            dial_conn(rt, engine, conn, addr, ctl, limit).await;
+            dial_conn(rt, engine, conn, addr, ctl, limit, links).await;
             lock(&dialed).remove(&conn);
         };
         self.spawn_in(&self.tasks, Box::pin(fut.instrument(span)));
@@ -237,6 +262,10 @@ impl<R: Runtime> Hooks for Driver<R> {
 
     fn rearm_timer(&self) {
         self.timer.notify();
+    }
+
+    fn core_event(&self, ev: &Event) {
+        self.svc.links.core_event(ev);
     }
 
     fn connection_failed(&self, conn: ConnId, error: &ConnError) {
@@ -254,7 +283,6 @@ impl<R: Runtime> Hooks for Driver<R> {
     }
 }
 
-/// Connects `conn` to `addr` within `limit`, then runs its reader and writer.
 /// Core's account of an OS dial error: its kind, and the OS's words.
 fn dial_error(e: &std::io::Error) -> DialError {
     use std::io::ErrorKind as K;
@@ -269,6 +297,8 @@ fn dial_error(e: &std::io::Error) -> DialError {
     DialError::new(kind, &e.to_string())
 }
 
+/// Connects `conn` to `addr` within `limit`, then runs its reader and writer. Tells
+/// `links` how the dial went before the engine hears of it.
 async fn dial_conn<R: Runtime>(
     rt: R,
     engine: Arc<Engine>,
@@ -276,32 +306,46 @@ async fn dial_conn<R: Runtime>(
     addr: ChannelAddr,
     ctl: Arc<ConnCtl>,
     limit: Duration,
+    links: Arc<Links>,
 ) {
-    let stream = match timeout(&rt, limit, connect(&rt, &addr)).await {
-        Some(Ok(s)) => s,
+    let failed = match timeout(&rt, limit, connect(&rt, &addr)).await {
+        Some(Ok(stream)) => {
+            links.dial_connected(conn);
+            if !engine.connected(conn) {
+                links.ended(conn, LinkError::ClosedHere);
+                return;
+            }
+            tracing::debug!("connected");
+            let reader = net::reader_task(
+                engine.clone(),
+                conn,
+                stream.reader,
+                ctl.clone(),
+                Some(links.clone()),
+            );
+            engine
+                .runtime()
+                .spawn(Box::pin(reader.instrument(Span::current())));
+            net::writer_task(engine, conn, stream.writer, ctl, Some(links)).await;
+            return;
+        }
         Some(Err(e)) => {
             tracing::debug!(error = %e, "dial failed");
-            engine.dial_failed(conn, dial_error(&e));
-            return;
+            (LinkError::io(&e), dial_error(&e))
         }
         None => {
             tracing::debug!(limit = ?limit, "dial timed out");
             let msg = format!("no connection within {limit:?}");
-            engine.dial_failed(conn, DialError::new(DialErrorKind::TimedOut, &msg));
-            return;
+            let error = DialError::new(DialErrorKind::TimedOut, &msg);
+            (LinkError::DialTimedOut, error)
         }
     };
-    if !engine.connected(conn) {
-        return;
-    }
-    tracing::debug!("connected");
-    let reader = net::reader_task(engine.clone(), conn, stream.reader, ctl.clone())
-        .instrument(Span::current());
-    engine.runtime().spawn(Box::pin(reader));
-    net::writer_task(engine, conn, stream.writer, ctl).await;
+    links.ended(conn, failed.0);
+    engine.dial_failed(conn, failed.1);
 }
 
-/// Connects to `addr` on any transport.
+/// Connects to `addr` on any transport, resolving a host name first and trying each of its
+/// addresses in the resolver's order.
 async fn connect<R: Runtime>(rt: &R, addr: &ChannelAddr) -> std::io::Result<Connection> {
     if addr.is_any() {
         return Err(std::io::Error::new(
@@ -311,8 +355,66 @@ async fn connect<R: Runtime>(rt: &R, addr: &ChannelAddr) -> std::io::Result<Conn
     }
     match addr {
         ChannelAddr::Local(id) => local::connect(*id),
+        ChannelAddr::TcpHost { host, port } => {
+            let ips = rt.resolve(host.as_str(), *port).await?;
+            let mut last = None;
+            for ip in ips {
+                match rt.connect(&ChannelAddr::Tcp(ip)).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) => {
+                        tracing::debug!(%ip, error = %e, "resolved address refused");
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{addr} resolved to no address"),
+                )
+            }))
+        }
         _ => rt.connect(addr).await,
     }
+}
+
+/// Binds `addr`, resolving a host name on the runtime first.
+async fn bind<R: Runtime>(
+    rt: &R,
+    addr: &ChannelAddr,
+    options: &ProcOptions,
+) -> std::io::Result<net::Bound> {
+    match addr {
+        ChannelAddr::TcpHost { host, port } => {
+            let ips = rt.resolve(host.as_str(), *port).await?;
+            net::bind_resolved(addr, &ips)
+        }
+        _ => net::bind(addr, options.unix_mode),
+    }
+}
+
+/// The address a proc bound at `bound` puts in its id (see [`ProcOptions::advertise`]).
+pub(crate) fn advertised_addr(
+    bound: &ChannelAddr,
+    advertise: Option<&ChannelAddr>,
+) -> Result<ChannelAddr, ProcError> {
+    let Some(asked) = advertise else {
+        return Ok(bound.clone());
+    };
+    let refuse = |error| ProcError::Advertise {
+        addr: asked.clone(),
+        error,
+    };
+    let addr = match (asked.tcp_port(), bound.tcp_port()) {
+        (Some(0), Some(port)) => asked.with_tcp_port(port),
+        (Some(0), None) => return Err(refuse(AdvertiseError::NoBoundPort)),
+        _ => asked.clone(),
+    };
+    let unspecified = matches!(&addr, ChannelAddr::Tcp(sa) if sa.ip().is_unspecified());
+    if addr.is_any() || unspecified {
+        return Err(refuse(AdvertiseError::NotConcrete));
+    }
+    Ok(addr)
 }
 
 struct ProcInner<R: Runtime> {
@@ -335,6 +437,7 @@ impl<R: Runtime> Drop for ProcInner<R> {
     fn drop(&mut self) {
         self.engine.stop();
         self.driver.abort_all();
+        self.driver.svc.close();
         self.remove_file();
     }
 }
@@ -368,10 +471,13 @@ impl<R: Runtime> HostedProc<R> {
         options: ProcOptions,
     ) -> Result<Self, ProcError> {
         let name = Name::new(&name).map_err(ProcError::BadName)?;
-        let bound = net::bind(&addr, options.unix_mode).map_err(|source| ProcError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+        let bound = bind(&rt, &addr, &options)
+            .await
+            .map_err(|source| ProcError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let advertised = advertised_addr(&bound.addr, options.advertise.as_ref())?;
         let listener = match bound.listener {
             BoundListener::Socket(l) => Listener::Socket(
                 rt.listen(l)
@@ -379,7 +485,7 @@ impl<R: Runtime> HostedProc<R> {
             ),
             BoundListener::Local(l) => Listener::Local(l),
         };
-        let id = ProcId::new(bound.addr.clone(), name);
+        let id = ProcId::new(advertised, name);
         let incarnation = random_u64();
         let core = CoreProc::new(id.clone(), options.core.clone(), incarnation, random_u64());
         let span = tracing::info_span!(parent: None, "proc", id = %id);
@@ -392,8 +498,13 @@ impl<R: Runtime> HostedProc<R> {
             connect_timeout: options.core.connect_timeout.into(),
             refusals: Mutex::new(RefusalLog::new(options.refusal_log_interval.into())),
             dialed: Arc::new(Mutex::new(HashSet::new())),
+            svc: Arc::new(ProcServices {
+                links: Links::new(),
+                monitors: Monitors::new(id.clone()),
+            }),
         });
         let engine = Engine::new(core, driver.clone(), options.returned_queue_len);
+        start_monitor_service(&engine, &driver)?;
         driver.spawn_service(Box::pin(listen(engine.clone(), driver.clone(), listener)));
         driver.spawn_service(Box::pin(timer(engine.clone(), driver.clone())));
         driver
@@ -415,12 +526,14 @@ impl<R: Runtime> HostedProc<R> {
         &self.inner.driver.rt
     }
 
-    /// This proc's id: its bound address and name.
+    /// This proc's id: its advertised address (the bound one unless
+    /// [`ProcOptions::advertise`] says otherwise) and name.
     pub fn proc_id(&self) -> &ProcId {
         self.inner.engine.id()
     }
 
-    /// The address it serves on.
+    /// The address it serves on (bound; see [`ProcOptions::advertise`] for the one in its
+    /// id).
     pub fn addr(&self) -> &ChannelAddr {
         &self.inner.addr
     }
@@ -438,7 +551,13 @@ impl<R: Runtime> HostedProc<R> {
         self.check_running()?;
         let engine = &self.inner.engine;
         let (id, returns) = engine.reserve_root(name)?;
-        let inst = Instance::new(engine.clone(), id, returns, true);
+        let inst = Instance::new(
+            engine.clone(),
+            self.inner.driver.svc.clone(),
+            id,
+            returns,
+            true,
+        );
         let handle = inst.handle();
         Ok((inst, handle))
     }
@@ -452,11 +571,23 @@ impl<R: Runtime> HostedProc<R> {
         self.check_running()?;
         let engine = &self.inner.engine;
         let (id, returns) = engine.reserve_root(name)?;
-        spawn_actor(engine, id, returns, actor)
+        spawn_actor(engine, &self.inner.driver.svc, id, returns, actor)
+    }
+
+    fn links(&self) -> &Arc<Links> {
+        &self.inner.driver.svc.links
+    }
+
+    /// A subscription to this proc's [`LinkEvent`](crate::LinkEvent)s from now on: peers
+    /// connected, lost, reconnected, restarted, unreachable, or refusing the session. See
+    /// [`LinkEvent`](crate::LinkEvent) for what is reported and what is not.
+    pub fn link_events(&self) -> LinkEvents {
+        self.links().subscribe()
     }
 
     /// Dials `proc` at `addr` from now on instead of at the address in its id.
     pub fn set_address(&self, proc: ProcId, addr: ChannelAddr) {
+        self.links().set_address(proc.clone(), addr.clone());
         self.inner.engine.set_address(proc, addr);
     }
 
@@ -499,6 +630,16 @@ impl<R: Runtime> HostedProc<R> {
         let span = inner.driver.span.clone();
         async {
             tracing::info!("shutting down");
+            // Watchers of this proc's actors hear of the shutdown before anything drains.
+            let monitors = &inner.driver.svc.monitors;
+            monitors.shutting_down();
+            let limit = inner.shutdown_timeout;
+            if timeout(&inner.driver.rt, limit, monitors.flushed())
+                .await
+                .is_none()
+            {
+                tracing::warn!("monitor notifications were not sent in time");
+            }
             inner.engine.begin_shutdown();
             let drained = timeout(
                 &inner.driver.rt,
@@ -514,6 +655,7 @@ impl<R: Runtime> HostedProc<R> {
             inner.driver.stop_services().await;
             inner.engine.stop();
             let aborted_tasks = inner.driver.join_tasks(inner.shutdown_timeout).await;
+            inner.driver.svc.close();
             inner.remove_file();
             inner.driver.flush_refusals();
             tracing::info!(drained, aborted_tasks, "shut down");
@@ -529,11 +671,14 @@ impl<R: Runtime> HostedProc<R> {
     /// Stops at once, as a crash would; see the adapters' `Proc::kill`.
     pub async fn kill(&self) {
         let inner = &self.inner;
+        // As a crash: the actors that go with it notify no monitor.
+        inner.driver.svc.monitors.close();
         inner.driver.tasks.close();
         inner.driver.stop_services().await;
         inner.driver.tasks.abort_all();
         inner.driver.tasks.idle().await;
         inner.engine.stop();
+        inner.driver.svc.close();
         inner.remove_file();
         inner.driver.flush_refusals();
         inner.driver.span.in_scope(|| tracing::info!("killed"));
@@ -544,6 +689,26 @@ impl<R: Runtime> std::fmt::Debug for HostedProc<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Proc({})", self.proc_id())
     }
+}
+
+/// Reserves the monitor service's identity, binds its mailbox and runs it.
+fn start_monitor_service<R: Runtime>(
+    engine: &Arc<Engine>,
+    driver: &Arc<Driver<R>>,
+) -> Result<(), ProcError> {
+    let (id, returns) = engine.reserve_root(MONITOR_SERVICE)?;
+    let port = id.port(ACTOR_PORT);
+    driver.svc.monitors.set_sender(engine, id.clone());
+    let inst = Instance::new(engine.clone(), driver.svc.clone(), id, returns, false);
+    let queue = engine.bind_port(&port, PortKind::Stream)?;
+    let mailbox = PortReceiver::<MonitorMsg>::new(engine.clone(), port, queue);
+    let links = driver.svc.links.subscribe();
+    let serve = monitor::serve(inst, mailbox, links, driver.svc.monitors.clone());
+    driver.spawn_in(
+        &driver.tasks,
+        Box::pin(serve.instrument(driver.span.clone())),
+    );
+    Ok(())
 }
 
 /// A listener registered with the runtime, or a local one.
@@ -571,18 +736,11 @@ async fn listen<R: Runtime>(
                     parent: &driver.span, "conn", %conn, dir = "in", peer = %stream.peer
                 );
                 span.in_scope(|| tracing::debug!("accepted"));
-                let writer = stream.writer;
-                driver.spawn_in(
-                    &driver.tasks,
-                    Box::pin(
-                        net::reader_task(engine.clone(), conn, stream.reader, ctl.clone())
-                            .instrument(span.clone()),
-                    ),
-                );
-                driver.spawn_in(
-                    &driver.tasks,
-                    Box::pin(net::writer_task(engine.clone(), conn, writer, ctl).instrument(span)),
-                );
+                let reader =
+                    net::reader_task(engine.clone(), conn, stream.reader, ctl.clone(), None);
+                driver.spawn_in(&driver.tasks, Box::pin(reader.instrument(span.clone())));
+                let writer = net::writer_task(engine.clone(), conn, stream.writer, ctl, None);
+                driver.spawn_in(&driver.tasks, Box::pin(writer.instrument(span)));
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.

@@ -60,10 +60,12 @@ pub enum RefusalReason {
     TooManyConnections,
     /// `max_handshaking` connections were in their handshake; this, the oldest, was closed.
     HandshakeEvicted,
+    /// A reason from a newer core that this host does not name yet.
+    Other,
 }
 
 /// Number of [`RefusalReason`]s.
-const REASONS: usize = 19;
+const REASONS: usize = 20;
 
 impl RefusalReason {
     /// Every reason, in counter order.
@@ -87,6 +89,7 @@ impl RefusalReason {
         RefusalReason::BadAuth,
         RefusalReason::TooManyConnections,
         RefusalReason::HandshakeEvicted,
+        RefusalReason::Other,
     ];
 
     /// A short stable name for logs and metrics (`bad_magic`, `handshake_timeout`, ...).
@@ -111,6 +114,7 @@ impl RefusalReason {
             RefusalReason::BadAuth => "bad_auth",
             RefusalReason::TooManyConnections => "too_many_connections",
             RefusalReason::HandshakeEvicted => "handshake_evicted",
+            RefusalReason::Other => "other",
         }
     }
 
@@ -131,6 +135,7 @@ impl RefusalReason {
             ConnError::Encode => RefusalReason::LocalEncode,
             ConnError::Overrun => RefusalReason::Overrun,
             ConnError::Auth(_) => RefusalReason::BadAuth,
+            _ => RefusalReason::Other,
         }
     }
 
@@ -147,6 +152,7 @@ impl RefusalReason {
             RefuseReason::BadAuth => RefusalReason::BadAuth,
             RefuseReason::TooManyConnections => RefusalReason::TooManyConnections,
             RefuseReason::HandshakeEvicted => RefusalReason::HandshakeEvicted,
+            _ => RefusalReason::Other,
         }
     }
 

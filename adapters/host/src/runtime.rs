@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -99,9 +100,22 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         listener: &mut Self::Listener,
     ) -> impl Future<Output = io::Result<Connection>> + Send;
 
-    /// Connects to a TCP or Unix address (never `local`, never an `any()` address). For a
-    /// Unix address, [`unix_socket_path`](crate::unix_socket_path) gives the path to connect
-    /// to, with a leading NUL byte for a Linux abstract name. TCP streams get `TCP_NODELAY`.
-    /// procwire-host bounds the attempt with core's `connect_timeout`.
+    /// Connects to a TCP address by IP (`ChannelAddr::Tcp`) or a Unix address (never
+    /// `local`, never a host name, never an `any()` address). For a Unix address,
+    /// [`unix_socket_path`](crate::unix_socket_path) gives the path to connect to, with a
+    /// leading NUL byte for a Linux abstract name. TCP streams get `TCP_NODELAY`.
+    /// procwire-host bounds the attempt with core's `connect_timeout`, resolves host names
+    /// first with [`Runtime::resolve`], and tries each resolved address in turn.
     fn connect(&self, addr: &ChannelAddr) -> impl Future<Output = io::Result<Connection>> + Send;
+
+    /// Resolves `host` (a validated RFC 1123 name such as `localhost` or
+    /// `node7.example`) to the socket addresses for `port`, in the resolver's order of
+    /// preference, without blocking the executor (the runtime's own resolver, or the system
+    /// resolver on a blocking thread). procwire-host calls it each time it dials or binds a
+    /// `tcp:host:port` address, within the dial's `connect_timeout`.
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
 }

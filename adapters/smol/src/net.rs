@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -148,11 +148,16 @@ impl Runtime for SmolRuntime {
                 let s = Async::<UnixStream>::connect(unix_socket_path(u)).await?;
                 Ok(connection(s, "unix".to_string()))
             }
-            ChannelAddr::Local(_) => Err(io::Error::new(
+            _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "local addresses are connected by procwire-host",
+                format!("{addr}: local addresses and host names are handled by procwire-host"),
             )),
         }
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        // async-net's resolver: the system resolver on smol's blocking thread pool.
+        smol::net::resolve((host, port)).await
     }
 }
 

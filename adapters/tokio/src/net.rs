@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -127,11 +128,15 @@ impl Runtime for TokioRuntime {
             ChannelAddr::Unix(u) => Ok(unix_connection(
                 UnixStream::connect(unix_socket_path(u)).await?,
             )),
-            ChannelAddr::Local(_) => Err(io::Error::new(
+            _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "local addresses are connected by procwire-host",
+                format!("{addr}: local addresses and host names are handled by procwire-host"),
             )),
         }
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
     }
 }
 
