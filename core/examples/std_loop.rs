@@ -277,10 +277,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             let pong = Envelope::new(server.clone(), replies.clone(), text.into());
             b.proc.handle_send(now(), pong)?;
+            // Tell the machine the message left its port's queue: ports are bounded
+            // (`Config::port_queue_msgs`), and a full one holds the links feeding it.
+            b.proc
+                .handle_consumed(now(), &req.dest, 1, req.payload.len());
             b.drain();
         }
         for reply in std::mem::take(&mut a.inbox) {
             println!("a: {}", String::from_utf8_lossy(&reply.payload));
+            a.proc
+                .handle_consumed(now(), &reply.dest, 1, reply.payload.len());
             answered += 1;
         }
         // 3. wait: until the earliest deadline, but (std having no readiness wait) at most
