@@ -82,6 +82,10 @@ pub enum Event {
     PeerRestarted {
         /// The peer proc.
         peer: ProcId,
+        /// The incarnation this proc knew.
+        previous: u64,
+        /// The incarnation that answered now.
+        incarnation: u64,
     },
     /// This proc refused inbound `conn` (and closed it): a refusal frame was sent with
     /// `reason`, or, for the local-only reasons (too many connections, an evicted

@@ -428,12 +428,14 @@ impl Outbound {
     }
 
     fn on_welcome(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, w: Welcome) {
-        let restarted = self.peer_incarnation.is_some_and(|i| i != w.incarnation);
+        let previous = self.peer_incarnation.filter(|i| *i != w.incarnation);
         self.peer_incarnation = Some(w.incarnation);
         self.peer_max = w.max_frame_len;
-        if restarted {
+        if let Some(previous) = previous {
             cx.event(Event::PeerRestarted {
                 peer: self.peer.clone(),
+                previous,
+                incarnation: w.incarnation,
             });
             self.return_queued(cx, Undeliverable::PeerRestarted, false);
             return self.restart_session(now, cx, conn);

@@ -558,10 +558,10 @@ fn restarted_peer_is_detected_and_unacknowledged_messages_return() {
         p.returns(0),
         [(Bytes::from("in flight"), Undeliverable::PeerRestarted)]
     );
-    assert!(p.nodes[0]
-        .events
-        .iter()
-        .any(|(_, e)| *e == Event::PeerRestarted { peer: pid(1) }));
+    assert!(p.nodes[0].events.iter().any(
+        |(_, e)| matches!(e, Event::PeerRestarted { peer, previous, incarnation }
+            if *peer == pid(1) && previous != incarnation)
+    ));
     // The link works with the new incarnation.
     p.send(0, target(1), b"after").unwrap();
     p.run_for(Duration::from_millis(10));

@@ -335,7 +335,7 @@ impl Engine {
                     None => st.unreachable_cause.remove(&peer),
                 };
             }
-            Event::PeerRestarted { peer } => {
+            Event::PeerRestarted { peer, .. } => {
                 tracing::warn!(proc = %self.id, %peer, "peer restarted; its in-flight messages come back");
             }
             Event::ConnectionFailed { conn, error } => self.rt.connection_failed(conn, &error),

@@ -52,13 +52,13 @@ pub const LINK_EVENT_QUEUE: usize = 4096;
 ///   the address, and the peer's id only if this proc learned which proc that address
 ///   belongs to (an earlier connection to it, or `set_address`). Connections are matched to
 ///   peers by address; two procs advertising one address would be confused.
-/// * Core's restart event does not carry the new incarnation: a restart core reports has
-///   `new_incarnation: None`, and the new incarnation comes in the following
-///   [`LinkEvent::Connected`]. A restart the host notices itself (a session with a new
-///   incarnation without core's event, e.g. after the old session was given up) carries both.
-/// * "Unreachable" here is a failed dial; core's own give-up after `unreachable_timeout`
-///   (which returns waiting messages as `Unreachable`) has no event of its own: senders see
-///   it in their undeliverable returns.
+/// * A restart core reports carries both incarnations. A restart the host notices itself
+///   (a session with a new incarnation without core's event, e.g. after the old session
+///   was given up) carries both too.
+/// * "Unreachable" here is a failed dial. Core's own give-up after `unreachable_timeout`
+///   (which returns waiting messages as `Unreachable`, each carrying the last dial error in
+///   `Returned::dial_error`) is core's `Event::Unreachable`; this tracker does not turn it
+///   into a link event of its own yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkEvent {
@@ -371,14 +371,17 @@ impl Links {
     pub(crate) fn core_event(&self, ev: &Event) {
         match ev {
             Event::PeerConnected { peer, incarnation } => self.connected(peer, *incarnation),
-            Event::PeerRestarted { peer } => {
+            Event::PeerRestarted {
+                peer,
+                previous,
+                incarnation,
+            } => {
                 let mut st = lock(&self.state);
-                let old_incarnation = st.incarnations.get(peer).copied();
                 st.restarted.insert(peer.clone());
                 st.emit(LinkEvent::PeerRestarted {
                     peer: peer.clone(),
-                    old_incarnation,
-                    new_incarnation: None,
+                    old_incarnation: Some(*previous),
+                    new_incarnation: Some(*incarnation),
                 });
             }
             Event::ConnectionFailed { conn, error } => {
@@ -473,7 +476,11 @@ mod tests {
             peer: b.clone(),
             incarnation: 7,
         });
-        links.core_event(&Event::PeerRestarted { peer: b.clone() });
+        links.core_event(&Event::PeerRestarted {
+            peer: b.clone(),
+            previous: 7,
+            incarnation: 9,
+        });
         links.ended(ConnId(4), LinkError::ClosedHere);
         links.dialing(ConnId(5), b.addr().clone());
         links.dial_connected(ConnId(5));
@@ -505,7 +512,7 @@ mod tests {
                 LinkEvent::PeerRestarted {
                     peer: peer.clone(),
                     old_incarnation: Some(7),
-                    new_incarnation: None
+                    new_incarnation: Some(9)
                 },
                 LinkEvent::Lost {
                     peer: peer.clone(),
