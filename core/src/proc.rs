@@ -371,10 +371,11 @@ impl Proc {
         let result = if self.is_local(env.dest.actor().proc()) {
             let max = self.cx.config.max_frame_len;
             match u32::try_from(env.payload.len()) {
-                Ok(_)
-                    if self
-                        .registry
-                        .is_full(&env.dest, self.cx.config.port_limits()) =>
+                Ok(len)
+                    if len <= max
+                        && self
+                            .registry
+                            .is_full(&env.dest, self.cx.config.port_limits()) =>
                 {
                     self.local_blocked = true;
                     Err(SendError::WouldBlock)

@@ -3,7 +3,7 @@
 //!
 //! [`NetnsPair::create`] needs root and the `ip` tool (iproute2). It makes namespaces
 //! `pwA-<pid>-<n>` and `pwB-<pid>-<n>`, one veth pair with an end in each, addresses
-//! [`NetnsPair::addr_a`] / [`NetnsPair::addr_b`] (a /30 of a private range, on the veth only:
+//! `NetnsPair::addr_a` / `NetnsPair::addr_b` (a /30 of a private range, on the veth only:
 //! nothing is routed anywhere else, and the root namespace is not touched), and brings `lo`
 //! and both veth ends up. Where any of that is not allowed it returns why, for the test to
 //! print and skip. Dropping the pair deletes both namespaces (which removes the veth pair);
