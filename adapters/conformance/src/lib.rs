@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use procwire_smol::{
-    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, OncePortRef, PortRef,
-    ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats, UnixAddr,
+    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Held, Instance, OncePortRef,
+    PortRef, ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats, UnixAddr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,8 @@ pub trait TestProc: Clone + Send + Sync + 'static {
     fn connection_count(&self) -> usize;
     /// `Proc::refusals`.
     fn refusals(&self) -> Refusals;
+    /// `Proc::held`.
+    fn held(&self) -> Held;
     /// `Proc::shutdown`.
     fn shutdown(&self) -> impl Future<Output = ShutdownReport> + Send;
     /// `Proc::kill`.
