@@ -320,6 +320,11 @@ impl Figures {
         t.sort();
         t.get(t.len() / 2).copied()
     }
+
+    /// The longest of [`Figures::refusal_times`].
+    pub fn max_refusal(&self) -> Option<Duration> {
+        self.refusal_times.iter().max().copied()
+    }
 }
 
 /// Polls every future of `futs` until all are done: their outputs, in order.
@@ -447,6 +452,16 @@ impl BadConn {
         Self::new(Vec::new(), RefusalReason::HandshakeTimeout)
     }
 
+    /// A preamble and a hello header announcing the largest valid hello, then all of its
+    /// body but the last byte: the most a connection in its handshake makes the proc hold.
+    pub fn almost_whole_hello() -> Self {
+        let mut v = preamble().to_vec();
+        let len = MAX_HANDSHAKE_FRAME_LEN as usize;
+        v.extend(frame(FrameKind::Hello, &vec![0x5a; len]));
+        v.pop();
+        Self::new(v, RefusalReason::HandshakeTimeout)
+    }
+
     /// Half a preamble, then nothing.
     pub fn stalled_preamble() -> Self {
         Self::new(b"PWI".to_vec(), RefusalReason::HandshakeTimeout)
@@ -467,11 +482,13 @@ impl BadConn {
 }
 
 /// Opens `bad` to the victim, samples what the victim holds once the bytes are sent, and
-/// checks the victim closes it as it must. Returns how long after the bytes that took.
+/// checks the victim closes it as it must. Returns how long after it began sending the
+/// bytes (after connecting, for a connection that sends nothing) that took.
 pub async fn run_bad_conn<P: TestProc>(victim: &Victim<P>, bad: &BadConn) -> Duration {
     let mut s = connect_raw(victim.addr())
         .await
         .expect("connect to the victim");
+    let sent = Instant::now();
     if !bad.send.is_empty() {
         // The proc may close as soon as it has seen enough; a failed write is fine then.
         let _ = s.write_all(&bad.send).await;
@@ -490,7 +507,7 @@ pub async fn run_bad_conn<P: TestProc>(victim: &Victim<P>, bad: &BadConn) -> Dur
             closed.reply
         );
     }
-    closed.after
+    sent.elapsed()
 }
 
 /// The victim's (and its peer's) options: a short handshake deadline and a 1 MiB frame
@@ -787,16 +804,25 @@ async fn close_times(conns: Vec<(Box<dyn RawStream>, Instant)>) -> Vec<Duration>
     join_all(waits).await
 }
 
-/// `n` silent connections held open at once: every one is closed by the handshake deadline
-/// at the latest; beyond `max_handshaking`, the oldest are closed at once to make room.
-/// What the victim holds stays within its bounds however many are open.
-pub async fn many_held_conns<A: Adapter>(x: &A, t: ChannelTransport, n: usize) -> Figures {
+/// `n` connections held open at once, each after sending `send` (a handshake that never
+/// completes): every one is closed by the handshake deadline at the latest; beyond
+/// `max_handshaking`, the oldest are closed at once to make room. What the victim holds
+/// stays within its bounds however many are open.
+pub async fn many_held_conns<A: Adapter>(
+    x: &A,
+    t: ChannelTransport,
+    n: usize,
+    send: &[u8],
+) -> Figures {
     under_attack(x, t, |b| async move {
         let before = b.refusals();
         let mut held = Vec::with_capacity(n);
         for _ in 0..n {
-            let s = connect_raw(b.addr()).await.expect("connect");
-            held.push((s, Instant::now()));
+            let mut s = connect_raw(b.addr()).await.expect("connect");
+            let opened = Instant::now();
+            // An evicted connection may be closed before its bytes are all written.
+            let _ = s.write_all(send).await;
+            held.push((s, opened));
         }
         b.sample("every held connection open");
         let times = close_times(held).await;
@@ -817,12 +843,25 @@ pub async fn many_held_conns<A: Adapter>(x: &A, t: ChannelTransport, n: usize) -
             "{r}"
         );
         assert_eq!(r.total() - before.total(), n as u64, "nothing else: {r}");
+        held_to_the_cap(b.watch(), n, send);
         Attack {
             conns: n,
             refusal_times: times,
         }
     })
     .await
+}
+
+/// Checks that `n` held connections that each sent `send` took the victim to its
+/// handshake cap (when `n` exceeds it), and that it held some of their bytes: the bound
+/// checks were not met trivially.
+fn held_to_the_cap(watch: &HeldWatch, n: usize, send: &[u8]) {
+    let peak = watch.peak();
+    let cap = hostile_options().core.max_handshaking;
+    assert_eq!(peak.handshaking, n.min(cap), "peaks: {peak:?}");
+    if !send.is_empty() {
+        assert!(peak.handshake_bytes > 0, "peaks: {peak:?}");
+    }
 }
 
 /// `n` connections opened and closed at once (every other one after a wrong magic).
@@ -932,15 +971,18 @@ pub enum Case {
     SilentConnection,
     /// [`BadConn::stalled_preamble`].
     StalledPreamble,
-    /// [`many_held_conns`] with 200.
+    /// [`many_held_conns`] with 200, silent.
     TwoHundredHeldConnections,
+    /// [`many_held_conns`] with 200, each one byte short of a whole hello
+    /// ([`BadConn::almost_whole_hello`]).
+    TwoHundredAlmostWholeHellos,
     /// [`connect_close_cycles`] with 1000.
     AThousandConnectCloseCycles,
 }
 
 impl Case {
     /// Every case, in the report's order.
-    pub const ALL: [Case; 16] = [
+    pub const ALL: [Case; 17] = [
         Case::GarbageBytes,
         Case::HttpRequest,
         Case::WrongMagic,
@@ -956,6 +998,7 @@ impl Case {
         Case::SilentConnection,
         Case::StalledPreamble,
         Case::TwoHundredHeldConnections,
+        Case::TwoHundredAlmostWholeHellos,
         Case::AThousandConnectCloseCycles,
     ];
 
@@ -977,6 +1020,7 @@ impl Case {
             Case::SilentConnection => "silent connection",
             Case::StalledPreamble => "stalled half preamble",
             Case::TwoHundredHeldConnections => "200 held connections",
+            Case::TwoHundredAlmostWholeHellos => "200 held, each a hello but 1 byte",
             Case::AThousandConnectCloseCycles => "1000 connect/close cycles",
         }
     }
@@ -1002,7 +1046,11 @@ impl Case {
             Case::DataBeforeHello => one_bad_conn(x, t, |_| BadConn::data_before_hello()).await,
             Case::SilentConnection => one_bad_conn(x, t, |_| BadConn::silent()).await,
             Case::StalledPreamble => one_bad_conn(x, t, |_| BadConn::stalled_preamble()).await,
-            Case::TwoHundredHeldConnections => many_held_conns(x, t, 200).await,
+            Case::TwoHundredHeldConnections => many_held_conns(x, t, 200, &[]).await,
+            Case::TwoHundredAlmostWholeHellos => {
+                let send = BadConn::almost_whole_hello().send;
+                many_held_conns(x, t, 200, &send).await
+            }
             Case::AThousandConnectCloseCycles => connect_close_cycles(x, t, 1000).await,
         }
     }

@@ -35,6 +35,7 @@ macro_rules! hostile_suite {
                 silent_connection => SilentConnection,
                 stalled_preamble => StalledPreamble,
                 two_hundred_held_connections => TwoHundredHeldConnections,
+                two_hundred_held_almost_whole_hellos => TwoHundredAlmostWholeHellos,
                 a_thousand_connect_close_cycles => AThousandConnectCloseCycles,
             );
         }
