@@ -6,8 +6,8 @@ use std::thread::JoinHandle;
 
 use async_executor::Executor;
 use procwire_smol::{
-    Actor, ActorHandle, ChannelAddr, Instance, LinkEvents, PortRef, ProcError, ProcId, ProcOptions,
-    Refusals, ShutdownReport, Stats,
+    Actor, ActorHandle, ChannelAddr, Held, Instance, LinkEvents, PortRef, ProcError, ProcId,
+    ProcOptions, Refusals, ShutdownReport, Stats,
 };
 
 use crate::{Adapter, TestProc};
@@ -45,6 +45,9 @@ macro_rules! test_proc {
             }
             fn refusals(&self) -> Refusals {
                 <$proc>::refusals(self)
+            }
+            fn held(&self) -> Held {
+                <$proc>::held(self)
             }
             fn shutdown(&self) -> impl Future<Output = ShutdownReport> + Send {
                 <$proc>::shutdown(self)

@@ -6,19 +6,31 @@
 //! to end-of-stream or reset) within a bound, the proc's refusal counters moved by exactly
 //! what the case caused, no connection is left behind, and the legitimate session delivered
 //! every message once and in order, during the attack and after it.
+//!
+//! Throughout each case the victim's own counters ([`Held`]: connections, connections in
+//! their handshake, bytes they buffer, sessions, messages held) are sampled, during the
+//! attack and after it, and each must stay within the bound its configuration sets
+//! ([`HeldBounds`]); a case returns the peaks and timings it saw ([`Figures`]), which
+//! `examples/hostile_report.rs` prints as a table.
 
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_io::Async;
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use procwire_smol::procwire_core::frame::{
-    preamble, FrameHeader, FrameKind, Hello, HEADER_LEN, MAGIC, PREAMBLE_LEN,
+    preamble, FrameHeader, FrameKind, Hello, HEADER_LEN, MAGIC, MAX_HANDSHAKE_FRAME_LEN,
+    PREAMBLE_LEN,
 };
 use procwire_smol::{
-    ChannelAddr, ChannelTransport, Cookie, Name, ProcId, RefusalReason, Refusals, RefuseReason,
-    Undeliverable, UnixAddr,
+    ChannelAddr, ChannelTransport, Config, Cookie, Held, Name, ProcId, RefusalReason, Refusals,
+    RefuseReason, Undeliverable, UnixAddr,
 };
 
 use crate::{fixed_addr, init_logging, options, sleep, within, Adapter, TestProc};
@@ -127,6 +139,220 @@ pub fn first_frame_kind(reply: &[u8]) -> Option<FrameKind> {
     FrameKind::from_u8(*reply.get(PREAMBLE_LEN)?)
 }
 
+/// Sessions a victim may hold during a case: the legitimate one. No attacker gets one.
+const LEGIT_SESSIONS: usize = 1;
+
+/// The most a victim may hold at once ([`Held`]), from its configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct HeldBounds {
+    /// `max_inbound_conns`.
+    pub inbound_conns: usize,
+    /// `max_handshaking`.
+    pub handshaking: usize,
+    /// `max_handshaking` × (the largest handshake frame + its header).
+    pub handshake_bytes: usize,
+    /// `max_inbound_sessions`, and no more than the legitimate session.
+    pub inbound_sessions: usize,
+    /// `link_held_msgs`, per inbound session.
+    pub link_held_msgs: usize,
+    /// `link_held_bytes`, per inbound session.
+    pub link_held_bytes: usize,
+}
+
+impl HeldBounds {
+    /// The bounds `cfg` sets.
+    pub fn of(cfg: &Config) -> Self {
+        HeldBounds {
+            inbound_conns: cfg.max_inbound_conns,
+            handshaking: cfg.max_handshaking,
+            handshake_bytes: cfg.max_handshaking * (MAX_HANDSHAKE_FRAME_LEN as usize + HEADER_LEN),
+            inbound_sessions: cfg.max_inbound_sessions.min(LEGIT_SESSIONS),
+            link_held_msgs: cfg.link_held_msgs,
+            link_held_bytes: cfg.link_held_bytes,
+        }
+    }
+
+    /// Checks every figure of `h` (sampled `when`) against its bound.
+    pub fn check(&self, h: &Held, when: &str) {
+        let within = |what: &str, got: usize, bound: usize| {
+            assert!(
+                got <= bound,
+                "{when}: {what} {got} over its bound {bound}: {h:?}"
+            );
+        };
+        within("inbound_conns", h.inbound_conns, self.inbound_conns);
+        within("handshaking", h.handshaking, self.handshaking);
+        within("handshaking", h.handshaking, h.inbound_conns);
+        within("handshake_bytes", h.handshake_bytes, self.handshake_bytes);
+        within(
+            "inbound_sessions",
+            h.inbound_sessions,
+            self.inbound_sessions,
+        );
+        let links = h.inbound_sessions;
+        within(
+            "link_held_msgs",
+            h.link_held_msgs,
+            links * self.link_held_msgs,
+        );
+        within(
+            "link_held_bytes",
+            h.link_held_bytes,
+            links * self.link_held_bytes,
+        );
+    }
+}
+
+/// The larger of each figure of `a` and `b`.
+fn max_each(a: Held, b: Held) -> Held {
+    Held {
+        inbound_conns: a.inbound_conns.max(b.inbound_conns),
+        handshaking: a.handshaking.max(b.handshaking),
+        handshake_bytes: a.handshake_bytes.max(b.handshake_bytes),
+        inbound_sessions: a.inbound_sessions.max(b.inbound_sessions),
+        link_held_msgs: a.link_held_msgs.max(b.link_held_msgs),
+        link_held_bytes: a.link_held_bytes.max(b.link_held_bytes),
+    }
+}
+
+/// Samples of a victim's [`Held`]: each is checked against the bounds, and the peaks kept.
+#[derive(Debug)]
+pub struct HeldWatch {
+    bounds: HeldBounds,
+    peak: Mutex<Held>,
+    samples: AtomicU64,
+}
+
+impl HeldWatch {
+    /// A watch for a proc configured with `cfg`.
+    pub fn new(cfg: &Config) -> Self {
+        HeldWatch {
+            bounds: HeldBounds::of(cfg),
+            peak: Mutex::new(Held::default()),
+            samples: AtomicU64::new(0),
+        }
+    }
+
+    /// Samples `p` (`when` names the moment, for failures); returns the sample.
+    pub fn sample<P: TestProc>(&self, p: &P, when: &str) -> Held {
+        let h = p.held();
+        self.bounds.check(&h, when);
+        let mut peak = self.peak.lock().unwrap_or_else(|e| e.into_inner());
+        *peak = max_each(*peak, h);
+        self.samples.fetch_add(1, Ordering::Relaxed);
+        h
+    }
+
+    /// The largest of each figure over every sample so far.
+    pub fn peak(&self) -> Held {
+        *self.peak.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Samples taken so far.
+    pub fn samples(&self) -> u64 {
+        self.samples.load(Ordering::Relaxed)
+    }
+}
+
+/// The proc under attack, with the watch on what it holds.
+#[derive(Clone)]
+pub struct Victim<P> {
+    proc: P,
+    watch: Arc<HeldWatch>,
+}
+
+impl<P: TestProc> Victim<P> {
+    /// `proc`, started with `cfg`.
+    pub fn new(proc: P, cfg: &Config) -> Self {
+        Victim {
+            proc,
+            watch: Arc::new(HeldWatch::new(cfg)),
+        }
+    }
+
+    /// Samples what the victim holds now and checks it against the bounds.
+    pub fn sample(&self, when: &str) -> Held {
+        self.watch.sample(&self.proc, when)
+    }
+
+    /// The watch.
+    pub fn watch(&self) -> &HeldWatch {
+        &self.watch
+    }
+}
+
+impl<P> Deref for Victim<P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        &self.proc
+    }
+}
+
+/// Samples `victim` every couple of milliseconds until `done` is set.
+async fn sample_until<P: TestProc>(victim: &Victim<P>, done: &AtomicBool) {
+    while !done.load(Ordering::Relaxed) {
+        victim.sample("during the case");
+        sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// What one case saw.
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    /// Hostile connections the case opened.
+    pub bad_conns: usize,
+    /// The largest of each [`Held`] figure over the case.
+    pub peak: Held,
+    /// `Held` samples taken (each checked against the bounds).
+    pub samples: u64,
+    /// Per bad connection the victim closed: from its bytes being sent (or its connect, for
+    /// one that sends nothing) to the victim closing it.
+    pub refusal_times: Vec<Duration>,
+    /// The largest gap between consecutive deliveries of the legitimate session during
+    /// the attack (`None`: no legitimate session ran).
+    pub legit_gap: Option<Duration>,
+}
+
+impl Figures {
+    /// The median of [`Figures::refusal_times`] (`None` if the victim closed nothing).
+    pub fn median_refusal(&self) -> Option<Duration> {
+        let mut t = self.refusal_times.clone();
+        t.sort();
+        t.get(t.len() / 2).copied()
+    }
+
+    /// The longest of [`Figures::refusal_times`].
+    pub fn max_refusal(&self) -> Option<Duration> {
+        self.refusal_times.iter().max().copied()
+    }
+}
+
+/// Polls every future of `futs` until all are done: their outputs, in order.
+pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every one ready"))
+        .collect()
+}
+
 /// What one hostile connection sends, and what the proc must make of it.
 #[derive(Clone, Debug)]
 pub struct BadConn {
@@ -184,6 +410,14 @@ impl BadConn {
         Self::new(v, RefusalReason::FrameTooLarge)
     }
 
+    /// A hello header announcing `MAX_FRAME` body bytes, and that whole body: the victim
+    /// must refuse it on the header, and buffer none of the body.
+    pub fn oversized_hello_with_body() -> Self {
+        let mut bad = Self::frame_of_len(MAX_FRAME);
+        bad.send.resize(bad.send.len() + MAX_FRAME as usize, 0x5a);
+        bad
+    }
+
     /// A well-formed hello for another proc name at the victim's address.
     pub fn hello_for_another_proc(victim: &ProcId) -> Self {
         let to = ProcId::new(
@@ -218,6 +452,16 @@ impl BadConn {
         Self::new(Vec::new(), RefusalReason::HandshakeTimeout)
     }
 
+    /// A preamble and a hello header announcing the largest valid hello, then all of its
+    /// body but the last byte: the most a connection in its handshake makes the proc hold.
+    pub fn almost_whole_hello() -> Self {
+        let mut v = preamble().to_vec();
+        let len = MAX_HANDSHAKE_FRAME_LEN as usize;
+        v.extend(frame(FrameKind::Hello, &vec![0x5a; len]));
+        v.pop();
+        Self::new(v, RefusalReason::HandshakeTimeout)
+    }
+
     /// Half a preamble, then nothing.
     pub fn stalled_preamble() -> Self {
         Self::new(b"PWI".to_vec(), RefusalReason::HandshakeTimeout)
@@ -237,15 +481,20 @@ impl BadConn {
     }
 }
 
-/// Opens `bad` to `addr` and checks the proc closes it as it must. Returns how long that
-/// took.
-pub async fn run_bad_conn(addr: &ChannelAddr, bad: &BadConn) -> Duration {
-    let mut s = connect_raw(addr).await.expect("connect to the victim");
+/// Opens `bad` to the victim, samples what the victim holds once the bytes are sent, and
+/// checks the victim closes it as it must. Returns how long after it began sending the
+/// bytes (after connecting, for a connection that sends nothing) that took.
+pub async fn run_bad_conn<P: TestProc>(victim: &Victim<P>, bad: &BadConn) -> Duration {
+    let mut s = connect_raw(victim.addr())
+        .await
+        .expect("connect to the victim");
+    let sent = Instant::now();
     if !bad.send.is_empty() {
         // The proc may close as soon as it has seen enough; a failed write is fine then.
         let _ = s.write_all(&bad.send).await;
         let _ = s.flush().await;
     }
+    victim.sample("a bad connection's bytes sent");
     let closed = read_until_closed(&mut *s, bad.limit())
         .await
         .unwrap_or_else(|| panic!("{bad:?}: still open after {:?}", bad.limit()));
@@ -258,7 +507,7 @@ pub async fn run_bad_conn(addr: &ChannelAddr, bad: &BadConn) -> Duration {
             closed.reply
         );
     }
-    closed.after
+    sent.elapsed()
 }
 
 /// The victim's (and its peer's) options: a short handshake deadline and a 1 MiB frame
@@ -297,13 +546,41 @@ impl Legit {
     }
 }
 
+/// The largest gap between consecutive deliveries, counting only those made while
+/// `counted`.
+#[derive(Default)]
+struct Gaps {
+    last: Option<Instant>,
+    largest: Duration,
+}
+
+impl Gaps {
+    fn delivered(&mut self, counted: bool) {
+        let now = Instant::now();
+        if let (true, Some(last)) = (counted, self.last) {
+            self.largest = self.largest.max(now - last);
+        }
+        self.last = Some(now);
+    }
+}
+
+/// What an attack did.
+#[derive(Debug, Default)]
+pub struct Attack {
+    /// Hostile connections opened.
+    pub conns: usize,
+    /// How long the victim took to close (or refuse) each one it did.
+    pub refusal_times: Vec<Duration>,
+}
+
 /// Runs `attack` against proc `b` while `a` keeps sending to `b`, and checks the session
-/// delivered everything in order during and after it. `attack` gets `b`'s address.
-pub async fn under_attack<A, F, Fut>(x: &A, t: ChannelTransport, attack: F)
+/// delivered everything in order during and after it, and that what `b` holds stayed
+/// within its bounds throughout.
+pub async fn under_attack<A, F, Fut>(x: &A, t: ChannelTransport, attack: F) -> Figures
 where
     A: Adapter,
-    F: FnOnce(A::Proc) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    F: FnOnce(Victim<A::Proc>) -> Fut,
+    Fut: Future<Output = Attack>,
 {
     under_attack_with(x, t, hostile_options(), attack).await
 }
@@ -314,24 +591,28 @@ pub async fn under_attack_with<A, F, Fut>(
     t: ChannelTransport,
     opts: procwire_smol::ProcOptions,
     attack: F,
-) where
+) -> Figures
+where
     A: Adapter,
-    F: FnOnce(A::Proc) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    F: FnOnce(Victim<A::Proc>) -> Fut,
+    Fut: Future<Output = Attack>,
 {
     init_logging();
+    let cfg = opts.core.clone();
     let a = x
         .start(raw_reachable(t), "a", opts.clone())
         .await
         .expect("a");
     let b = x.start(raw_reachable(t), "b", opts).await.expect("b");
+    let victim = Victim::new(b, &cfg);
     let (sender, _) = a.instance("sender").expect("sender");
-    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (receiver, _) = victim.instance("receiver").expect("receiver");
     let (port, mut rx) = receiver.open_port::<()>();
     let dest = port.port_id().clone();
     let legit = Legit::new();
     let attacking = AtomicBool::new(false);
     let during = AtomicU64::new(0);
+    let finished = AtomicBool::new(false);
 
     let send_n = |n: u64| {
         let (sender, dest, legit) = (&sender, &dest, &legit);
@@ -345,10 +626,11 @@ pub async fn under_attack_with<A, F, Fut>(
         }
     };
     let receive = async {
+        let mut gaps = Gaps::default();
         loop {
             let next = legit.received.load(Ordering::Relaxed);
             if legit.done.load(Ordering::Relaxed) && next == legit.sent.load(Ordering::Relaxed) {
-                return;
+                return gaps.largest;
             }
             let env = within(20, "a legit message", rx.recv_envelope())
                 .await
@@ -356,7 +638,9 @@ pub async fn under_attack_with<A, F, Fut>(
             let seq = u64::from_le_bytes(env.payload[..8].try_into().expect("8 bytes"));
             assert_eq!(seq, next, "legit messages arrive once and in order");
             legit.received.store(next + 1, Ordering::Relaxed);
-            if attacking.load(Ordering::Relaxed) {
+            let now_attacking = attacking.load(Ordering::Relaxed);
+            gaps.delivered(now_attacking);
+            if now_attacking {
                 during.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -367,7 +651,7 @@ pub async fn under_attack_with<A, F, Fut>(
         while legit.received.load(Ordering::Relaxed) < 100 {
             sleep(Duration::from_millis(2)).await;
         }
-        let before = b.connection_count();
+        let before = victim.connection_count();
         attacking.store(true, Ordering::Relaxed);
         let trickle = async {
             let mut i = 0;
@@ -377,22 +661,28 @@ pub async fn under_attack_with<A, F, Fut>(
                 i += 5;
             }
         };
-        futures_lite::future::zip(trickle, async {
-            attack(b.clone()).await;
+        let ((), done) = futures_lite::future::zip(trickle, async {
+            let done = attack(victim.clone()).await;
             // A quick attack may be over before the trickle got through: the session must
             // carry some of it before the attack counts as over.
             while during.load(Ordering::Relaxed) < 20 {
                 sleep(Duration::from_millis(2)).await;
             }
             attacking.store(false, Ordering::Relaxed);
+            done
         })
         .await;
         send_n(200).await;
         legit.done.store(true, Ordering::Relaxed);
-        before
+        (before, done)
     };
-    let (before, ()) = within(60, "the attack and the legit session", async {
-        futures_lite::future::zip(drive, receive).await
+    let session = async {
+        let r = futures_lite::future::zip(drive, receive).await;
+        finished.store(true, Ordering::Relaxed);
+        r
+    };
+    let (((before, done), gap), ()) = within(60, "the attack and the legit session", async {
+        futures_lite::future::zip(session, sample_until(&victim, &finished)).await
     })
     .await;
     assert!(
@@ -409,15 +699,30 @@ pub async fn under_attack_with<A, F, Fut>(
         "a refused nothing: {}",
         a.refusals()
     );
+    attack_cleared(&victim, before).await;
+    drop((rx, port, sender, receiver));
+    a.shutdown().await;
+    victim.shutdown().await;
+    Figures {
+        bad_conns: done.conns,
+        peak: victim.watch().peak(),
+        samples: victim.watch().samples(),
+        refusal_times: done.refusal_times,
+        legit_gap: Some(gap),
+    }
+}
+
+/// Waits until the attack's connections are gone from `victim` (no more connections than
+/// `before` it, none in a handshake), then checks it holds no handshake bytes.
+async fn attack_cleared<P: TestProc>(victim: &Victim<P>, before: usize) {
     within(10, "the attack's connections to be gone", async {
-        while b.connection_count() > before {
+        while victim.connection_count() > before || victim.held().handshaking > 0 {
             sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    drop((rx, port, sender, receiver));
-    a.shutdown().await;
-    b.shutdown().await;
+    let after = victim.sample("after the attack");
+    assert_eq!(after.handshake_bytes, 0, "after the attack: {after:?}");
 }
 
 /// Waits (briefly) until `p` counted `added` more refusals for `reason` than in `before`,
@@ -442,47 +747,85 @@ pub async fn expect_refusals<P: TestProc>(
     );
 }
 
-/// Bad connections of kind `bad(victim)`, one after another (ten, or one for those that
-/// last until the handshake deadline), under a legitimate session.
+/// Bad connections of kind `bad(victim)`, one after another (ten, or three for those that
+/// last until the handshake deadline), under a legitimate session. Those that do not wait
+/// for the deadline are closed well before it; those that do are not closed before it.
 pub async fn one_bad_conn<A: Adapter>(
     x: &A,
     t: ChannelTransport,
     bad: impl FnOnce(&ProcId) -> BadConn,
-) {
+) -> Figures {
     under_attack(x, t, |b| async move {
         let bad = bad(b.proc_id());
         let slow = bad.reason == RefusalReason::HandshakeTimeout;
-        let times = if slow { 1 } else { 10 };
+        let times = if slow { 3 } else { 10 };
         let before = b.refusals();
+        let mut took = Vec::with_capacity(times);
         for _ in 0..times {
-            let took = run_bad_conn(b.addr(), &bad).await;
+            let t = run_bad_conn(&b, &bad).await;
             if slow {
                 assert!(
-                    took >= HANDSHAKE_DEADLINE / 2,
-                    "closed after {took:?}, before the handshake deadline"
+                    t >= HANDSHAKE_DEADLINE / 2,
+                    "closed after {t:?}, before the handshake deadline"
+                );
+            } else {
+                assert!(
+                    t < HANDSHAKE_DEADLINE / 2,
+                    "{:?} closed after {t:?}, not at once",
+                    bad.reason
                 );
             }
+            took.push(t);
         }
-        expect_refusals(&b, &before, bad.reason, times).await;
+        expect_refusals(&*b, &before, bad.reason, times as u64).await;
+        Attack {
+            conns: times,
+            refusal_times: took,
+        }
     })
-    .await;
+    .await
 }
 
-/// `n` silent connections held open at once: every one is closed by the handshake deadline
-/// at the latest; beyond `max_handshaking`, the oldest are closed at once to make room.
-pub async fn many_held_conns<A: Adapter>(x: &A, t: ChannelTransport, n: usize) {
+/// Waits for the victim to close each of `conns` (opened at the instant beside it):
+/// how long after its opening each was closed.
+async fn close_times(conns: Vec<(Box<dyn RawStream>, Instant)>) -> Vec<Duration> {
+    let limit = HANDSHAKE_DEADLINE + SLACK;
+    let n = conns.len();
+    let waits = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut s, opened))| async move {
+            if read_until_closed(&mut *s, limit).await.is_none() {
+                panic!("held connection {i} of {n} still open after {limit:?}");
+            }
+            opened.elapsed()
+        })
+        .collect();
+    join_all(waits).await
+}
+
+/// `n` connections held open at once, each after sending `send` (a handshake that never
+/// completes): every one is closed by the handshake deadline at the latest; beyond
+/// `max_handshaking`, the oldest are closed at once to make room. What the victim holds
+/// stays within its bounds however many are open.
+pub async fn many_held_conns<A: Adapter>(
+    x: &A,
+    t: ChannelTransport,
+    n: usize,
+    send: &[u8],
+) -> Figures {
     under_attack(x, t, |b| async move {
         let before = b.refusals();
         let mut held = Vec::with_capacity(n);
         for _ in 0..n {
-            held.push(connect_raw(b.addr()).await.expect("connect"));
+            let mut s = connect_raw(b.addr()).await.expect("connect");
+            let opened = Instant::now();
+            // An evicted connection may be closed before its bytes are all written.
+            let _ = s.write_all(send).await;
+            held.push((s, opened));
         }
-        let limit = HANDSHAKE_DEADLINE + SLACK;
-        for (i, s) in held.iter_mut().enumerate() {
-            if read_until_closed(&mut **s, limit).await.is_none() {
-                panic!("held connection {i} of {n} still open after {limit:?}");
-            }
-        }
+        b.sample("every held connection open");
+        let times = close_times(held).await;
         let evicted = (n as u64).saturating_sub(hostile_options().core.max_handshaking as u64);
         let deadline = Instant::now() + Duration::from_secs(5);
         while b.refusals().total() - before.total() < n as u64 && Instant::now() < deadline {
@@ -500,12 +843,29 @@ pub async fn many_held_conns<A: Adapter>(x: &A, t: ChannelTransport, n: usize) {
             "{r}"
         );
         assert_eq!(r.total() - before.total(), n as u64, "nothing else: {r}");
+        held_to_the_cap(b.watch(), n, send);
+        Attack {
+            conns: n,
+            refusal_times: times,
+        }
     })
-    .await;
+    .await
+}
+
+/// Checks that `n` held connections that each sent `send` took the victim to its
+/// handshake cap (when `n` exceeds it), and that it held some of their bytes: the bound
+/// checks were not met trivially.
+fn held_to_the_cap(watch: &HeldWatch, n: usize, send: &[u8]) {
+    let peak = watch.peak();
+    let cap = hostile_options().core.max_handshaking;
+    assert_eq!(peak.handshaking, n.min(cap), "peaks: {peak:?}");
+    if !send.is_empty() {
+        assert!(peak.handshake_bytes > 0, "peaks: {peak:?}");
+    }
 }
 
 /// `n` connections opened and closed at once (every other one after a wrong magic).
-pub async fn connect_close_cycles<A: Adapter>(x: &A, t: ChannelTransport, n: usize) {
+pub async fn connect_close_cycles<A: Adapter>(x: &A, t: ChannelTransport, n: usize) -> Figures {
     under_attack(x, t, |b| async move {
         for i in 0..n {
             let mut s = connect_raw(b.addr()).await.expect("connect");
@@ -514,6 +874,7 @@ pub async fn connect_close_cycles<A: Adapter>(x: &A, t: ChannelTransport, n: usi
             }
             drop(s);
             if i % 100 == 99 {
+                b.sample("between connect/close bursts");
                 // Let the victim's tasks run between bursts on a single-threaded executor.
                 sleep(Duration::from_millis(1)).await;
             }
@@ -522,34 +883,19 @@ pub async fn connect_close_cycles<A: Adapter>(x: &A, t: ChannelTransport, n: usi
         // Closes without a byte are plain closes, not refusals; the wrong magics are,
         // unless the close overtook them.
         assert!(r.get(RefusalReason::BadMagic) <= n as u64 / 2, "{r}");
+        Attack {
+            conns: n,
+            refusal_times: Vec::new(),
+        }
     })
-    .await;
-}
-
-/// A hello header announcing a body far over the largest valid hello (but within the
-/// message limit) must be refused at once, before any body byte is buffered (design §5:
-/// before the handshake the limit is the largest valid hello). Today core buffers it until
-/// the handshake deadline closes the connection.
-pub async fn oversized_hello_is_refused_at_once<A: Adapter>(x: &A, t: ChannelTransport) {
-    init_logging();
-    let b = x
-        .start(raw_reachable(t), "b", hostile_options())
-        .await
-        .expect("b");
-    let bad = BadConn::frame_of_len(MAX_FRAME);
-    let took = run_bad_conn(b.addr(), &bad).await;
-    let r = b.refusals();
-    b.shutdown().await;
-    assert!(
-        took < HANDSHAKE_DEADLINE / 2 && r.get(RefusalReason::FrameTooLarge) == 1,
-        "a {MAX_FRAME}-byte hello header was closed after {took:?}; counts: {r}"
-    );
+    .await
 }
 
 /// Procs sharing a cookie keep a session delivering while a proc with another cookie tries
 /// to send to one of them: its message comes back refused (`BadAuth`), and the victim
-/// counts one `bad_auth` refusal and nothing else.
-pub async fn wrong_cookie_is_refused<A: Adapter>(x: &A, t: ChannelTransport) {
+/// counts one `bad_auth` refusal and nothing else. The refusal time runs from the send to
+/// the return.
+pub async fn wrong_cookie_is_refused<A: Adapter>(x: &A, t: ChannelTransport) -> Figures {
     let shared = Cookie::new(b"conformance: the shared cookie").expect("a cookie");
     let opts = hostile_options().with_cookie(shared);
     under_attack_with(x, t, opts, |b| async move {
@@ -568,6 +914,7 @@ pub async fn wrong_cookie_is_refused<A: Adapter>(x: &A, t: ChannelTransport) {
             .proc_id()
             .actor(Name::new("receiver").expect("a name"), 0)
             .port(1);
+        let sent = Instant::now();
         sender
             .send_bytes(&dest, Bytes::from_static(b"let me in"))
             .await
@@ -579,10 +926,132 @@ pub async fn wrong_cookie_is_refused<A: Adapter>(x: &A, t: ChannelTransport) {
         )
         .await
         .expect("a return");
+        let took = sent.elapsed();
         assert_eq!(back.reason, Undeliverable::Refused(RefuseReason::BadAuth));
-        expect_refusals(&b, &before, RefusalReason::BadAuth, 1).await;
+        expect_refusals(&*b, &before, RefusalReason::BadAuth, 1).await;
         drop(sender);
         m.shutdown().await;
+        Attack {
+            conns: 1,
+            refusal_times: vec![took],
+        }
     })
-    .await;
+    .await
+}
+
+/// Every case of the suite, for the tests and the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    /// [`BadConn::garbage`].
+    GarbageBytes,
+    /// [`BadConn::http`].
+    HttpRequest,
+    /// [`BadConn::wrong_magic`].
+    WrongMagic,
+    /// [`BadConn::wrong_version`].
+    WrongVersion,
+    /// [`BadConn::frame_of_len`] `u32::MAX`.
+    HugeFrameLength,
+    /// [`BadConn::frame_of_len`] one over [`MAX_FRAME`].
+    FrameJustOverTheLimit,
+    /// [`BadConn::frame_of_len`] [`MAX_FRAME`]: within the message limit, far over the
+    /// largest hello; refused at once (design §5), before any body byte is buffered.
+    OversizedHello,
+    /// [`BadConn::oversized_hello_with_body`].
+    OversizedHelloWithBody,
+    /// [`wrong_cookie_is_refused`].
+    WrongCookie,
+    /// [`BadConn::hello_for_another_proc`].
+    HelloForAnotherProc,
+    /// [`BadConn::malformed_hello`].
+    MalformedHello,
+    /// [`BadConn::data_before_hello`].
+    DataBeforeHello,
+    /// [`BadConn::silent`].
+    SilentConnection,
+    /// [`BadConn::stalled_preamble`].
+    StalledPreamble,
+    /// [`many_held_conns`] with 200, silent.
+    TwoHundredHeldConnections,
+    /// [`many_held_conns`] with 200, each one byte short of a whole hello
+    /// ([`BadConn::almost_whole_hello`]).
+    TwoHundredAlmostWholeHellos,
+    /// [`connect_close_cycles`] with 1000.
+    AThousandConnectCloseCycles,
+}
+
+impl Case {
+    /// Every case, in the report's order.
+    pub const ALL: [Case; 17] = [
+        Case::GarbageBytes,
+        Case::HttpRequest,
+        Case::WrongMagic,
+        Case::WrongVersion,
+        Case::HugeFrameLength,
+        Case::FrameJustOverTheLimit,
+        Case::OversizedHello,
+        Case::OversizedHelloWithBody,
+        Case::WrongCookie,
+        Case::HelloForAnotherProc,
+        Case::MalformedHello,
+        Case::DataBeforeHello,
+        Case::SilentConnection,
+        Case::StalledPreamble,
+        Case::TwoHundredHeldConnections,
+        Case::TwoHundredAlmostWholeHellos,
+        Case::AThousandConnectCloseCycles,
+    ];
+
+    /// For the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::GarbageBytes => "garbage bytes",
+            Case::HttpRequest => "HTTP request",
+            Case::WrongMagic => "wrong magic",
+            Case::WrongVersion => "wrong version",
+            Case::HugeFrameLength => "frame length u32::MAX",
+            Case::FrameJustOverTheLimit => "frame length limit + 1",
+            Case::OversizedHello => "1 MiB hello header",
+            Case::OversizedHelloWithBody => "1 MiB hello header + body",
+            Case::WrongCookie => "wrong cookie",
+            Case::HelloForAnotherProc => "hello for another proc",
+            Case::MalformedHello => "malformed hello",
+            Case::DataBeforeHello => "data before hello",
+            Case::SilentConnection => "silent connection",
+            Case::StalledPreamble => "stalled half preamble",
+            Case::TwoHundredHeldConnections => "200 held connections",
+            Case::TwoHundredAlmostWholeHellos => "200 held, each a hello but 1 byte",
+            Case::AThousandConnectCloseCycles => "1000 connect/close cycles",
+        }
+    }
+
+    /// Runs the case against procs of `x` over `t`.
+    pub async fn run<A: Adapter>(self, x: &A, t: ChannelTransport) -> Figures {
+        match self {
+            Case::GarbageBytes => one_bad_conn(x, t, |_| BadConn::garbage()).await,
+            Case::HttpRequest => one_bad_conn(x, t, |_| BadConn::http()).await,
+            Case::WrongMagic => one_bad_conn(x, t, |_| BadConn::wrong_magic()).await,
+            Case::WrongVersion => one_bad_conn(x, t, |_| BadConn::wrong_version()).await,
+            Case::HugeFrameLength => one_bad_conn(x, t, |_| BadConn::frame_of_len(u32::MAX)).await,
+            Case::FrameJustOverTheLimit => {
+                one_bad_conn(x, t, |_| BadConn::frame_of_len(MAX_FRAME + 1)).await
+            }
+            Case::OversizedHello => one_bad_conn(x, t, |_| BadConn::frame_of_len(MAX_FRAME)).await,
+            Case::OversizedHelloWithBody => {
+                one_bad_conn(x, t, |_| BadConn::oversized_hello_with_body()).await
+            }
+            Case::WrongCookie => wrong_cookie_is_refused(x, t).await,
+            Case::HelloForAnotherProc => one_bad_conn(x, t, BadConn::hello_for_another_proc).await,
+            Case::MalformedHello => one_bad_conn(x, t, |_| BadConn::malformed_hello()).await,
+            Case::DataBeforeHello => one_bad_conn(x, t, |_| BadConn::data_before_hello()).await,
+            Case::SilentConnection => one_bad_conn(x, t, |_| BadConn::silent()).await,
+            Case::StalledPreamble => one_bad_conn(x, t, |_| BadConn::stalled_preamble()).await,
+            Case::TwoHundredHeldConnections => many_held_conns(x, t, 200, &[]).await,
+            Case::TwoHundredAlmostWholeHellos => {
+                let send = BadConn::almost_whole_hello().send;
+                many_held_conns(x, t, 200, &send).await
+            }
+            Case::AThousandConnectCloseCycles => connect_close_cycles(x, t, 1000).await,
+        }
+    }
 }

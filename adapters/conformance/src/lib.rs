@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use procwire_smol::{
-    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Instance, LinkEvents,
+    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Held, Instance, LinkEvents,
     OncePortRef, PortRef, ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats,
     UnixAddr,
 };
@@ -75,6 +75,8 @@ pub trait TestProc: Clone + Send + Sync + 'static {
     fn connection_count(&self) -> usize;
     /// `Proc::refusals`.
     fn refusals(&self) -> Refusals;
+    /// `Proc::held`.
+    fn held(&self) -> Held;
     /// `Proc::shutdown`.
     fn shutdown(&self) -> impl Future<Output = ShutdownReport> + Send;
     /// `Proc::kill`.

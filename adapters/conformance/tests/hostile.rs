@@ -1,6 +1,15 @@
 //! Hostile peers against procs of each adapter, over Unix socket files and TCP: every bad
-//! connection is closed (and counted), and a legitimate session between two procs keeps
-//! delivering in order during and after the attack. See `procwire_conformance::hostile`.
+//! connection is closed (and counted), what the victim holds (connections, handshake bytes,
+//! sessions, held messages: `Proc::held`) stays within its configured bounds during and
+//! after the attack, and a legitimate session between two procs keeps delivering in order
+//! throughout. See `procwire_conformance::hostile`.
+//!
+//! The figures of every case (peak handshake bytes and connections, RSS, time to refusal,
+//! the legitimate session's largest gap) as a Markdown table, each case run alone:
+//!
+//! ```text
+//! cargo run --release -p procwire-conformance --example hostile_report -j 1
+//! ```
 
 macro_rules! hostile_suite {
     ($($adapter:ident => $run:path),* $(,)?) => {$(
@@ -10,102 +19,36 @@ macro_rules! hostile_suite {
     )*};
     (@transports $run:path, $($module:ident => $transport:ident),*) => {$(
         mod $module {
-            use procwire_conformance::hostile::{self, BadConn};
+            hostile_suite!(@cases $run, $transport,
+                garbage_bytes => GarbageBytes,
+                http_request => HttpRequest,
+                wrong_magic => WrongMagic,
+                wrong_version => WrongVersion,
+                huge_frame_length => HugeFrameLength,
+                frame_just_over_the_limit => FrameJustOverTheLimit,
+                oversized_hello_is_refused_at_once => OversizedHello,
+                oversized_hello_with_its_body => OversizedHelloWithBody,
+                wrong_cookie_is_refused => WrongCookie,
+                hello_for_another_proc => HelloForAnotherProc,
+                malformed_hello => MalformedHello,
+                data_before_hello => DataBeforeHello,
+                silent_connection => SilentConnection,
+                stalled_preamble => StalledPreamble,
+                two_hundred_held_connections => TwoHundredHeldConnections,
+                two_hundred_held_almost_whole_hellos => TwoHundredAlmostWholeHellos,
+                a_thousand_connect_close_cycles => AThousandConnectCloseCycles,
+            );
+        }
+    )*};
+    (@cases $run:path, $transport:ident, $($test:ident => $case:ident),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            use procwire_conformance::hostile::Case;
             use procwire_conformance::ChannelTransport;
-
-            const T: ChannelTransport = ChannelTransport::$transport;
-
-            #[test]
-            fn garbage_bytes() {
-                $run(|x| async move { hostile::one_bad_conn(&x, T, |_| BadConn::garbage()).await });
-            }
-
-            #[test]
-            fn http_request() {
-                $run(|x| async move { hostile::one_bad_conn(&x, T, |_| BadConn::http()).await });
-            }
-
-            #[test]
-            fn wrong_magic() {
-                $run(|x| async move {
-                    hostile::one_bad_conn(&x, T, |_| BadConn::wrong_magic()).await
-                });
-            }
-
-            #[test]
-            fn wrong_version() {
-                $run(|x| async move {
-                    hostile::one_bad_conn(&x, T, |_| BadConn::wrong_version()).await
-                });
-            }
-
-            #[test]
-            fn huge_frame_length() {
-                $run(|x| async move {
-                    hostile::one_bad_conn(&x, T, |_| BadConn::frame_of_len(u32::MAX)).await
-                });
-            }
-
-            #[test]
-            fn frame_just_over_the_limit() {
-                $run(|x| async move {
-                    hostile::one_bad_conn(&x, T, |_| BadConn::frame_of_len(hostile::MAX_FRAME + 1))
-                        .await
-                });
-            }
-
-            #[test]
-            fn oversized_hello_is_refused_at_once() {
-                $run(|x| async move { hostile::oversized_hello_is_refused_at_once(&x, T).await });
-            }
-
-            #[test]
-            fn wrong_cookie_is_refused() {
-                $run(|x| async move { hostile::wrong_cookie_is_refused(&x, T).await });
-            }
-
-            #[test]
-            fn hello_for_another_proc() {
-                $run(|x| async move {
-                    hostile::one_bad_conn(&x, T, BadConn::hello_for_another_proc).await
-                });
-            }
-
-            #[test]
-            fn malformed_hello() {
-                $run(|x| async move {
-                    hostile::one_bad_conn(&x, T, |_| BadConn::malformed_hello()).await
-                });
-            }
-
-            #[test]
-            fn data_before_hello() {
-                $run(|x| async move {
-                    hostile::one_bad_conn(&x, T, |_| BadConn::data_before_hello()).await
-                });
-            }
-
-            #[test]
-            fn silent_connection() {
-                $run(|x| async move { hostile::one_bad_conn(&x, T, |_| BadConn::silent()).await });
-            }
-
-            #[test]
-            fn stalled_preamble() {
-                $run(|x| async move {
-                    hostile::one_bad_conn(&x, T, |_| BadConn::stalled_preamble()).await
-                });
-            }
-
-            #[test]
-            fn two_hundred_held_connections() {
-                $run(|x| async move { hostile::many_held_conns(&x, T, 200).await });
-            }
-
-            #[test]
-            fn a_thousand_connect_close_cycles() {
-                $run(|x| async move { hostile::connect_close_cycles(&x, T, 1000).await });
-            }
+            let figures = $run(|x| async move {
+                Case::$case.run(&x, ChannelTransport::$transport).await
+            });
+            assert!(figures.samples > 0, "what the victim held was never sampled");
         }
     )*};
 }
