@@ -978,11 +978,13 @@ pub enum Case {
     TwoHundredAlmostWholeHellos,
     /// [`connect_close_cycles`] with 1000.
     AThousandConnectCloseCycles,
+    /// [`session_table_flood`]: valid hellos from 200 made-up procs against a table of 32.
+    SessionTableFlood,
 }
 
 impl Case {
     /// Every case, in the report's order.
-    pub const ALL: [Case; 17] = [
+    pub const ALL: [Case; 18] = [
         Case::GarbageBytes,
         Case::HttpRequest,
         Case::WrongMagic,
@@ -1000,6 +1002,7 @@ impl Case {
         Case::TwoHundredHeldConnections,
         Case::TwoHundredAlmostWholeHellos,
         Case::AThousandConnectCloseCycles,
+        Case::SessionTableFlood,
     ];
 
     /// For the report.
@@ -1022,6 +1025,7 @@ impl Case {
             Case::TwoHundredHeldConnections => "200 held connections",
             Case::TwoHundredAlmostWholeHellos => "200 held, each a hello but 1 byte",
             Case::AThousandConnectCloseCycles => "1000 connect/close cycles",
+            Case::SessionTableFlood => "200 made-up procs' hellos, table of 32",
         }
     }
 
@@ -1052,6 +1056,122 @@ impl Case {
                 many_held_conns(x, t, 200, &send).await
             }
             Case::AThousandConnectCloseCycles => connect_close_cycles(x, t, 1000).await,
+            Case::SessionTableFlood => session_table_flood(x, t, 200, 32).await,
         }
+    }
+}
+
+/// A valid hello from the made-up proc `from` (no cookie) to `to`.
+fn hello_from(from: &str, to: ProcId, session: u64) -> Vec<u8> {
+    let from: ProcId = format!("tcp:127.0.0.1:9,{from}")
+        .parse()
+        .expect("a proc id");
+    let hello = Hello {
+        from,
+        to,
+        incarnation: session,
+        session,
+        resume: false,
+        max_frame_len: MAX_FRAME,
+        auth: None,
+    };
+    let mut v = preamble().to_vec();
+    v.extend(frame(
+        FrameKind::Hello,
+        &postcard::to_allocvec(&hello).expect("encode hello"),
+    ));
+    v
+}
+
+/// Session-table exhaustion: `n` made-up procs each open a session with a valid hello on
+/// a short connection (read the welcome, close), against a victim that keeps `table`
+/// sessions. The table never holds more than `table`; the attackers' sessions, all
+/// disconnected, are evicted oldest first; and a legitimate proc that comes afterwards
+/// still gets a session and delivers every message in order.
+pub async fn session_table_flood<A: Adapter>(
+    x: &A,
+    t: ChannelTransport,
+    n: usize,
+    table: usize,
+) -> Figures {
+    init_logging();
+    let mut opts = hostile_options();
+    opts.core.max_inbound_sessions = table;
+    let cfg = opts.core.clone();
+    let b = x
+        .start(raw_reachable(t), "b", opts.clone())
+        .await
+        .expect("b");
+    let mut bounds = HeldBounds::of(&cfg);
+    bounds.inbound_sessions = table;
+    let mut peak = Held::default();
+    let mut samples = 0;
+    let mut refusal_times = Vec::new();
+    for i in 0..n {
+        let mut s = connect_raw(b.addr()).await.expect("connect");
+        let sent = Instant::now();
+        s.write_all(&hello_from(
+            &format!("m{i}"),
+            b.proc_id().clone(),
+            i as u64 + 1,
+        ))
+        .await
+        .expect("send hello");
+        let mut reply = [0u8; PREAMBLE_LEN + HEADER_LEN];
+        s.read_exact(&mut reply).await.expect("a reply");
+        refusal_times.push(sent.elapsed());
+        assert_eq!(
+            first_frame_kind(&reply),
+            Some(FrameKind::Welcome),
+            "attacker {i} is welcomed: the table makes room"
+        );
+        drop(s);
+        let h = b.held();
+        bounds.check(&h, "during the flood");
+        peak = max_each(peak, h);
+        samples += 1;
+    }
+    // Let the victim see the last attacker's close.
+    sleep(Duration::from_millis(50)).await;
+    let h = b.held();
+    bounds.check(&h, "after the flood");
+    assert_eq!(
+        h.inbound_sessions, table,
+        "the table is full of attackers: {h:?}"
+    );
+
+    // A legitimate proc arrives after the flood: it gets a session and delivers.
+    let a = x.start(raw_reachable(t), "a", opts).await.expect("a");
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<u64>();
+    let started = Instant::now();
+    let mut gaps = Duration::ZERO;
+    for i in 0..100u64 {
+        port.port_ref().send(&sender, i).await.expect("legit send");
+        let at = Instant::now();
+        let got = within(10, "a legit message after the flood", rx.recv())
+            .await
+            .expect("a message");
+        assert_eq!(got, i, "legit messages arrive once and in order");
+        gaps = gaps.max(at.elapsed());
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        b.stats().sessions_evicted >= 1,
+        "the legitimate session evicted a retained attacker's"
+    );
+    let h = b.held();
+    bounds.check(&h, "after the legitimate session");
+    peak = max_each(peak, h);
+    drop((sender, receiver, rx, port));
+    crate::scenarios::shutdown_clean(&a).await;
+    crate::scenarios::shutdown_clean(&b).await;
+    Figures {
+        bad_conns: n,
+        peak,
+        samples: samples + 2,
+        refusal_times,
+        legit_gap: Some(gaps),
     }
 }

@@ -37,6 +37,7 @@ macro_rules! hostile_suite {
                 two_hundred_held_connections => TwoHundredHeldConnections,
                 two_hundred_held_almost_whole_hellos => TwoHundredAlmostWholeHellos,
                 a_thousand_connect_close_cycles => AThousandConnectCloseCycles,
+                session_table_flood => SessionTableFlood,
             );
         }
     )*};
