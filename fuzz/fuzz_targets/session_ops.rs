@@ -1356,6 +1356,25 @@ impl World {
         true
     }
 
+    /// Every port's consumer takes all that was delivered to it; whether anything was.
+    fn consume_all(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        for n in 0..2 {
+            let ports: Vec<PortId> = self.nodes[n].ports.iter().map(|p| p.id.clone()).collect();
+            for port in ports {
+                let (msgs, bytes) = self.nodes[n].proc.registry().queued(&port);
+                if msgs > 0 {
+                    any = true;
+                    self.touch(n);
+                    self.nodes[n].proc.handle_consumed(now, &port, msgs, bytes);
+                    self.drain(n);
+                }
+            }
+        }
+        any
+    }
+
     /// A fair network until every accepted message is accounted for.
     fn settle(&mut self) {
         for _round in 0..20_000 {
@@ -1368,7 +1387,10 @@ impl World {
             if open.is_empty() && self.blocked.is_empty() {
                 return;
             }
-            if !self.fair_round(true) {
+            // Fair consumers too: every port's queue is drained, so links held behind a
+            // full port go on.
+            let consumed = self.consume_all();
+            if !self.fair_round(true) && !consumed {
                 break;
             }
         }
