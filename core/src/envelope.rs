@@ -128,6 +128,14 @@ pub enum Undeliverable {
     /// The message was transmitted, then the link failed (or was given up, or the proc shut
     /// down) before the peer acknowledged it: it may or may not have been delivered.
     Unconfirmed,
+    /// The message carried a type fingerprint other than its port's: refused before it was
+    /// placed, so the receiver never saw it.
+    WrongType {
+        /// The port's type.
+        expected: u64,
+        /// The message's.
+        found: u64,
+    },
 }
 
 impl Undeliverable {
@@ -161,6 +169,10 @@ impl fmt::Display for Undeliverable {
             Undeliverable::Unconfirmed => {
                 f.write_str("link failed before the peer confirmed it; delivery unknown")
             }
+            Undeliverable::WrongType { expected, found } => write!(
+                f,
+                "message type {found:016x} is not the port's type {expected:016x}"
+            ),
         }
     }
 }

@@ -134,7 +134,8 @@ pub(crate) fn spawn_actor<A: Actor>(
     let instance = Instance::new(engine.clone(), svc.clone(), id.clone(), returns, false);
     let port = id.port(ACTOR_PORT);
     // On failure `instance` drops here and releases the identity.
-    let queue = engine.bind_port(&port, PortKind::Stream)?;
+    let accepts = crate::TypeFingerprint::of::<A::Message>();
+    let queue = engine.bind_port(&port, PortKind::Stream, accepts)?;
     let mailbox = PortReceiver::<A::Message>::new(engine.clone(), port.clone(), queue);
     let handle = instance.handle();
     let span = tracing::info_span!("actor", actor = %id);

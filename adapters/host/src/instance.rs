@@ -15,7 +15,9 @@ use crate::error::{ProcError, SendError};
 use crate::links::LinkEvents;
 use crate::monitor::{DownReason, Monitor, ProcServices};
 use crate::sync::{Queue, Watch};
-use crate::typed::{OncePortHandle, OncePortReceiver, PortHandle, PortReceiver, PortRef, Returned};
+use crate::typed::{
+    OncePortHandle, OncePortReceiver, PortHandle, PortReceiver, PortRef, Returned, TypeFingerprint,
+};
 
 /// Where an actor or instance is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,7 +198,8 @@ impl Instance {
 
     /// Opens a port taking `M`s. Fails if the identity was stopped.
     pub fn try_open_port<M>(&self) -> Result<(PortHandle<M>, PortReceiver<M>), ProcError> {
-        let (port, queue) = self.engine.open_port(&self.id, PortKind::Stream)?;
+        let accepts = TypeFingerprint::of::<M>();
+        let (port, queue) = self.engine.open_port(&self.id, PortKind::Stream, accepts)?;
         let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
         Ok((PortHandle::new(port), rx))
     }
@@ -215,7 +218,8 @@ impl Instance {
     pub fn try_open_once_port<M>(
         &self,
     ) -> Result<(OncePortHandle<M>, OncePortReceiver<M>), ProcError> {
-        let (port, queue) = self.engine.open_port(&self.id, PortKind::Once)?;
+        let accepts = TypeFingerprint::of::<M>();
+        let (port, queue) = self.engine.open_port(&self.id, PortKind::Once, accepts)?;
         let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
         Ok((OncePortHandle::new(port), OncePortReceiver::new(rx)))
     }
@@ -248,7 +252,8 @@ impl Instance {
     /// index and receives what is sent to it from then on.
     pub fn bind_port<M>(&self, index: u64) -> Result<(PortHandle<M>, PortReceiver<M>), ProcError> {
         let port = self.id.port(index);
-        let queue = self.engine.bind_port(&port, PortKind::Stream)?;
+        let accepts = TypeFingerprint::of::<M>();
+        let queue = self.engine.bind_port(&port, PortKind::Stream, accepts)?;
         let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
         Ok((PortHandle::new(port), rx))
     }

@@ -58,12 +58,12 @@
 //!    payload that does not decode is [`DecodeError::Malformed`], one with bytes left over
 //!    is [`DecodeError::TrailingBytes`].
 //!
-//! A refused message is consumed and reported to the receiver as [`RecvError::Decode`] (an
-//! actor's loop logs and skips it); the port stays open. A once-port is spent by a refused
-//! message as by any other. The sender is not told yet: the check runs when the receiver
-//! takes the message, after the receiving proc has placed it in the port's queue and
-//! confirmed delivery. Returning it to its sender with a reason belongs before that point,
-//! where core decides delivery, and is planned there.
+//! A message whose fingerprint is not its port's never reaches the receiver: the receiving
+//! proc refuses it as it arrives, before placing it in the port's queue, and it comes back
+//! to its sender as [`Undeliverable::WrongType`] naming both fingerprints. (A once-port is
+//! spent by it: its receiver sees the port closed.) A message that fails strict decoding
+//! (no header, or a header that matched) is consumed and reported to the receiver as
+//! [`RecvError::Decode`] (an actor's loop logs and skips it); the port stays open.
 //!
 //! The fingerprint travels as a header rather than in the payload so that the payload stays
 //! exactly the postcard encoding of the message (raw receivers and [`Returned::payload`] see
