@@ -71,6 +71,10 @@ pub(crate) struct Inbound {
     pending_bytes: usize,
     /// A ping arrived since the last acknowledgement decision.
     pinged: bool,
+    /// The proc stopped routing at a full port: what arrives now is held, and counts
+    /// against `link_held_msgs` / `link_held_bytes`. (Messages decoded from one input and
+    /// not yet routed do not: they are bounded by what the driver passes at once.)
+    blocked: bool,
     acked: u64,
     unacked_bytes: usize,
     /// Last time anything arrived on the connection.
@@ -90,6 +94,7 @@ impl Inbound {
             pending: VecDeque::new(),
             pending_bytes: 0,
             pinged: false,
+            blocked: false,
             acked: 0,
             unacked_bytes: 0,
             heard: Instant::ZERO,
@@ -151,7 +156,13 @@ impl Inbound {
     /// dialer still holds it: it sends it again if it resumes, and returns it otherwise.
     /// Messages are held only while a connection is attached, so nothing from a session
     /// whose link was lost can be delivered after messages of a newer session.
+    /// Whether the proc's routing stopped at a full port (see `blocked`).
+    pub(crate) fn set_blocked(&mut self, blocked: bool) {
+        self.blocked = blocked;
+    }
+
     fn drop_pending(&mut self) {
+        self.blocked = false;
         self.next = self.routed();
         self.pending.clear();
         self.pending_bytes = 0;
@@ -239,8 +250,7 @@ impl Inbound {
     }
 
     fn on_data(&mut self, cx: &mut Ctx, body: bytes::Bytes) -> Result<(), ConnError> {
-        let held = !self.pending.is_empty();
-        if held
+        if self.blocked
             && (self.pending.len() >= cx.config.link_held_msgs
                 || self.pending_bytes + body.len() > cx.config.link_held_bytes)
         {

@@ -1108,11 +1108,13 @@ impl Proc {
                 return;
             };
             let Some(env) = s.session.front() else {
+                s.session.set_blocked(false);
                 break;
             };
             let local = env.returned.is_none() && env.dest.actor().proc() == &self.cx.id;
             if local && self.registry.is_full(&env.dest, limits) {
                 let port = env.dest.clone();
+                s.session.set_blocked(true);
                 if !self.blocked.iter().any(|(_, s)| *s == slot) {
                     self.blocked.push((port, slot));
                 }

@@ -1425,3 +1425,18 @@ fn a_failed_dial_is_reported_at_once_and_its_error_comes_back_with_the_returns()
         [(Bytes::from_static(b"x"), Undeliverable::Unreachable)]
     );
 }
+
+#[test]
+fn many_messages_in_one_read_are_not_an_overrun_when_no_port_is_full() {
+    let cfg = Config {
+        link_held_msgs: 1,
+        ..quick()
+    };
+    let mut p = Pair::new(2, cfg);
+    for m in [&b"1"[..], b"2", b"3", b"4"] {
+        p.send(0, target(1), m).unwrap();
+    }
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.payloads(1), ["1", "2", "3", "4"]);
+    assert!(p.failures(1).is_empty(), "{:?}", p.failures(1));
+}
