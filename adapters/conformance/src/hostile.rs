@@ -113,22 +113,7 @@ pub fn frame(kind: FrameKind, body: &[u8]) -> Vec<u8> {
 
 /// A hello from a made-up proc to `to`.
 pub fn hello_to(to: ProcId) -> Vec<u8> {
-    let from: ProcId = "tcp:127.0.0.1:9,mallory".parse().expect("a proc id");
-    let hello = Hello {
-        from,
-        to,
-        incarnation: 7,
-        session: 7,
-        resume: false,
-        max_frame_len: MAX_FRAME,
-        auth: None,
-    };
-    let mut v = preamble().to_vec();
-    v.extend(frame(
-        FrameKind::Hello,
-        &postcard::to_allocvec(&hello).expect("encode hello"),
-    ));
-    v
+    hello_from("mallory", to, 7)
 }
 
 /// The kind of the first frame in a reply that starts with the proc's preamble.
@@ -1061,8 +1046,9 @@ impl Case {
     }
 }
 
-/// A valid hello from the made-up proc `from` (no cookie) to `to`.
-fn hello_from(from: &str, to: ProcId, session: u64) -> Vec<u8> {
+/// A valid hello from the made-up proc `from` (no cookie) to `to`, in session `session`
+/// (also its incarnation).
+pub fn hello_from(from: &str, to: ProcId, session: u64) -> Vec<u8> {
     let from: ProcId = format!("tcp:127.0.0.1:9,{from}")
         .parse()
         .expect("a proc id");
