@@ -154,11 +154,6 @@ impl IdCache {
         // Hand out low indices first: they encode shorter.
         self.free.sort_unstable_by(|a, b| b.cmp(a));
     }
-
-    /// Forgets everything (a new session).
-    pub fn clear(&mut self) {
-        self.rewind(0);
-    }
 }
 
 /// The receiving half: ids the peer defined on this link.
