@@ -143,9 +143,10 @@
 //!   is set before the socket listens, so no connection slips in first.
 //! * An abstract name (`unix:@name`, and what `ChannelTransport::Unix.any()` binds) has no
 //!   file and no permissions: **any local user** in the same network namespace can connect.
-//!   A TCP address is reachable by whoever can route to it. Where that matters, serve on a
-//!   socket file in a directory only the intended users can reach (a shared-secret cookie
-//!   that authenticates links is planned, not there yet).
+//!   A TCP address is reachable by whoever can route to it. Where that matters, give every
+//!   proc of the deployment the same shared secret ([`ProcOptions::with_cookie`]: peers
+//!   without it cannot open a session; traffic is still not encrypted), or serve on a socket
+//!   file in a directory only the intended users can reach.
 //! * Whoever connects gets only as far as core's handshake allows: bad bytes, a wrong
 //!   version, an over-limit frame or a hello for another proc close that connection, and a
 //!   silent one is closed at `connect_timeout`. Such connections are counted per reason in
