@@ -243,9 +243,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut b = Driver::new("b", 2)?;
     // Identities and ports are plain registry calls on the machine.
     let client = a.proc.reserve_root("client")?;
-    let replies = a.proc.open_port(&client, PortKind::Stream)?;
+    let replies = a.proc.open_port(&client, PortKind::Stream, None)?;
     let server = b.proc.reserve_root("server")?;
-    let requests: PortId = b.proc.open_port(&server, PortKind::Stream)?;
+    let requests: PortId = b.proc.open_port(&server, PortKind::Stream, None)?;
     println!("a = {}\nb = {}", a.proc.id(), b.proc.id());
 
     // Time is an input: microseconds since an epoch the driver picks.

@@ -17,7 +17,7 @@
 //! SSH) for that. Unauthenticated bytes before the handshake (garbage, oversized headers,
 //! idle connections) are bounded by the handshake limits of `Config`, cookie or not.
 //!
-//! # Computation (protocol version 3)
+//! # Computation (since protocol version 3)
 //!
 //! All MACs are HMAC-SHA256 keyed with the cookie's bytes; nonces are [`NONCE_LEN`] bytes,
 //! tags [`TAG_LEN`] bytes.

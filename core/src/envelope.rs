@@ -27,7 +27,7 @@
 //! 05 01 04 'e' 'c' 'h' 'o' 00 07      dest: define 1 = LinkReceiver, "echo", pid 0; port 7
 //! 10                                  ttl 16
 //! 00                                  returned: none
-//! 00                                  headers: none
+//! 00                                  extras: no headers, untyped
 //! 'h' 'i'                             payload
 //! ```
 //!
@@ -36,6 +36,17 @@
 //! ```text
 //! 04 00 08 00 00 00                   frame header: Data, flags 0, body 8 bytes
 //! 02 04 07 10 00 00 'h' 'i'           sender index 0, dest index 1, port 7, ttl, none, none
+//! ```
+//!
+//! A typed payload (see [`crate::fingerprint`]) sets the low bit of the extras varint and
+//! carries its type's fingerprint right after it, 8 bytes little-endian (header count in
+//! the bits above; headers follow the fingerprint):
+//!
+//! ```text
+//! 04 00 10 00 00 00                   frame header: Data, flags 0, body 16 bytes
+//! 02 04 07 10 00 01                   as above, extras 1: no headers, typed
+//! 08 07 06 05 04 03 02 01             fingerprint 0x0102030405060708
+//! 'h' 'i'                             payload
 //! ```
 //!
 //! Outside a session (no cache) both actors carry tag `00` and their whole id. The test
@@ -47,6 +58,7 @@ use core::fmt;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::fingerprint::TypeFingerprint;
 pub use crate::frame::RefuseReason;
 use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::id::{ActorId, Name, PortId, ProcId};
@@ -69,6 +81,9 @@ pub struct Envelope {
     pub ttl: u8,
     /// Set when this is a message coming back to its sender, with the reason.
     pub returned: Option<Undeliverable>,
+    /// The type of the payload, for typed ports (see [`crate::fingerprint`]): a port bound
+    /// for another type refuses the message. `None` for untyped payloads.
+    pub fingerprint: Option<TypeFingerprint>,
     /// Optional key/value metadata, opaque to procwire.
     pub headers: Vec<(Name, Bytes)>,
     /// The message itself, opaque to procwire.
@@ -83,8 +98,22 @@ impl Envelope {
             dest,
             ttl: DEFAULT_TTL,
             returned: None,
+            fingerprint: None,
             headers: Vec::new(),
             payload,
+        }
+    }
+
+    /// A fresh envelope carrying a payload of the type `fingerprint` names.
+    pub fn typed(
+        sender: ActorId,
+        dest: PortId,
+        fingerprint: TypeFingerprint,
+        payload: Bytes,
+    ) -> Self {
+        Envelope {
+            fingerprint: Some(fingerprint),
+            ..Envelope::new(sender, dest, payload)
         }
     }
 
@@ -342,7 +371,7 @@ fn put_meta(
     let s = slot(&env.sender);
     let d = slot(env.dest.actor());
     let plain = env.returned.is_none() && env.headers.is_empty();
-    if put_short_meta(out, s, d, env.dest.index(), env.ttl, plain) {
+    if put_short_meta(out, s, d, env.dest.index(), env.ttl, plain, env.fingerprint) {
         return Ok(());
     }
     put_actor(out, &env.sender, link, s)?;
@@ -350,7 +379,13 @@ fn put_meta(
     put_varint(out, env.dest.index());
     out.extend_from_slice(&[env.ttl]);
     put_returned(out, env.returned)?;
-    put_varint(out, env.headers.len() as u64);
+    put_varint(
+        out,
+        (env.headers.len() as u64) << 1 | u64::from(env.fingerprint.is_some()),
+    );
+    if let Some(f) = env.fingerprint {
+        out.extend_from_slice(&f.to_le_bytes());
+    }
     for (k, v) in &env.headers {
         put_bytes(out, k.as_str().as_bytes());
         put_bytes(out, v);
@@ -386,9 +421,13 @@ pub(crate) fn decode(
     let port = r.varint(10).map_err(m)?;
     let ttl = r.byte().map_err(m)?;
     let returned = r.returned().map_err(m)?;
-    let count = r.varint(10).map_err(m)?;
+    let extras = r.varint(10).map_err(m)?;
+    let fingerprint = match extras & 1 {
+        0 => None,
+        _ => Some(r.fingerprint().map_err(m)?),
+    };
     let mut headers = Vec::new();
-    for _ in 0..count {
+    for _ in 0..extras >> 1 {
         let k = r.name().map_err(m)?;
         let v = r.bytes().map_err(m)?;
         headers.push((k, body.slice_ref(v)));
@@ -402,6 +441,7 @@ pub(crate) fn decode(
         dest: PortId::new(dest_actor, port),
         ttl,
         returned,
+        fingerprint,
         headers,
         payload,
     })
@@ -437,6 +477,7 @@ mod tests {
             prop::collection::vec(any::<u8>(), 0..300),
         )
             .prop_map(|(sender, dest, ttl, returned, headers, payload)| Envelope {
+                fingerprint: TypeFingerprint::from_u64(u64::from(ttl) * 0x9e37_79b9),
                 sender,
                 dest,
                 ttl,
@@ -523,6 +564,38 @@ mod tests {
         let mut plain = BytesMut::new();
         append_envelope(&env, Some(link), u32::MAX, &mut plain).unwrap();
         assert_eq!(&plain[6..9], &[0, 0, 6]);
+        // Typed: extras 1, then the fingerprint.
+        let typed = Envelope {
+            fingerprint: TypeFingerprint::from_u64(0x0102_0304_0506_0708),
+            ..env
+        };
+        let mut out = BytesMut::new();
+        append_envelope_cached(&typed, link, u32::MAX, &mut out, &mut cache, 2).unwrap();
+        assert_eq!(
+            &out[..],
+            &[4, 0, 16, 0, 0, 0, 2, 4, 7, 16, 0, 1, 8, 7, 6, 5, 4, 3, 2, 1, b'h', b'i'][..]
+        );
+        let got = decode_envelope_cached(out.freeze().slice(HEADER_LEN..), link, &mut table);
+        assert_eq!(got.unwrap(), typed);
+    }
+
+    #[test]
+    fn a_zero_fingerprint_is_malformed() {
+        let (a, b, env) = example();
+        let link = Link {
+            sender: &a,
+            receiver: &b,
+        };
+        let mut out = BytesMut::new();
+        append_envelope(&env, Some(link), u32::MAX, &mut out).unwrap();
+        // Turn "extras 0" into "typed" with eight zero bytes.
+        let body_end = out.len() - 2;
+        let mut body = out[HEADER_LEN..body_end - 1].to_vec();
+        body.push(1);
+        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(b"hi");
+        let got = decode_envelope(Bytes::from(body), Some(link));
+        assert!(matches!(got, Err(EnvelopeError::Malformed(_))), "{got:?}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Framing: the connection preamble, the fixed frame header, an incremental decoder and
 //! encoders into caller-owned buffers.
 //!
-//! # Wire layout (protocol version 3)
+//! # Wire layout (protocol version 4)
 //!
 //! Each side of a connection first writes an 8-byte preamble, then frames:
 //!
@@ -63,7 +63,7 @@ use crate::id::ProcId;
 /// First four bytes of every connection.
 pub const MAGIC: [u8; 4] = *b"PWIR";
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Bytes in the preamble.
 pub const PREAMBLE_LEN: usize = 8;
 /// Bytes in a frame header.

@@ -29,7 +29,7 @@
 //! fixed-capacity `heapless` storage. `alloc` adds envelopes, the registry, routing, sessions
 //! and the proc machine. `std` (default) adds `std::error::Error` for the id errors.
 //!
-//! ## Protocol, version 3
+//! ## Protocol, version 4
 //!
 //! A link carries one proc's messages to another over successive connections; each proc
 //! dials its own outbound links, so a connection carries data one way and acknowledgements
@@ -84,7 +84,8 @@
 //!
 //! Version 2 added the id cache (an actor starts with a varint tag) and the welcome's
 //! `id_cache` field; version 3 the cookie handshake (the hello's `auth`, `Challenge`,
-//! `Proof`). Versions do not interoperate; the preamble says which one a peer speaks, and
+//! `Proof`); version 4 the type fingerprint of typed envelopes (the envelope's `extras`
+//! varint, see [`fingerprint`]). Versions do not interoperate; the preamble says which one a peer speaks, and
 //! an acceptor refuses another with `UnsupportedVersion`.
 //!
 //! ## Delivery
@@ -121,6 +122,7 @@ pub mod config;
 mod ctx;
 #[cfg(feature = "alloc")]
 pub mod envelope;
+pub mod fingerprint;
 pub mod frame;
 pub mod id;
 #[cfg(feature = "alloc")]

@@ -9,7 +9,9 @@
 //! port    varint
 //! ttl     u8
 //! returned                 0 | 1 + Undeliverable (postcard)
-//! headers varint count, each: name (varint length + UTF-8), value (varint length + bytes)
+//! extras  varint           header count << 1 | typed
+//! type    8 bytes          only when typed: the TypeFingerprint, little-endian (never 0)
+//! headers                  each: name (varint length + UTF-8), value (varint length + bytes)
 //! ```
 //!
 //! Varints are LEB128 (postcard's), at most 5 bytes for a u32 and 10 for a u64. The rare
@@ -18,6 +20,7 @@
 use bytes::BytesMut;
 
 use crate::envelope::{EnvelopeError, Link, Undeliverable};
+use crate::fingerprint::TypeFingerprint;
 use crate::id::{ActorId, Name, ProcId};
 use crate::idcache::Slot;
 
@@ -45,8 +48,8 @@ pub(crate) fn put_varint(out: &mut BytesMut, v: u64) {
     out.extend_from_slice(&buf[..n]);
 }
 
-/// The common case in one write: both actors by index, no return reason, no headers.
-/// `false` (nothing written) when the envelope needs the general path.
+/// The common case in one write: both actors by index, no return reason, no headers,
+/// typed or not. `false` (nothing written) when the envelope needs the general path.
 pub(crate) fn put_short_meta(
     out: &mut BytesMut,
     sender: Slot,
@@ -54,17 +57,24 @@ pub(crate) fn put_short_meta(
     port: u64,
     ttl: u8,
     plain: bool,
+    fingerprint: Option<TypeFingerprint>,
 ) -> bool {
     let (Slot::Ref(_), Slot::Ref(_), true) = (sender, dest, plain) else {
         return false;
     };
-    let mut buf = [0u8; 32];
+    let mut buf = [0u8; 48];
     let mut at = varint_at(&mut buf, 0, u64::from(sender.tag()));
     at = varint_at(&mut buf, at, u64::from(dest.tag()));
     at = varint_at(&mut buf, at, port);
-    // ttl, then "no return reason" and "no headers".
+    // ttl, "no return reason", then no headers and whether typed.
     buf[at] = ttl;
-    at += 3;
+    at += 2;
+    if let Some(f) = fingerprint {
+        buf[at] = 1;
+        buf[at + 1..at + 9].copy_from_slice(&f.to_le_bytes());
+        at += 8;
+    }
+    at += 1;
     out.extend_from_slice(&buf[..at]);
     true
 }
@@ -178,6 +188,15 @@ impl<'a> Reader<'a> {
         let (b, rest) = self.buf.split_at(len);
         self.buf = rest;
         Ok(b)
+    }
+
+    /// A [`TypeFingerprint`]: 8 bytes, little-endian, never 0.
+    pub(crate) fn fingerprint(&mut self) -> Result<TypeFingerprint, PErr> {
+        let Some((b, rest)) = self.buf.split_first_chunk::<8>() else {
+            return Err(PErr::DeserializeUnexpectedEnd);
+        };
+        self.buf = rest;
+        TypeFingerprint::from_le_bytes(*b).ok_or(PErr::DeserializeBadEncoding)
     }
 
     pub(crate) fn name(&mut self) -> Result<Name, PErr> {

@@ -31,7 +31,7 @@
 //! let id = ProcId::new(ChannelAddr::Local(7), Name::new("root").unwrap());
 //! let mut proc = Proc::new(id, Config::default(), /* incarnation */ 1, /* seed */ 2);
 //! let me = proc.reserve_root("client").unwrap();
-//! let port = proc.open_port(&me, PortKind::Stream).unwrap();
+//! let port = proc.open_port(&me, PortKind::Stream, None).unwrap();
 //!
 //! let mut now = Instant::ZERO;
 //! // 1. mutate
@@ -111,6 +111,7 @@ use bytes::{Bytes, BytesMut};
 use crate::auth::{self, Side, Tag, NONCE_LEN};
 use crate::ctx::Ctx;
 use crate::envelope::{Envelope, Undeliverable, DEFAULT_TTL};
+use crate::fingerprint::TypeFingerprint;
 use crate::frame::{
     preamble, FrameDecoder, FrameError, FrameHeader, FrameKind, Hello, Item, RefuseReason, Welcome,
     CHALLENGE_LEN, MAX_HANDSHAKE_FRAME_LEN,
@@ -299,13 +300,23 @@ impl Proc {
     }
 
     /// Opens an ephemeral port.
-    pub fn open_port(&mut self, actor: &ActorId, kind: PortKind) -> Result<PortId, RegistryError> {
-        self.registry.open_port(actor, kind)
+    pub fn open_port(
+        &mut self,
+        actor: &ActorId,
+        kind: PortKind,
+        accepts: Option<TypeFingerprint>,
+    ) -> Result<PortId, RegistryError> {
+        self.registry.open_port(actor, kind, accepts)
     }
 
     /// Binds a well-known port.
-    pub fn bind_port(&mut self, port: &PortId, kind: PortKind) -> Result<(), RegistryError> {
-        self.registry.bind_port(port, kind)
+    pub fn bind_port(
+        &mut self,
+        port: &PortId,
+        kind: PortKind,
+        accepts: Option<TypeFingerprint>,
+    ) -> Result<(), RegistryError> {
+        self.registry.bind_port(port, kind, accepts)
     }
 
     /// Unbinds a port. Links waiting on it go on (its messages now come back as
@@ -644,7 +655,10 @@ impl Proc {
 
     fn deliver_local(&mut self, env: Envelope, origin: Option<u64>) {
         match env.returned {
-            None => match self.registry.deliver(&env.dest, env.payload.len()) {
+            None => match self
+                .registry
+                .deliver(&env.dest, env.payload.len(), env.fingerprint)
+            {
                 Ok(()) => {
                     self.cx.stats.delivered += 1;
                     self.cx.out.push(Output::Deliver(env));

@@ -31,6 +31,7 @@
 use alloc::collections::BTreeMap;
 use core::fmt;
 
+use crate::fingerprint::TypeFingerprint;
 use crate::id::{ActorId, Name, NameError, PortId, ProcId};
 
 /// Ports `0..FIRST_EPHEMERAL_PORT` are reserved for well-known uses.
@@ -121,15 +122,18 @@ pub struct QueueLimits {
 #[derive(Debug)]
 struct Port {
     kind: PortKind,
+    /// The message type it takes: an envelope carrying another is refused.
+    accepts: Option<TypeFingerprint>,
     /// Delivered and not yet reported consumed.
     msgs: usize,
     bytes: usize,
 }
 
 impl Port {
-    fn new(kind: PortKind) -> Self {
+    fn new(kind: PortKind, accepts: Option<TypeFingerprint>) -> Self {
         Port {
             kind,
+            accepts,
             msgs: 0,
             bytes: 0,
         }
@@ -191,8 +195,14 @@ impl Registry {
     }
 
     /// Opens an ephemeral port on `actor`, with an index never handed out before to any
-    /// actor of its root name.
-    pub fn open_port(&mut self, actor: &ActorId, kind: PortKind) -> Result<PortId, RegistryError> {
+    /// actor of its root name. With `accepts`, envelopes typed otherwise are refused
+    /// ([`Undeliverable::WrongType`](crate::envelope::Undeliverable::WrongType)).
+    pub fn open_port(
+        &mut self,
+        actor: &ActorId,
+        kind: PortKind,
+        accepts: Option<TypeFingerprint>,
+    ) -> Result<PortId, RegistryError> {
         self.check_local(actor)?;
         let root = self
             .roots
@@ -204,12 +214,18 @@ impl Registry {
             .ok_or_else(|| no_such(actor))?;
         let index = root.next_port;
         root.next_port += 1;
-        a.ports.insert(index, Port::new(kind));
+        a.ports.insert(index, Port::new(kind, accepts));
         Ok(actor.port(index))
     }
 
-    /// Binds a well-known port (below [`FIRST_EPHEMERAL_PORT`]).
-    pub fn bind_port(&mut self, port: &PortId, kind: PortKind) -> Result<(), RegistryError> {
+    /// Binds a well-known port (below [`FIRST_EPHEMERAL_PORT`]); `accepts` as for
+    /// [`Registry::open_port`].
+    pub fn bind_port(
+        &mut self,
+        port: &PortId,
+        kind: PortKind,
+        accepts: Option<TypeFingerprint>,
+    ) -> Result<(), RegistryError> {
         if port.index() >= FIRST_EPHEMERAL_PORT {
             return Err(RegistryError::NotWellKnown(port.index()));
         }
@@ -217,7 +233,7 @@ impl Registry {
         if a.ports.contains_key(&port.index()) {
             return Err(RegistryError::PortInUse(port.index()));
         }
-        a.ports.insert(port.index(), Port::new(kind));
+        a.ports.insert(port.index(), Port::new(kind, accepts));
         Ok(())
     }
 
@@ -247,13 +263,15 @@ impl Registry {
         self.actor(actor).is_some()
     }
 
-    /// Accounts for one delivery of `bytes` to `port`: `Err` says why it cannot be
-    /// delivered; a once-port is retired by a successful delivery. The message then counts
-    /// against the port's queue until [`Registry::consumed`] reports it taken.
+    /// Accounts for one delivery of `bytes` of type `typed` to `port`: `Err` says why it
+    /// cannot be delivered (no such actor or port, or a port typed otherwise); a once-port
+    /// is retired by a successful delivery. The message then counts against the port's
+    /// queue until [`Registry::consumed`] reports it taken.
     pub fn deliver(
         &mut self,
         port: &PortId,
         bytes: usize,
+        typed: Option<TypeFingerprint>,
     ) -> Result<(), crate::envelope::Undeliverable> {
         use crate::envelope::Undeliverable;
         let a = self
@@ -261,6 +279,13 @@ impl Registry {
             .map_err(|_| Undeliverable::NoSuchActor)?;
         match a.ports.get_mut(&port.index()) {
             None => Err(Undeliverable::NoSuchPort),
+            Some(Port {
+                accepts: Some(want),
+                ..
+            }) if typed.is_some_and(|t| t != *want) => Err(Undeliverable::WrongType {
+                expected: want.get(),
+                found: typed.map_or(0, TypeFingerprint::get),
+            }),
             Some(p) if p.kind == PortKind::Once => {
                 a.ports.remove(&port.index());
                 Ok(())
@@ -388,31 +413,34 @@ mod tests {
     fn ephemeral_ports_are_never_reused() {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
-        let p1 = r.open_port(&a, PortKind::Stream).unwrap();
+        let p1 = r.open_port(&a, PortKind::Stream, None).unwrap();
         assert_eq!(p1.index(), FIRST_EPHEMERAL_PORT);
         r.close_port(&p1);
-        let p2 = r.open_port(&a, PortKind::Stream).unwrap();
+        let p2 = r.open_port(&a, PortKind::Stream, None).unwrap();
         assert_eq!(p2.index(), FIRST_EPHEMERAL_PORT + 1);
-        assert_eq!(r.deliver(&p1, 0), Err(Undeliverable::NoSuchPort));
-        assert_eq!(r.deliver(&p2, 0), Ok(()));
+        assert_eq!(r.deliver(&p1, 0, None), Err(Undeliverable::NoSuchPort));
+        assert_eq!(r.deliver(&p2, 0, None), Ok(()));
     }
 
     #[test]
     fn a_reserved_again_name_never_gets_its_predecessors_ephemeral_ports() {
         let mut r = reg();
         let old = r.reserve_root("svc").unwrap();
-        let p_old = r.open_port(&old, PortKind::Stream).unwrap();
-        let once_old = r.open_port(&old, PortKind::Once).unwrap();
+        let p_old = r.open_port(&old, PortKind::Stream, None).unwrap();
+        let once_old = r.open_port(&old, PortKind::Once, None).unwrap();
         r.remove_actor(&old);
         let new = r.reserve_root("svc").unwrap();
         assert_eq!(new, old, "the name is held again as svc[0]");
-        let p_new = r.open_port(&new, PortKind::Stream).unwrap();
-        let once_new = r.open_port(&new, PortKind::Once).unwrap();
+        let p_new = r.open_port(&new, PortKind::Stream, None).unwrap();
+        let once_new = r.open_port(&new, PortKind::Once, None).unwrap();
         assert!(p_new.index() > once_old.index(), "{p_new} after {once_old}");
         assert_ne!(once_new, once_old);
-        assert_eq!(r.deliver(&p_old, 0), Err(Undeliverable::NoSuchPort));
-        assert_eq!(r.deliver(&once_old, 0), Err(Undeliverable::NoSuchPort));
-        assert_eq!(r.deliver(&p_new, 0), Ok(()));
+        assert_eq!(r.deliver(&p_old, 0, None), Err(Undeliverable::NoSuchPort));
+        assert_eq!(
+            r.deliver(&once_old, 0, None),
+            Err(Undeliverable::NoSuchPort)
+        );
+        assert_eq!(r.deliver(&p_new, 0, None), Ok(()));
     }
 
     #[test]
@@ -420,18 +448,18 @@ mod tests {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
         let c = r.child(&a).unwrap();
-        let pa = r.open_port(&a, PortKind::Stream).unwrap();
-        let pc = r.open_port(&c, PortKind::Stream).unwrap();
+        let pa = r.open_port(&a, PortKind::Stream, None).unwrap();
+        let pc = r.open_port(&c, PortKind::Stream, None).unwrap();
         assert_ne!(pa.index(), pc.index());
         // A port index of a removed child is not handed out again, to a new child either.
         r.remove_actor(&c);
         let c2 = r.child(&a).unwrap();
-        let pc2 = r.open_port(&c2, PortKind::Stream).unwrap();
+        let pc2 = r.open_port(&c2, PortKind::Stream, None).unwrap();
         assert!(pc2.index() > pc.index());
         // Another root name counts on its own.
         let b = r.reserve_root("b").unwrap();
         assert_eq!(
-            r.open_port(&b, PortKind::Stream).unwrap().index(),
+            r.open_port(&b, PortKind::Stream, None).unwrap().index(),
             FIRST_EPHEMERAL_PORT
         );
     }
@@ -441,32 +469,35 @@ mod tests {
         let mut r = reg();
         let old = r.reserve_root("svc").unwrap();
         let mailbox = old.port(0);
-        r.bind_port(&mailbox, PortKind::Stream).unwrap();
+        r.bind_port(&mailbox, PortKind::Stream, None).unwrap();
         r.remove_actor(&old);
-        assert_eq!(r.deliver(&mailbox, 0), Err(Undeliverable::NoSuchActor));
+        assert_eq!(
+            r.deliver(&mailbox, 0, None),
+            Err(Undeliverable::NoSuchActor)
+        );
         let new = r.reserve_root("svc").unwrap();
-        assert_eq!(r.deliver(&mailbox, 0), Err(Undeliverable::NoSuchPort));
-        r.bind_port(&new.port(0), PortKind::Stream).unwrap();
-        assert_eq!(r.deliver(&mailbox, 0), Ok(()));
+        assert_eq!(r.deliver(&mailbox, 0, None), Err(Undeliverable::NoSuchPort));
+        r.bind_port(&new.port(0), PortKind::Stream, None).unwrap();
+        assert_eq!(r.deliver(&mailbox, 0, None), Ok(()));
     }
 
     #[test]
     fn a_port_is_full_at_its_limits_until_consumed() {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
-        let p = r.open_port(&a, PortKind::Stream).unwrap();
+        let p = r.open_port(&a, PortKind::Stream, None).unwrap();
         let limits = QueueLimits {
             msgs: 2,
             bytes: 100,
         };
         assert!(!r.is_full(&p, limits));
-        r.deliver(&p, 10).unwrap();
+        r.deliver(&p, 10, None).unwrap();
         assert!(!r.is_full(&p, limits));
-        r.deliver(&p, 10).unwrap();
+        r.deliver(&p, 10, None).unwrap();
         assert!(r.is_full(&p, limits), "two messages");
         r.consumed(&p, 1, 10);
         assert!(!r.is_full(&p, limits));
-        r.deliver(&p, 500).unwrap();
+        r.deliver(&p, 500, None).unwrap();
         assert!(r.is_full(&p, limits), "over the byte limit");
         assert_eq!(r.queued(&p), (2, 510));
         r.consumed(&p, 1, 10);
@@ -479,22 +510,50 @@ mod tests {
     fn once_ports_retire_after_one_delivery() {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
-        let p = r.open_port(&a, PortKind::Once).unwrap();
-        assert_eq!(r.deliver(&p, 0), Ok(()));
-        assert_eq!(r.deliver(&p, 0), Err(Undeliverable::NoSuchPort));
+        let p = r.open_port(&a, PortKind::Once, None).unwrap();
+        assert_eq!(r.deliver(&p, 0, None), Ok(()));
+        assert_eq!(r.deliver(&p, 0, None), Err(Undeliverable::NoSuchPort));
+    }
+
+    #[test]
+    fn typed_ports_refuse_other_types_without_spending_a_once_port() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        let (want, other) = (TypeFingerprint::of::<u32>(), TypeFingerprint::of::<u64>());
+        let wrong = Err(Undeliverable::WrongType {
+            expected: want.get(),
+            found: other.get(),
+        });
+        let p = r.open_port(&a, PortKind::Stream, Some(want)).unwrap();
+        assert_eq!(r.deliver(&p, 4, Some(other)), wrong);
+        assert_eq!(r.queued(&p), (0, 0));
+        assert_eq!(r.deliver(&p, 4, Some(want)), Ok(()));
+        // Untyped envelopes are not checked.
+        assert_eq!(r.deliver(&p, 4, None), Ok(()));
+        assert_eq!(r.queued(&p), (2, 8));
+        let once = r.open_port(&a, PortKind::Once, Some(want)).unwrap();
+        assert_eq!(r.deliver(&once, 0, Some(other)), wrong);
+        assert_eq!(r.deliver(&once, 0, Some(want)), Ok(()));
+        assert_eq!(
+            r.deliver(&once, 0, Some(want)),
+            Err(Undeliverable::NoSuchPort)
+        );
+        // An untyped port takes anything.
+        let any = r.open_port(&a, PortKind::Stream, None).unwrap();
+        assert_eq!(r.deliver(&any, 0, Some(other)), Ok(()));
     }
 
     #[test]
     fn well_known_ports_bind_once_and_only_below_the_range() {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
-        r.bind_port(&a.port(0), PortKind::Stream).unwrap();
+        r.bind_port(&a.port(0), PortKind::Stream, None).unwrap();
         assert_eq!(
-            r.bind_port(&a.port(0), PortKind::Stream),
+            r.bind_port(&a.port(0), PortKind::Stream, None),
             Err(RegistryError::PortInUse(0))
         );
         assert_eq!(
-            r.bind_port(&a.port(FIRST_EPHEMERAL_PORT), PortKind::Stream),
+            r.bind_port(&a.port(FIRST_EPHEMERAL_PORT), PortKind::Stream, None),
             Err(RegistryError::NotWellKnown(FIRST_EPHEMERAL_PORT))
         );
     }
@@ -504,9 +563,9 @@ mod tests {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
         let c = r.child(&a).unwrap();
-        let p = r.open_port(&c, PortKind::Stream).unwrap();
+        let p = r.open_port(&c, PortKind::Stream, None).unwrap();
         r.remove_actor(&c);
-        assert_eq!(r.deliver(&p, 0), Err(Undeliverable::NoSuchActor));
+        assert_eq!(r.deliver(&p, 0, None), Err(Undeliverable::NoSuchActor));
         assert!(r.contains_actor(&a));
         assert_eq!(r.actor_count(), 1);
     }

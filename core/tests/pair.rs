@@ -84,7 +84,7 @@ impl Pair {
         self.incarnation += 1;
         let mut proc = Proc::new(pid(i), self.config.clone(), self.incarnation, i as u64);
         let a = proc.reserve_root("a").unwrap();
-        proc.bind_port(&a.port(1), PortKind::Stream).unwrap();
+        proc.bind_port(&a.port(1), PortKind::Stream, None).unwrap();
         Node {
             proc,
             delivered: Vec::new(),
@@ -464,7 +464,7 @@ fn unknown_actor_and_port_come_back_from_the_remote_proc() {
 fn once_port_takes_one_message_the_second_comes_back() {
     let mut p = Pair::new(2, quick());
     let b = actor(1, "a");
-    let once = p.nodes[1].proc.open_port(&b, PortKind::Once).unwrap();
+    let once = p.nodes[1].proc.open_port(&b, PortKind::Once, None).unwrap();
     p.send(0, once.clone(), b"1").unwrap();
     p.send(0, once, b"2").unwrap();
     p.run_for(Duration::from_millis(10));

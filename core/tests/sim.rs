@@ -236,7 +236,7 @@ impl Sim {
         let seed = self.rng.next();
         let mut proc = Proc::new(proc_id(i), self.config.clone(), self.next_incarnation, seed);
         let a = proc.reserve_root("a").unwrap();
-        let port = proc.open_port(&a, PortKind::Stream).unwrap();
+        let port = proc.open_port(&a, PortKind::Stream, None).unwrap();
         let sender = proc.reserve_root("s").unwrap();
         let slow = self.rng.chance(400);
         Node {

@@ -15,6 +15,7 @@ use procwire_core::envelope::{
     append_envelope, append_envelope_cached, decode_envelope, decode_envelope_cached, Envelope,
     Link, RefuseReason, Undeliverable,
 };
+use procwire_core::fingerprint::TypeFingerprint;
 use procwire_core::frame::{FrameDecoder, FrameKind, Item, HEADER_LEN};
 use procwire_core::id::{ActorId, ChannelAddr, Name, PortId, ProcId, UnixAddr};
 use procwire_core::idcache::{IdCache, IdTable};
@@ -246,6 +247,7 @@ struct ArbEnvelope {
     port: u64,
     ttl: u8,
     returned: Option<ArbReason>,
+    fingerprint: u64,
     headers: Vec<(String, Vec<u8>)>,
     payload: Vec<u8>,
     link: LinkSel,
@@ -272,6 +274,7 @@ fn structured_mode(bytes: &[u8]) {
         dest,
         ttl: a.ttl,
         returned: a.returned.as_ref().map(ArbReason::build),
+        fingerprint: TypeFingerprint::from_u64(a.fingerprint),
         headers: a
             .headers
             .iter()

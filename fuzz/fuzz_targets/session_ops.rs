@@ -414,7 +414,7 @@ impl Node {
             (&xc, PortKind::Stream),
             (&y, PortKind::Stream),
         ] {
-            let id = proc.open_port(actor, kind).expect("actor exists");
+            let id = proc.open_port(actor, kind, None).expect("actor exists");
             ports.push(PortModel {
                 id,
                 kind,
@@ -423,7 +423,8 @@ impl Node {
         }
         for (index, kind) in [(7, PortKind::Stream), (8, PortKind::Once)] {
             let id = y.port(index);
-            proc.bind_port(&id, kind).expect("well-known port is free");
+            proc.bind_port(&id, kind, None)
+                .expect("well-known port is free");
             ports.push(PortModel {
                 id,
                 kind,
@@ -1061,7 +1062,7 @@ impl World {
                 } else {
                     PortKind::Stream
                 };
-                let opened = node.proc.open_port(&actor, kind);
+                let opened = node.proc.open_port(&actor, kind, None);
                 if node.removed[i] {
                     assert!(opened.is_err(), "opened a port on a removed actor");
                     return;
@@ -1287,6 +1288,7 @@ impl World {
                         1 => Undeliverable::Unreachable,
                         _ => Undeliverable::SessionLost,
                     }),
+                    fingerprint: None,
                     headers: Vec::new(),
                     payload: Bytes::copy_from_slice(payload),
                 };

@@ -33,7 +33,7 @@ use procwire_core::proc::{
 use procwire_core::registry::{PortKind, RegistryError};
 use procwire_core::time::Instant;
 
-use crate::error::{DecodeError, SendError};
+use crate::error::SendError;
 use crate::runtime::BoxFuture;
 use crate::sync::{lock, PushError, Queue, Watch};
 use crate::typed::{Returned, TypeFingerprint};
@@ -116,9 +116,6 @@ pub(crate) enum Phase {
 struct PortEntry {
     queue: Arc<Queue<Envelope>>,
     kind: PortKind,
-    /// The fingerprint of the port's message type: a message carrying another is refused
-    /// before it is placed, and returned to its sender as `WrongType`.
-    accepts: TypeFingerprint,
 }
 
 struct ActorEntry {
@@ -246,9 +243,6 @@ impl Engine {
             return;
         };
         let once = entry.kind == PortKind::Once;
-        if let Err(DecodeError::WrongType { expected, found }) = entry.accepts.check(&env) {
-            return self.refuse_wrong_type(st, now, env, once, expected, found);
-        }
         match entry.queue.push(env) {
             Ok(()) => {
                 if once {
@@ -264,32 +258,6 @@ impl Engine {
                     .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
             }
         }
-    }
-
-    /// A message of another type than its port's goes back to its sender. Core counted it
-    /// delivered: it is reported consumed at once. A once-port was retired by it: its
-    /// receiver sees the port closed.
-    fn refuse_wrong_type(
-        &self,
-        st: &mut State,
-        now: Instant,
-        env: Envelope,
-        once: bool,
-        expected: TypeFingerprint,
-        found: TypeFingerprint,
-    ) {
-        let dest = env.dest.clone();
-        if once {
-            if let Some(entry) = st.ports.remove(&dest) {
-                entry.queue.close();
-            }
-        }
-        st.core.handle_consumed(now, &dest, 1, env.payload.len());
-        let reason = Undeliverable::WrongType {
-            expected: expected.get(),
-            found: found.get(),
-        };
-        st.core.handle_undeliverable(now, env, reason);
     }
 
     fn return_to_sender(&self, st: &mut State, env: Envelope) {
@@ -442,8 +410,8 @@ impl Engine {
         accepts: TypeFingerprint,
     ) -> Result<(PortId, Arc<Queue<Envelope>>), RegistryError> {
         self.turn(|st, _| {
-            let port = st.core.open_port(actor, kind)?;
-            Ok((port.clone(), self.register_port(st, port, kind, accepts)))
+            let port = st.core.open_port(actor, kind, Some(accepts))?;
+            Ok((port.clone(), self.register_port(st, port, kind)))
         })
     }
 
@@ -455,18 +423,12 @@ impl Engine {
         accepts: TypeFingerprint,
     ) -> Result<Arc<Queue<Envelope>>, RegistryError> {
         self.turn(|st, _| {
-            st.core.bind_port(port, kind)?;
-            Ok(self.register_port(st, port.clone(), kind, accepts))
+            st.core.bind_port(port, kind, Some(accepts))?;
+            Ok(self.register_port(st, port.clone(), kind))
         })
     }
 
-    fn register_port(
-        &self,
-        st: &mut State,
-        port: PortId,
-        kind: PortKind,
-        accepts: TypeFingerprint,
-    ) -> Arc<Queue<Envelope>> {
+    fn register_port(&self, st: &mut State, port: PortId, kind: PortKind) -> Arc<Queue<Envelope>> {
         let queue = Arc::new(Queue::new());
         if self.phase.get() == Phase::Stopped {
             queue.close();
@@ -476,7 +438,6 @@ impl Engine {
                 PortEntry {
                     queue: queue.clone(),
                     kind,
-                    accepts,
                 },
             );
         }

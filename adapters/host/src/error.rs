@@ -154,7 +154,7 @@ impl From<CoreSendError> for SendError {
 
 /// Why a typed port refused a message (it is never handed out as a value).
 ///
-/// The type check comes first: a message whose type header names another type is refused
+/// The type check comes first: a message whose fingerprint names another type is refused
 /// before its payload is looked at. Decoding is strict: the payload must be exactly one
 /// encoded message, with no bytes left over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,11 +166,6 @@ pub enum DecodeError {
         expected: TypeFingerprint,
         /// The fingerprint the message carried.
         found: TypeFingerprint,
-    },
-    /// The type header is present but is not an 8-byte fingerprint.
-    BadTypeHeader {
-        /// Its length in bytes.
-        len: usize,
     },
     /// The payload is not a valid encoding of the port's type.
     Malformed(postcard::Error),
@@ -191,9 +186,6 @@ impl fmt::Display for DecodeError {
                 f,
                 "the message is of type {found}, the port takes type {expected}"
             ),
-            DecodeError::BadTypeHeader { len } => {
-                write!(f, "the type header has {len} bytes, not 8")
-            }
             DecodeError::Malformed(e) => write!(f, "the payload does not decode: {e}"),
             DecodeError::TrailingBytes { used, len } => write!(
                 f,

@@ -49,26 +49,24 @@
 //!
 //! A typed port never hands out a value of another type:
 //!
-//! 1. **Fingerprint.** A typed send adds the header [`TYPE_HEADER`] holding the
-//!    [`TypeFingerprint`] of the message type (8 bytes, little-endian). The receiving port
-//!    compares it with its own type's fingerprint *before* decoding and refuses a mismatch
-//!    ([`DecodeError::WrongType`]). Envelopes without the header (raw sends such as
-//!    [`Instance::send_bytes`], or a peer that does not use typed ports) skip this step.
+//! 1. **Fingerprint.** A typed send marks the envelope with the [`TypeFingerprint`] of the
+//!    message type (`Envelope::fingerprint`; 8 bytes on the wire). Every port opened here
+//!    is bound in core with its type's fingerprint, and core compares the two *as the
+//!    message arrives*, before placing it in the port's queue: a mismatch never reaches the
+//!    receiver and comes back to its sender as [`Undeliverable::WrongType`] naming both
+//!    fingerprints. A once-port is not spent by it. Envelopes without a fingerprint (raw
+//!    sends such as [`Instance::send_bytes`], or a peer that does not use typed ports)
+//!    skip this step. Decoding an envelope by hand ([`decode_envelope`]) makes the same
+//!    check ([`DecodeError::WrongType`]).
 //! 2. **Strict decoding.** The payload must be exactly one encoding of the port's type: a
 //!    payload that does not decode is [`DecodeError::Malformed`], one with bytes left over
-//!    is [`DecodeError::TrailingBytes`].
+//!    is [`DecodeError::TrailingBytes`]. Such a message is consumed and reported to the
+//!    receiver as [`RecvError::Decode`] (an actor's loop logs and skips it); the port stays
+//!    open.
 //!
-//! A message whose fingerprint is not its port's never reaches the receiver: the receiving
-//! proc refuses it as it arrives, before placing it in the port's queue, and it comes back
-//! to its sender as [`Undeliverable::WrongType`] naming both fingerprints. (A once-port is
-//! spent by it: its receiver sees the port closed.) A message that fails strict decoding
-//! (no header, or a header that matched) is consumed and reported to the receiver as
-//! [`RecvError::Decode`] (an actor's loop logs and skips it); the port stays open.
-//!
-//! The fingerprint travels as a header rather than in the payload so that the payload stays
-//! exactly the postcard encoding of the message (raw receivers and [`Returned::payload`] see
-//! what was encoded) and core needs no change. It costs about 17 bytes of metadata per
-//! message.
+//! The fingerprint travels beside the payload rather than in it, so the payload stays
+//! exactly the postcard encoding of the message (raw receivers and [`Returned::payload`]
+//! see what was encoded).
 //!
 //! A [`PortRef`] carries its type's fingerprint in its serialized form too (the port id, then
 //! the 8 fingerprint bytes), and deserializing it as a `PortRef` of another type fails. So a
@@ -183,7 +181,7 @@ pub use refusals::{RefusalReason, Refusals};
 pub use runtime::{BoxFuture, Connection, Reader, Runtime, StdListener, Timer, Writer};
 pub use typed::{
     decode, decode_envelope, encode, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
-    PortReceiver, PortRef, Returned, TypeFingerprint, TYPE_HEADER,
+    PortReceiver, PortRef, Returned, TypeFingerprint,
 };
 
 pub use procwire_core;
@@ -211,7 +209,7 @@ pub mod api {
         LinkEvents, Monitor, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
         PortReceiver, PortRef, ProcError, ProcOptions, RecvError, RefusalReason, Refusals,
         Returned, SendError, ShutdownReport, TryRecvError, TypeFingerprint, ACTOR_PORT,
-        MONITOR_SERVICE, TYPE_HEADER,
+        MONITOR_SERVICE,
     };
 
     pub use procwire_core;

@@ -481,9 +481,12 @@ impl Monitors {
         let Some(engine) = engine.upgrade() else {
             return Err(SendError::ShuttingDown);
         };
-        let mut env = Envelope::new(id, cmd.to.port_id().clone(), encode(&cmd.msg)?);
-        env.headers
-            .push(TypeFingerprint::of::<MonitorMsg>().header());
+        let env = Envelope::typed(
+            id,
+            cmd.to.port_id().clone(),
+            TypeFingerprint::of::<MonitorMsg>(),
+            encode(&cmd.msg)?,
+        );
         engine.try_send(env)
     }
 

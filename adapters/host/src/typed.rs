@@ -2,7 +2,7 @@
 //!
 //! Runtime-neutral. Messages are serialized with serde + postcard; the payload of each
 //! envelope is exactly the postcard encoding of one message, and the envelope carries the
-//! message type's [`TypeFingerprint`] in the header [`TYPE_HEADER`].
+//! message type's [`TypeFingerprint`] (`Envelope::fingerprint`).
 //!
 //! * [`PortRef<M>`] names a port that takes `M`s. It is plain data (a [`PortId`] and the
 //!   fingerprint of `M`) that can travel inside messages to any proc, which can then send to
@@ -27,7 +27,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use procwire_core::envelope::{Envelope, Undeliverable};
-use procwire_core::id::{ActorId, Name, PortId};
+use procwire_core::id::{ActorId, PortId};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -36,105 +36,13 @@ use crate::error::{DecodeError, RecvError, SendError, TryRecvError};
 use crate::instance::Instance;
 use crate::sync::{PopError, Queue};
 
-/// The envelope header that carries a typed message's [`TypeFingerprint`] (8 bytes,
-/// little-endian). Header names starting with `pw-` are reserved for procwire.
-pub const TYPE_HEADER: &str = "pw-type";
+pub use procwire_core::fingerprint::TypeFingerprint;
 
-/// A stable 64-bit identifier of a message type; see [fingerprints](crate#fingerprints) for what
-/// it covers.
-///
-/// It serializes as 8 bytes, little-endian (the same bytes as in [`TYPE_HEADER`]).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TypeFingerprint(u64);
-
-impl Serialize for TypeFingerprint {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.to_le_bytes().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for TypeFingerprint {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <[u8; 8]>::deserialize(d).map(|b| TypeFingerprint(u64::from_le_bytes(b)))
-    }
-}
-
-impl TypeFingerprint {
-    /// The fingerprint of `M`: FNV-1a (64-bit) of `core::any::type_name::<M>()`.
-    pub fn of<M: ?Sized>() -> Self {
-        Self::of_type_name(core::any::type_name::<M>())
-    }
-
-    /// The fingerprint of a type named `name` (the text `core::any::type_name` gives).
-    pub const fn of_type_name(name: &str) -> Self {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
-        let bytes = name.as_bytes();
-        let mut hash = OFFSET;
-        let mut i = 0;
-        while i < bytes.len() {
-            hash ^= bytes[i] as u64;
-            hash = hash.wrapping_mul(PRIME);
-            i += 1;
-        }
-        TypeFingerprint(hash)
-    }
-
-    /// A fingerprint from its numeric value.
-    pub const fn from_u64(value: u64) -> Self {
-        TypeFingerprint(value)
-    }
-
-    /// The numeric value.
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The [`TYPE_HEADER`] entry carrying this fingerprint.
-    pub fn header(self) -> (Name, Bytes) {
-        (
-            type_header_name(),
-            Bytes::copy_from_slice(&self.0.to_le_bytes()),
-        )
-    }
-
-    /// The fingerprint an envelope carries: `Ok(None)` without a [`TYPE_HEADER`].
-    pub fn in_envelope(env: &Envelope) -> Result<Option<Self>, DecodeError> {
-        let Some((_, value)) = env.headers.iter().find(|(n, _)| n.as_str() == TYPE_HEADER) else {
-            return Ok(None);
-        };
-        let bytes: [u8; 8] = value[..]
-            .try_into()
-            .map_err(|_| DecodeError::BadTypeHeader { len: value.len() })?;
-        Ok(Some(TypeFingerprint(u64::from_le_bytes(bytes))))
-    }
-
-    /// `Ok` unless `env` carries another fingerprint than `self` (or a malformed one).
-    pub fn check(self, env: &Envelope) -> Result<(), DecodeError> {
-        match Self::in_envelope(env)? {
-            Some(found) if found != self => Err(DecodeError::WrongType {
-                expected: self,
-                found,
-            }),
-            _ => Ok(()),
-        }
-    }
-}
-
-fn type_header_name() -> Name {
-    // A constant that satisfies the name predicate; checked by a test.
-    Name::new(TYPE_HEADER).unwrap_or_else(|_| unreachable!("TYPE_HEADER is a valid name"))
-}
-
-impl fmt::Display for TypeFingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for TypeFingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TypeFingerprint({self})")
+/// `Ok` unless `env` carries another fingerprint than `expected`.
+pub(crate) fn check_type(expected: TypeFingerprint, env: &Envelope) -> Result<(), DecodeError> {
+    match env.fingerprint {
+        Some(found) if found != expected => Err(DecodeError::WrongType { expected, found }),
+        _ => Ok(()),
     }
 }
 
@@ -169,7 +77,7 @@ fn decode_checked<M: DeserializeOwned>(
     env: &Envelope,
     expected: TypeFingerprint,
 ) -> Result<M, DecodeError> {
-    expected.check(env)?;
+    check_type(expected, env)?;
     decode(&env.payload)
 }
 
@@ -180,9 +88,12 @@ fn typed_envelope<M: Serialize + ?Sized>(
     fingerprint: TypeFingerprint,
     msg: &M,
 ) -> Result<Envelope, SendError> {
-    let mut env = Envelope::new(cx.actor_id().clone(), port, encode(msg)?);
-    env.headers.push(fingerprint.header());
-    Ok(env)
+    Ok(Envelope::typed(
+        cx.actor_id().clone(),
+        port,
+        fingerprint,
+        encode(msg)?,
+    ))
 }
 
 /// The serialized form of a port reference: the port and the fingerprint of its type.
@@ -661,7 +572,7 @@ mod tests {
     use super::*;
 
     fn port() -> PortId {
-        let name = |s| Name::new(s).expect("a name");
+        let name = |s| procwire_core::id::Name::new(s).expect("a name");
         ProcId::new(ChannelAddr::Local(1), name("p"))
             .actor(name("svc"), 0)
             .port(1024)
@@ -670,7 +581,7 @@ mod tests {
     fn envelope<M: Serialize>(msg: &M, header: Option<TypeFingerprint>) -> Envelope {
         let dest = port();
         let mut env = Envelope::new(dest.actor().clone(), dest, encode(msg).expect("encodes"));
-        env.headers.extend(header.map(TypeFingerprint::header));
+        env.fingerprint = header;
         env
     }
 
@@ -698,14 +609,9 @@ mod tests {
             TypeFingerprint::of::<Vec<u64>>()
         );
         assert_eq!(
-            TypeFingerprint::from_u64(0xab).to_string(),
+            TypeFingerprint::from_u64(0xab).unwrap().to_string(),
             "00000000000000ab"
         );
-    }
-
-    #[test]
-    fn the_type_header_name_is_a_valid_name() {
-        assert_eq!(type_header_name().as_str(), TYPE_HEADER);
     }
 
     #[test]
@@ -726,10 +632,10 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_type_header_is_refused_before_decoding() {
+    fn a_wrong_fingerprint_is_refused_before_decoding() {
         let want = TypeFingerprint::of::<Vec<u8>>();
         let found = TypeFingerprint::of::<String>();
-        // Postcard encodes both alike: only the header tells them apart.
+        // Postcard encodes both alike: only the fingerprint tells them apart.
         let env = envelope(&"hello".to_string(), Some(found));
         assert_eq!(
             decode_envelope::<Vec<u8>>(&env),
@@ -739,16 +645,9 @@ mod tests {
             })
         );
         assert_eq!(decode_envelope::<String>(&env), Ok("hello".to_string()));
-        // Without a header (a raw send) only strict decoding applies.
+        // Without a fingerprint (a raw send) only strict decoding applies.
         let raw = envelope(&"hello".to_string(), None);
         assert_eq!(decode_envelope::<Vec<u8>>(&raw), Ok(b"hello".to_vec()));
-        let mut bad = raw.clone();
-        bad.headers
-            .push((Name::new(TYPE_HEADER).unwrap(), Bytes::from_static(b"abc")));
-        assert_eq!(
-            decode_envelope::<String>(&bad),
-            Err(DecodeError::BadTypeHeader { len: 3 })
-        );
     }
 
     #[test]

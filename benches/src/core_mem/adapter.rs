@@ -86,7 +86,7 @@ impl Node {
     pub fn new(i: usize) -> Node {
         let mut proc = Proc::new(proc_id(i), Config::default(), 1000 + i as u64, i as u64);
         let me = proc.reserve_root("a").expect("fresh proc takes root a");
-        proc.bind_port(&me.port(1), PortKind::Stream)
+        proc.bind_port(&me.port(1), PortKind::Stream, None)
             .expect("fresh actor binds port 1");
         Node {
             proc,
