@@ -345,6 +345,7 @@ macro_rules! suite {
                 peer_restart_returns_in_flight,
                 window_full_blocks_then_resumes,
                 pipelined_sends_wait_for_window,
+                a_slow_consumer_holds_its_sender_back,
                 shutdown_leaks_no_tasks_and_closes_everything,
                 child_ids_count_up_per_root,
                 actor_lifecycle_and_failures,

@@ -543,6 +543,59 @@ pub async fn pipelined_sends_wait_for_window<A: Adapter, B: Adapter>(
     shutdown_both(&a, &b).await;
 }
 
+/// A consumer that stops taking: its port's queue and the link's held messages stay within
+/// their limits, the sender's window fills so its sends wait, and once the consumer takes
+/// again everything arrives, once and in order.
+pub async fn a_slow_consumer_holds_its_sender_back<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    init_logging();
+    let mut sender_opts = options();
+    sender_opts.core.window_msgs = 32;
+    let mut receiver_opts = options();
+    receiver_opts.core.port_queue_msgs = 8;
+    receiver_opts.core.link_held_msgs = 64;
+    let a = aa.start(t.any(), "a", sender_opts).await.expect("a");
+    let b = ba.start(t.any(), "b", receiver_opts).await.expect("b");
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<u64>();
+    let dest = port.port_ref();
+    const N: u64 = 600;
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    let send = async {
+        for i in 0..N {
+            dest.send(&sender, i).await.expect("send");
+            sent.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let recv = async {
+        // Take nothing for a while: the sender must be held back.
+        sleep(Duration::from_millis(300)).await;
+        let accepted = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            accepted <= 8 + 32,
+            "{accepted} sends went through with 8 queued and a window of 32"
+        );
+        assert!(rx.len() <= 8, "{} queued at a port of 8", rx.len());
+        assert!(b.held().link_held_msgs <= 64);
+        for i in 0..N {
+            assert_eq!(rx.recv().await, Ok(i));
+        }
+    };
+    within(
+        60,
+        "a slow consumer's sender",
+        futures_lite::future::zip(send, recv),
+    )
+    .await;
+    assert_eq!(b.held().link_held_msgs, 0);
+    drop((rx, sender, receiver));
+    shutdown_both(&a, &b).await;
+}
+
 /// A root name can be held once per proc; bad names and taken addresses are refused.
 pub async fn duplicate_root_names_and_bad_names_are_refused<A: Adapter>(
     aa: &A,

@@ -146,12 +146,22 @@ pub(crate) struct Engine {
     state: Mutex<State>,
     phase: Watch<Phase>,
     returns_cap: usize,
+    consume_batch: (usize, usize),
 }
+
+/// Most messages a receiver takes before it reports them consumed.
+const CONSUME_BATCH_MSGS: usize = 32;
 
 impl Engine {
     /// Wraps `core`, which must be freshly made.
     pub(crate) fn new(core: CoreProc, rt: Arc<dyn Hooks>, returns_cap: usize) -> Arc<Self> {
+        let limits = core.config().port_limits();
+        let consume_batch = (
+            CONSUME_BATCH_MSGS.min(limits.msgs / 4).max(1),
+            (limits.bytes / 4).max(1),
+        );
         Arc::new(Engine {
+            consume_batch,
             id: core.id().clone(),
             rt,
             state: Mutex::new(State {
@@ -458,6 +468,19 @@ impl Engine {
                 st.core.close_port(port);
             }
         });
+    }
+
+    /// When a port's receiver reports what it took: once it took this many messages, or
+    /// this many payload bytes, since its last report: at most 32 messages and a quarter
+    /// of the port's queue limits (`Config::port_queue_msgs` / `port_queue_bytes`).
+    ///
+    /// So core's count of a port's queue exceeds the real one by less than a quarter of
+    /// each limit, and a full port is never left waiting on an unreported message: when
+    /// core sees the queue full, more than three quarters of a limit are really queued, and
+    /// taking them reaches a report. (Reporting whenever the queue runs empty would be
+    /// exact too, but costs an engine turn per read batch when the receiver keeps up.)
+    pub(crate) fn consume_batch(&self) -> (usize, usize) {
+        self.consume_batch
     }
 
     /// A port's receiver took `msgs` messages of `bytes` payload bytes from its queue.

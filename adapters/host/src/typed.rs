@@ -46,9 +46,13 @@ pub(crate) fn check_type(expected: TypeFingerprint, env: &Envelope) -> Result<()
     }
 }
 
-/// Serializes `msg` as a payload.
+/// Serializes `msg` as a payload, into one allocation of exactly its size (a first pass
+/// measures it; growing a buffer as the encoding goes would reallocate several times for
+/// small messages and copy large ones).
 pub fn encode<M: Serialize + ?Sized>(msg: &M) -> Result<Bytes, SendError> {
-    postcard::to_allocvec(msg)
+    let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .map_err(SendError::Encode)?;
+    postcard::to_extend(msg, Vec::with_capacity(len))
         .map(Bytes::from)
         .map_err(SendError::Encode)
 }
@@ -383,18 +387,18 @@ pub struct PortReceiver<M> {
     queue: Arc<Queue<Envelope>>,
     /// Taken and not yet reported to core: (messages, payload bytes).
     taken: (usize, usize),
+    /// Report once either reaches this: [`Engine::consume_batch`].
+    batch: (usize, usize),
     _m: PhantomData<fn() -> M>,
 }
-
-/// A receiver reports what it took to core at least every this many messages.
-const REPORT_EVERY: usize = 32;
 
 impl<M> PortReceiver<M> {
     pub(crate) fn new(engine: Arc<Engine>, port: PortId, queue: Arc<Queue<Envelope>>) -> Self {
         PortReceiver {
-            engine,
             port,
             fingerprint: TypeFingerprint::of::<M>(),
+            batch: engine.consume_batch(),
+            engine,
             queue,
             taken: (0, 0),
             _m: PhantomData,
@@ -448,12 +452,12 @@ impl<M> PortReceiver<M> {
     }
 
     /// Reports what this receiver took to core, which bounds the port's queue
-    /// (`Config::port_queue_msgs` / `port_queue_bytes`): in batches, and whenever the queue
-    /// runs empty, so a full port is never left waiting on an unreported message.
+    /// (`Config::port_queue_msgs` / `port_queue_bytes`), in batches: see
+    /// [`Engine::consume_batch`] for why a full port never waits on an unreported message.
     fn took(&mut self, env: &Envelope) {
         self.taken.0 += 1;
         self.taken.1 += env.payload.len();
-        if self.taken.0 >= REPORT_EVERY || self.queue.len() == 0 {
+        if self.taken.0 >= self.batch.0 || self.taken.1 >= self.batch.1 {
             let (msgs, bytes) = std::mem::take(&mut self.taken);
             self.engine.consumed(&self.port, msgs, bytes);
         }
