@@ -20,7 +20,6 @@
 //! the timer; the proc driver in [`crate::proc`] provides them on top of a
 //! [`Runtime`](crate::Runtime).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -34,6 +33,7 @@ use procwire_core::registry::{PortKind, RegistryError};
 use procwire_core::time::Instant;
 
 use crate::error::SendError;
+use crate::fasthash::FastMap;
 use crate::runtime::BoxFuture;
 use crate::sync::{lock, PushError, Queue, Watch};
 use crate::typed::{Returned, TypeFingerprint};
@@ -125,18 +125,18 @@ struct ActorEntry {
 /// Everything behind the engine's lock.
 struct State {
     core: CoreProc,
-    ports: HashMap<PortId, PortEntry>,
-    actors: HashMap<ActorId, ActorEntry>,
-    conns: HashMap<ConnId, Arc<ConnCtl>>,
+    ports: FastMap<PortId, PortEntry>,
+    actors: FastMap<ActorId, ActorEntry>,
+    conns: FastMap<ConnId, Arc<ConnCtl>>,
     /// Senders waiting for a link's window to open.
-    writable: HashMap<ProcId, Vec<Waker>>,
+    writable: FastMap<ProcId, Vec<Waker>>,
     /// The deadline the timer task sleeps on.
     armed: Option<Instant>,
     /// Undeliverable returns dropped because their sender was gone or its queue full.
     returns_dropped: u64,
     /// Why each peer that core gave up on was unreachable (its last dial error), for the
     /// returns that follow; forgotten when it connects again.
-    unreachable_cause: HashMap<ProcId, DialError>,
+    unreachable_cause: FastMap<ProcId, DialError>,
 }
 
 /// The adapter's state around one core proc machine.
@@ -166,13 +166,13 @@ impl Engine {
             rt,
             state: Mutex::new(State {
                 core,
-                ports: HashMap::new(),
-                actors: HashMap::new(),
-                conns: HashMap::new(),
-                writable: HashMap::new(),
+                ports: FastMap::default(),
+                actors: FastMap::default(),
+                conns: FastMap::default(),
+                writable: FastMap::default(),
                 armed: None,
                 returns_dropped: 0,
-                unreachable_cause: HashMap::new(),
+                unreachable_cause: FastMap::default(),
             }),
             phase: Watch::new(Phase::Running),
             returns_cap,

@@ -155,6 +155,7 @@ mod actor;
 mod adapter;
 mod engine;
 mod error;
+mod fasthash;
 mod instance;
 mod links;
 mod local;
