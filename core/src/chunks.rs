@@ -8,12 +8,20 @@
 //! when its last frame is released. After a reconnect, transmission resumes at any sequence
 //! number by slicing the runs from that frame on: nothing is encoded again.
 //!
+//! A full chunk is replaced through a [`Recycler`]: the chunk retired `spare_buffers`
+//! renewals ago is taken back when every frame of it has been acknowledged and every slice
+//! the driver was given has been dropped, so a busy link reuses a few chunks instead of
+//! allocating one per `chunk_bytes` of traffic. A link holds at most `1 + spare_buffers`
+//! chunks of its own beyond those its unacknowledged frames keep alive.
+//!
 //! Sequence numbers are implicit: the store holds frames `base..end`, and knows each one's
 //! length, so it can find any frame's offset in its run.
 
 use alloc::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::recycle::Recycler;
 
 /// A frozen, contiguous run of whole frames.
 #[derive(Debug)]
@@ -38,10 +46,11 @@ pub(crate) struct ChunkStore {
     /// Sum of `lens`.
     bytes: usize,
     chunk_bytes: usize,
+    recycler: Recycler,
 }
 
 impl ChunkStore {
-    pub(crate) fn new(chunk_bytes: usize) -> Self {
+    pub(crate) fn new(chunk_bytes: usize, spares: usize) -> Self {
         ChunkStore {
             base: 0,
             lens: VecDeque::new(),
@@ -50,6 +59,7 @@ impl ChunkStore {
             open_first: 0,
             bytes: 0,
             chunk_bytes,
+            recycler: Recycler::new(spares),
         }
     }
 
@@ -89,7 +99,8 @@ impl ChunkStore {
         if self.open.capacity() - self.open.len() < hint {
             self.seal();
             // A new chunk; what is still referenced of the old one lives in its runs.
-            self.open = BytesMut::with_capacity(self.chunk_bytes.max(hint));
+            self.recycler
+                .renew(&mut self.open, hint, self.chunk_bytes.max(hint));
         }
         &mut self.open
     }
@@ -237,7 +248,7 @@ mod tests {
 
     #[test]
     fn frames_are_handed_out_in_runs_and_resume_anywhere() {
-        let mut s = ChunkStore::new(8);
+        let mut s = ChunkStore::new(8, 2);
         assert_eq!(push(&mut s, b"aaa"), 0);
         assert_eq!(push(&mut s, b"bb"), 1);
         assert_eq!(push(&mut s, b"cccc"), 2); // does not fit: new chunk
@@ -256,7 +267,7 @@ mod tests {
 
     #[test]
     fn slices_share_the_chunk_memory() {
-        let mut s = ChunkStore::new(64);
+        let mut s = ChunkStore::new(64, 2);
         push(&mut s, b"one");
         push(&mut s, b"two");
         let (a, n) = s.slice_from(0).unwrap();
@@ -267,7 +278,7 @@ mod tests {
 
     #[test]
     fn pop_and_split_off_return_whole_frames() {
-        let mut s = ChunkStore::new(16);
+        let mut s = ChunkStore::new(16, 2);
         for f in [&b"a"[..], b"bb", b"ccc", b"dddd"] {
             push(&mut s, f);
         }

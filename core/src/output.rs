@@ -316,6 +316,12 @@ pub(crate) enum Popped {
 /// newest queued transmit while it is below `coalesce` bytes, so they leave in one write;
 /// data frames stay in their session's chunk store and are pulled when their marker is
 /// popped.
+///
+/// A transmit of control frames is built in a buffer of [`CTL_BLOCK`] bytes and handed
+/// out as a slice of it; the buffer's handle then goes back to a free list (at most
+/// `spare_buffers` handles) and the next transmit is built in the rest of the block, or in
+/// the whole block again once every transmit cut from it has been dropped. So
+/// acknowledgements and pings allocate nothing while the driver drops what it wrote.
 #[derive(Debug)]
 pub(crate) struct Outputs {
     queue: VecDeque<Slot>,
@@ -324,12 +330,18 @@ pub(crate) struct Outputs {
     /// Absolute position of the open (appendable) transmit of each connection; a proc
     /// writes to a handful of connections at a time, so a short list beats a map.
     open: Vec<(ConnId, u64)>,
+    /// Handles of blocks whose transmits were handed out, most recent last.
+    free: Vec<BytesMut>,
+    spares: usize,
     /// Connections with a pull marker queued and not yet popped.
     pulls: Vec<ConnId>,
     coalesce: usize,
     /// Connections closed since the last `take_closed`.
     closed: Vec<ConnId>,
 }
+
+/// Blocks of control-frame buffers: many acknowledgements and pings share one.
+const CTL_BLOCK: usize = 4 * 1024;
 
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // see `Output`
@@ -340,11 +352,13 @@ enum Slot {
 }
 
 impl Outputs {
-    pub(crate) fn new(coalesce: usize) -> Self {
+    pub(crate) fn new(coalesce: usize, spares: usize) -> Self {
         Outputs {
             queue: VecDeque::new(),
             popped: 0,
             open: Vec::new(),
+            free: Vec::with_capacity(spares),
+            spares,
             pulls: Vec::new(),
             coalesce,
             closed: Vec::new(),
@@ -382,13 +396,23 @@ impl Outputs {
                 return;
             }
         }
-        // Start small: a turn often writes a single frame; `extend` doubles as more come.
-        let mut buf = BytesMut::with_capacity(len.max(64));
+        let mut buf = self.block(len);
         parts.iter().for_each(|p| buf.extend_from_slice(p));
         let abs = self.popped + self.queue.len() as u64;
         self.close_open(conn);
         self.open.push((conn, abs));
         self.queue.push_back(Slot::Building { conn, buf });
+    }
+
+    /// An empty buffer with room for `len` bytes: the rest of a recent block, a block all
+    /// of whose transmits were dropped, or a new one.
+    fn block(&mut self, len: usize) -> BytesMut {
+        if let Some(mut buf) = self.free.pop() {
+            if buf.capacity() >= len || buf.try_reclaim(len.max(CTL_BLOCK)) {
+                return buf;
+            }
+        }
+        BytesMut::with_capacity(len.max(CTL_BLOCK))
     }
 
     /// Data for `conn` is waiting in its session: queue a pull marker unless one is queued.
@@ -424,12 +448,13 @@ impl Outputs {
                 self.pulls.retain(|c| *c != conn);
                 Popped::Pull(conn)
             }
-            Slot::Building { conn, buf } => {
+            Slot::Building { conn, mut buf } => {
                 self.open.retain(|o| *o != (conn, abs));
-                Popped::Output(Output::Transmit {
-                    conn,
-                    data: buf.freeze(),
-                })
+                let data = buf.split().freeze();
+                if self.free.len() < self.spares {
+                    self.free.push(buf);
+                }
+                Popped::Output(Output::Transmit { conn, data })
             }
         })
     }
@@ -448,7 +473,7 @@ mod tests {
 
     #[test]
     fn small_writes_coalesce_per_connection_in_order() {
-        let mut q = Outputs::new(64 * 1024);
+        let mut q = Outputs::new(64 * 1024, 2);
         let (a, b) = (ConnId(1), ConnId(2));
         q.write(a, &[b"one"]);
         q.write(b, &[b"x"]);
@@ -466,7 +491,7 @@ mod tests {
 
     #[test]
     fn pull_markers_keep_their_place_once_per_connection() {
-        let mut q = Outputs::new(64 * 1024);
+        let mut q = Outputs::new(64 * 1024, 2);
         let a = ConnId(1);
         q.write(a, &[b"head"]);
         q.pull(a);

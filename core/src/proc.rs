@@ -106,14 +106,14 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::auth::{self, Side, Tag, NONCE_LEN};
 use crate::ctx::Ctx;
 use crate::envelope::{Envelope, Undeliverable, DEFAULT_TTL};
 use crate::frame::{
-    preamble, FrameDecoder, FrameError, FrameHeader, FrameKind, Hello, Item, RefuseReason, Welcome,
-    CHALLENGE_LEN, MAX_HANDSHAKE_FRAME_LEN,
+    preamble, FrameDecoder, FrameError, FrameHeader, FrameKind, Hello, Item, RecycledBody,
+    RefuseReason, Welcome, CHALLENGE_LEN, MAX_HANDSHAKE_FRAME_LEN,
 };
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
 use crate::inbound::{Fate, Inbound};
@@ -131,7 +131,7 @@ pub use crate::output::{ConnError, ConnId, DialError, DialErrorKind, Event, Outp
 enum Role {
     /// Accepted, waiting for the hello (or, with a cookie, for the proof).
     Accepting {
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
         deadline: Instant,
         /// The hello, once challenged, until the dialer proves the cookie.
         proving: Option<Box<Proving>>,
@@ -405,7 +405,10 @@ impl Proc {
         let conn = self.cx.new_conn();
         if self.admit(conn) {
             self.cx.out.write(conn, &[&preamble()]);
-            let decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME_LEN, BytesMut::new());
+            let decoder = FrameDecoder::new(
+                MAX_HANDSHAKE_FRAME_LEN,
+                RecycledBody::new(self.cx.config.spare_buffers),
+            );
             let deadline = now + self.cx.config.connect_timeout;
             let proving = None;
             self.conns.insert(
@@ -865,7 +868,7 @@ impl Proc {
         now: Instant,
         conn: ConnId,
         header: FrameHeader,
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
         deadline: Instant,
         proving: Option<Box<Proving>>,
     ) {
@@ -903,7 +906,7 @@ impl Proc {
         now: Instant,
         conn: ConnId,
         hello: Hello,
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
         deadline: Instant,
     ) {
         match (self.cx.config.cookie.is_some(), hello.auth.is_some()) {
@@ -920,7 +923,7 @@ impl Proc {
         &mut self,
         conn: ConnId,
         hello: Hello,
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
         deadline: Instant,
     ) {
         let tags = self.cx.nonce().and_then(|nonce| {
@@ -976,7 +979,7 @@ impl Proc {
         now: Instant,
         conn: ConnId,
         hello: Hello,
-        mut decoder: FrameDecoder<BytesMut>,
+        mut decoder: FrameDecoder<RecycledBody>,
     ) {
         if hello.to.name() != self.cx.id.name() {
             return self.refuse(conn, RefuseReason::WrongProc);

@@ -69,12 +69,19 @@ impl Schedule {
     /// Drops stale entries from the top, so that [`Schedule::peek`] is exact, and rebuilds
     /// the heap when stale entries dominate it.
     pub(crate) fn clean(&mut self) {
-        if self.heap.len() > 2 * self.current.len() + 64 {
-            self.heap = self
-                .current
-                .iter()
-                .map(|(o, t)| Reverse((*t, *o)))
-                .collect();
+        let live = self.current.len();
+        // Room for the stale entries allowed below and a turn's worth of moved deadlines,
+        // reserved once as the number of machines grows, not grown entry by entry.
+        let room = 2 * live + 128;
+        if self.heap.capacity() < room {
+            self.heap.reserve(room - self.heap.len());
+        }
+        if self.heap.len() > 2 * live + 64 {
+            // In place: the heap keeps its capacity, so a steady stream of moved deadlines
+            // allocates nothing.
+            self.heap.clear();
+            self.heap
+                .extend(self.current.iter().map(|(o, t)| Reverse((*t, *o))));
         }
         while let Some(Reverse((t, owner))) = self.heap.peek() {
             if self.current.get(owner) == Some(t) {
