@@ -306,10 +306,47 @@ impl fmt::Display for Violation {
 /// What [`Outputs::pop`] yields: an output, or a connection whose data the proc must pull
 /// from its session now (so that bytes are handed out where they sit in the order).
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // see `Output`
 pub(crate) enum Popped {
-    Output(Output),
+    Output(Queued),
     Pull(ConnId),
+}
+
+/// An output as it waits in the queue: the frequent ones held directly, the rare ones
+/// boxed, so that moving one through the queue costs a fraction of an [`Output`] (whose
+/// largest variants, with addresses and error texts, are 256 bytes).
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Deliver(crate::envelope::Envelope),
+    Returned(crate::envelope::Envelope),
+    Transmit { conn: ConnId, data: Bytes },
+    Close(ConnId),
+    Writable(ProcId),
+    Other(alloc::boxed::Box<Output>),
+}
+
+impl Queued {
+    fn new(o: Output) -> Self {
+        match o {
+            Output::Deliver(env) => Queued::Deliver(env),
+            Output::Returned(env) => Queued::Returned(env),
+            Output::Transmit { conn, data } => Queued::Transmit { conn, data },
+            Output::Close { conn } => Queued::Close(conn),
+            Output::Event(Event::Writable { peer }) => Queued::Writable(peer),
+            other => Queued::Other(alloc::boxed::Box::new(other)),
+        }
+    }
+
+    /// The output for the driver.
+    pub(crate) fn into_output(self) -> Output {
+        match self {
+            Queued::Deliver(env) => Output::Deliver(env),
+            Queued::Returned(env) => Output::Returned(env),
+            Queued::Transmit { conn, data } => Output::Transmit { conn, data },
+            Queued::Close(conn) => Output::Close { conn },
+            Queued::Writable(peer) => Output::Event(Event::Writable { peer }),
+            Queued::Other(o) => *o,
+        }
+    }
 }
 
 /// The output queue. Control frames for a connection are appended to that connection's
@@ -344,9 +381,8 @@ pub(crate) struct Outputs {
 const CTL_BLOCK: usize = 4 * 1024;
 
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // see `Output`
 enum Slot {
-    Ready(Output),
+    Ready(Queued),
     Building { conn: ConnId, buf: BytesMut },
     Pull(ConnId),
 }
@@ -374,7 +410,17 @@ impl Outputs {
             self.close_open(conn);
             self.closed.push(conn);
         }
-        self.queue.push_back(Slot::Ready(o));
+        self.queue.push_back(Slot::Ready(Queued::new(o)));
+    }
+
+    /// Queues [`Output::Deliver`].
+    pub(crate) fn deliver(&mut self, env: crate::envelope::Envelope) {
+        self.queue.push_back(Slot::Ready(Queued::Deliver(env)));
+    }
+
+    /// Queues [`Output::Returned`].
+    pub(crate) fn returned(&mut self, env: crate::envelope::Envelope) {
+        self.queue.push_back(Slot::Ready(Queued::Returned(env)));
     }
 
     /// The next closed connection since the last call.
@@ -454,7 +500,7 @@ impl Outputs {
                 if self.free.len() < self.spares {
                     self.free.push(buf);
                 }
-                Popped::Output(Output::Transmit { conn, data })
+                Popped::Output(Queued::Transmit { conn, data })
             }
         })
     }
@@ -466,7 +512,7 @@ mod tests {
 
     fn transmit(o: Option<Popped>) -> (ConnId, Bytes) {
         match o {
-            Some(Popped::Output(Output::Transmit { conn, data })) => (conn, data),
+            Some(Popped::Output(Queued::Transmit { conn, data })) => (conn, data),
             other => panic!("expected a transmit, got {other:?}"),
         }
     }
@@ -482,7 +528,7 @@ mod tests {
         q.write(a, &[b"three"]);
         assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"onetwothree")));
         assert_eq!(transmit(q.pop()), (b, Bytes::from_static(b"x")));
-        assert!(matches!(q.pop(), Some(Popped::Output(Output::Close { conn })) if conn == b));
+        assert!(matches!(q.pop(), Some(Popped::Output(Queued::Close(conn))) if conn == b));
         assert!(q.pop().is_none());
         // After a drain a new write starts a new transmit.
         q.write(a, &[b"four"]);

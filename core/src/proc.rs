@@ -118,7 +118,7 @@ use crate::frame::{
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
 use crate::inbound::{Fate, Inbound};
 use crate::output::Popped;
-use crate::registry::{PortKind, Registry, RegistryError};
+use crate::registry::{Admit, PortKind, Registry, RegistryError};
 use crate::schedule::{Owner, Schedule};
 use crate::session::Outbound;
 use crate::time::Instant;
@@ -364,36 +364,43 @@ impl Proc {
         if self.life != Lifecycle::Running {
             return Err(SendError::ShuttingDown);
         }
-        if !self.registry.contains_actor(&env.sender) {
+        if !self.registry.is_live(&env.sender) {
             return Err(SendError::ForeignSender);
         }
         env.returned = None;
         let result = if self.is_local(env.dest.actor().proc()) {
-            let max = self.cx.config.max_frame_len;
-            match u32::try_from(env.payload.len()) {
-                Ok(len)
-                    if len <= max
-                        && self
-                            .registry
-                            .is_full(&env.dest, self.cx.config.port_limits()) =>
-                {
-                    self.local_blocked = true;
-                    Err(SendError::WouldBlock)
-                }
-                Ok(len) if len <= max => {
-                    self.deliver_local(env, None);
-                    Ok(())
-                }
-                _ => Err(SendError::TooLarge {
-                    len: u32::try_from(env.payload.len()).unwrap_or(u32::MAX),
-                    max,
-                }),
-            }
+            self.send_local(now, env)
         } else {
             self.send_remote(now, &env, false, None)
         };
         self.settle(now);
         result
+    }
+
+    /// A send to a port of this proc: placed at once, refused while the port is full, or
+    /// returned to its sender.
+    fn send_local(&mut self, now: Instant, env: Envelope) -> Result<(), SendError> {
+        let max = self.cx.config.max_frame_len;
+        let len = u32::try_from(env.payload.len()).unwrap_or(u32::MAX);
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        let limits = self.cx.config.port_limits();
+        match self.registry.admit(&env.dest, env.payload.len(), limits) {
+            Admit::Full => {
+                self.local_blocked = true;
+                Err(SendError::WouldBlock)
+            }
+            Admit::Placed => {
+                self.cx.stats.delivered += 1;
+                self.cx.out.deliver(env);
+                Ok(())
+            }
+            Admit::Refused(reason) => {
+                self.bounce(now, env, reason, None);
+                Ok(())
+            }
+        }
     }
 
     /// The driver accepted a connection; the proc names it. Under the connection limits
@@ -562,7 +569,7 @@ impl Proc {
                 self.pulling = None;
             }
             match self.cx.out.pop()? {
-                Popped::Output(o) => return Some(o),
+                Popped::Output(o) => return Some(o.into_output()),
                 Popped::Pull(conn) => self.pulling = Some(conn),
             }
         }
@@ -650,14 +657,14 @@ impl Proc {
             None => match self.registry.deliver(&env.dest, env.payload.len()) {
                 Ok(()) => {
                     self.cx.stats.delivered += 1;
-                    self.cx.out.push(Output::Deliver(env));
+                    self.cx.out.deliver(env);
                 }
                 Err(reason) => self.bounce(self.now, env, reason, origin),
             },
             Some(reason) => {
-                if self.registry.contains_actor(&env.sender) {
+                if self.registry.is_live(&env.sender) {
                     self.cx.stats.returned += 1;
-                    self.cx.out.push(Output::Returned(env));
+                    self.cx.out.returned(env);
                 } else {
                     self.drop_return(env, reason);
                 }
@@ -1105,37 +1112,55 @@ impl Proc {
     /// local port is full: the link waits there (see `inbound`) until the port's consumer
     /// takes something ([`Proc::handle_consumed`]).
     fn route_pending(&mut self, now: Instant, slot: usize) {
-        let limits = self.cx.config.port_limits();
-        loop {
-            let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
-                return;
-            };
-            let Some(env) = s.session.front() else {
-                s.session.set_blocked(false);
-                break;
-            };
-            let local = env.returned.is_none() && env.dest.actor().proc() == &self.cx.id;
-            if local && self.registry.is_full(&env.dest, limits) {
-                let port = env.dest.clone();
-                s.session.set_blocked(true);
-                if !self.blocked.iter().any(|(_, s)| *s == slot) {
-                    self.blocked.push((port, slot));
-                }
-                break;
-            }
-            let origin = s.session.incarnation();
-            // Only a message whose sender lives in the dialing proc ties its return to
-            // that proc's incarnation.
-            let from_dialer = env.returned.is_none() && env.sender.proc() == &s.key.0;
-            let Some(env) = s.session.pop_front() else {
-                break;
-            };
-            self.route(now, env, from_dialer.then_some(origin));
-        }
+        while self.route_front(now, slot) {}
         if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {
             s.session.after_routing(now, &mut self.cx);
         }
         self.touch(Owner::In(slot));
+    }
+
+    /// Routes the first message the inbound link in `slot` holds, with one registry lookup
+    /// when it is for a local port. False when there is none, or when its port is full and
+    /// the link must wait.
+    fn route_front(&mut self, now: Instant, slot: usize) -> bool {
+        let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        let Some(env) = s.session.front() else {
+            s.session.set_blocked(false);
+            return false;
+        };
+        // Only a message whose sender lives in the dialing proc ties its return to that
+        // proc's incarnation.
+        let from_dialer = env.returned.is_none() && env.sender.proc() == &s.key.0;
+        let origin = from_dialer.then_some(s.session.incarnation());
+        let local = env.returned.is_none() && env.dest.actor().proc() == &self.cx.id;
+        let admit = if local {
+            let limits = self.cx.config.port_limits();
+            self.registry.admit(&env.dest, env.payload.len(), limits)
+        } else {
+            Admit::Placed
+        };
+        if admit == Admit::Full {
+            let port = env.dest.clone();
+            s.session.set_blocked(true);
+            if !self.blocked.iter().any(|(_, b)| *b == slot) {
+                self.blocked.push((port, slot));
+            }
+            return false;
+        }
+        let Some(env) = s.session.pop_front() else {
+            return false;
+        };
+        match admit {
+            _ if !local => self.route(now, env, origin),
+            Admit::Refused(reason) => self.bounce(now, env, reason, origin),
+            _ => {
+                self.cx.stats.delivered += 1;
+                self.cx.out.deliver(env);
+            }
+        }
+        true
     }
 
     /// Links waiting on `port` (or on any port, with `None`) try again.
