@@ -153,13 +153,39 @@ impl ChunkStore {
         self.lens.range(a..b).map(|l| *l as usize).sum()
     }
 
-    /// Releases frames below `upto` (acknowledged).
+    /// Releases frames below `upto` (acknowledged): their lengths are summed, then whole
+    /// runs are dropped and the first remaining one advanced, without a slice per frame.
     pub(crate) fn release(&mut self, upto: u64) {
-        while self.base < upto {
-            if self.pop_front().is_none() {
+        let n = usize::try_from(upto.saturating_sub(self.base))
+            .unwrap_or(usize::MAX)
+            .min(self.lens.len());
+        if n == 0 {
+            return;
+        }
+        let len: usize = self.lens.drain(..n).map(|l| l as usize).sum();
+        self.bytes -= len;
+        self.base += n as u64;
+        let mut skip = len;
+        while skip > 0 {
+            let Some(run) = self.runs.front_mut() else {
+                break;
+            };
+            if run.bytes.len() > skip {
+                run.bytes.advance(skip);
+                skip = 0;
                 break;
             }
+            skip -= run.bytes.len();
+            self.runs.pop_front();
         }
+        if skip > 0 {
+            // The rest was never sealed: it leaves the open chunk.
+            self.open.advance(skip);
+        }
+        if let Some(run) = self.runs.front_mut() {
+            run.first = run.first.max(self.base);
+        }
+        self.open_first = self.open_first.max(self.base);
     }
 
     /// Removes the first frame and returns its bytes.
@@ -263,6 +289,28 @@ mod tests {
         assert!(s.slice_from(1).is_none());
         push(&mut s, b"ee");
         assert_eq!(all(&mut s, 3), b"dee");
+    }
+
+    #[test]
+    fn release_spans_runs_and_the_open_chunk() {
+        let mut s = ChunkStore::new(64, 2);
+        for f in [&b"aa"[..], b"bbb", b"c"] {
+            push(&mut s, f);
+        }
+        let _ = s.slice_from(1); // seal a run of three
+        push(&mut s, b"dddd");
+        push(&mut s, b"ee");
+        s.release(1);
+        assert_eq!(all(&mut s, 1), b"bbbcddddee");
+        s.release(4);
+        assert_eq!((s.base(), s.end(), s.bytes()), (4, 5, 2));
+        assert_eq!(all(&mut s, 4), b"ee");
+        push(&mut s, b"f");
+        assert_eq!(all(&mut s, 4), b"eef");
+        s.release(6);
+        assert!(s.is_empty());
+        push(&mut s, b"g");
+        assert_eq!(all(&mut s, 6), b"g");
     }
 
     #[test]

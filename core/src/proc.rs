@@ -192,6 +192,9 @@ pub struct Proc {
     book: BTreeMap<ProcId, ChannelAddr>,
     /// Outbound session slot per peer proc.
     peers: BTreeMap<ProcId, usize>,
+    /// The last peer looked up and its slot, matched by id identity (`ProcId::is_same`):
+    /// consecutive sends to one peer skip the map. Slots are never reused.
+    last_peer: Option<(ProcId, usize)>,
     outbound: Vec<Outbound>,
     /// Inbound session slot per (dialer, session id).
     in_keys: BTreeMap<InKey, usize>,
@@ -224,6 +227,7 @@ impl Proc {
             cx: Ctx::new(id, config, incarnation, seed),
             book: BTreeMap::new(),
             peers: BTreeMap::new(),
+            last_peer: None,
             outbound: Vec::new(),
             in_keys: BTreeMap::new(),
             inbound: Vec::new(),
@@ -606,7 +610,13 @@ impl Proc {
 
     /// The outbound session to `peer`, created on first use.
     fn outbound_slot(&mut self, peer: &ProcId) -> usize {
+        if let Some((p, slot)) = &self.last_peer {
+            if p.is_same(peer) {
+                return *slot;
+            }
+        }
         if let Some(&slot) = self.peers.get(peer) {
+            self.last_peer = Some((peer.clone(), slot));
             return slot;
         }
         let slot = self.outbound.len();
