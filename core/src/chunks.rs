@@ -8,12 +8,20 @@
 //! when its last frame is released. After a reconnect, transmission resumes at any sequence
 //! number by slicing the runs from that frame on: nothing is encoded again.
 //!
+//! A full chunk is replaced through a [`Recycler`]: the chunk retired `spare_buffers`
+//! renewals ago is taken back when every frame of it has been acknowledged and every slice
+//! the driver was given has been dropped, so a busy link reuses a few chunks instead of
+//! allocating one per `chunk_bytes` of traffic. A link holds at most `1 + spare_buffers`
+//! chunks of its own beyond those its unacknowledged frames keep alive.
+//!
 //! Sequence numbers are implicit: the store holds frames `base..end`, and knows each one's
 //! length, so it can find any frame's offset in its run.
 
 use alloc::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
+
+use crate::recycle::Recycler;
 
 /// A frozen, contiguous run of whole frames.
 #[derive(Debug)]
@@ -38,10 +46,11 @@ pub(crate) struct ChunkStore {
     /// Sum of `lens`.
     bytes: usize,
     chunk_bytes: usize,
+    recycler: Recycler,
 }
 
 impl ChunkStore {
-    pub(crate) fn new(chunk_bytes: usize) -> Self {
+    pub(crate) fn new(chunk_bytes: usize, spares: usize) -> Self {
         ChunkStore {
             base: 0,
             lens: VecDeque::new(),
@@ -50,6 +59,7 @@ impl ChunkStore {
             open_first: 0,
             bytes: 0,
             chunk_bytes,
+            recycler: Recycler::new(spares),
         }
     }
 
@@ -89,7 +99,8 @@ impl ChunkStore {
         if self.open.capacity() - self.open.len() < hint {
             self.seal();
             // A new chunk; what is still referenced of the old one lives in its runs.
-            self.open = BytesMut::with_capacity(self.chunk_bytes.max(hint));
+            self.recycler
+                .renew(&mut self.open, hint, self.chunk_bytes.max(hint));
         }
         &mut self.open
     }
@@ -142,13 +153,39 @@ impl ChunkStore {
         self.lens.range(a..b).map(|l| *l as usize).sum()
     }
 
-    /// Releases frames below `upto` (acknowledged).
+    /// Releases frames below `upto` (acknowledged): their lengths are summed, then whole
+    /// runs are dropped and the first remaining one advanced, without a slice per frame.
     pub(crate) fn release(&mut self, upto: u64) {
-        while self.base < upto {
-            if self.pop_front().is_none() {
+        let n = usize::try_from(upto.saturating_sub(self.base))
+            .unwrap_or(usize::MAX)
+            .min(self.lens.len());
+        if n == 0 {
+            return;
+        }
+        let len: usize = self.lens.drain(..n).map(|l| l as usize).sum();
+        self.bytes -= len;
+        self.base += n as u64;
+        let mut skip = len;
+        while skip > 0 {
+            let Some(run) = self.runs.front_mut() else {
+                break;
+            };
+            if run.bytes.len() > skip {
+                run.bytes.advance(skip);
+                skip = 0;
                 break;
             }
+            skip -= run.bytes.len();
+            self.runs.pop_front();
         }
+        if skip > 0 {
+            // The rest was never sealed: it leaves the open chunk.
+            self.open.advance(skip);
+        }
+        if let Some(run) = self.runs.front_mut() {
+            run.first = run.first.max(self.base);
+        }
+        self.open_first = self.open_first.max(self.base);
     }
 
     /// Removes the first frame and returns its bytes.
@@ -237,7 +274,7 @@ mod tests {
 
     #[test]
     fn frames_are_handed_out_in_runs_and_resume_anywhere() {
-        let mut s = ChunkStore::new(8);
+        let mut s = ChunkStore::new(8, 2);
         assert_eq!(push(&mut s, b"aaa"), 0);
         assert_eq!(push(&mut s, b"bb"), 1);
         assert_eq!(push(&mut s, b"cccc"), 2); // does not fit: new chunk
@@ -255,8 +292,30 @@ mod tests {
     }
 
     #[test]
+    fn release_spans_runs_and_the_open_chunk() {
+        let mut s = ChunkStore::new(64, 2);
+        for f in [&b"aa"[..], b"bbb", b"c"] {
+            push(&mut s, f);
+        }
+        let _ = s.slice_from(1); // seal a run of three
+        push(&mut s, b"dddd");
+        push(&mut s, b"ee");
+        s.release(1);
+        assert_eq!(all(&mut s, 1), b"bbbcddddee");
+        s.release(4);
+        assert_eq!((s.base(), s.end(), s.bytes()), (4, 5, 2));
+        assert_eq!(all(&mut s, 4), b"ee");
+        push(&mut s, b"f");
+        assert_eq!(all(&mut s, 4), b"eef");
+        s.release(6);
+        assert!(s.is_empty());
+        push(&mut s, b"g");
+        assert_eq!(all(&mut s, 6), b"g");
+    }
+
+    #[test]
     fn slices_share_the_chunk_memory() {
-        let mut s = ChunkStore::new(64);
+        let mut s = ChunkStore::new(64, 2);
         push(&mut s, b"one");
         push(&mut s, b"two");
         let (a, n) = s.slice_from(0).unwrap();
@@ -267,7 +326,7 @@ mod tests {
 
     #[test]
     fn pop_and_split_off_return_whole_frames() {
-        let mut s = ChunkStore::new(16);
+        let mut s = ChunkStore::new(16, 2);
         for f in [&b"a"[..], b"bb", b"ccc", b"dddd"] {
             push(&mut s, f);
         }

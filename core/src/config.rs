@@ -68,6 +68,11 @@ pub struct Config {
     /// frame gets a chunk of its own); a chunk is written as it is and kept for
     /// retransmission until its last frame is acknowledged.
     pub chunk_bytes: usize,
+    /// Full data-path buffers (a link's chunks, a connection's receive buffer, the
+    /// control-frame buffer) each user keeps, to reuse once every slice of them is dropped
+    /// (see `recycle`): at most this many blocks per user beyond the one being filled.
+    /// With 0, a full buffer is always replaced by a new allocation.
+    pub spare_buffers: usize,
     /// Actor ids one link caches (see `idcache`): the receiver of a session holds at most
     /// this many, and announces it in the welcome; the sender uses the smaller of the two.
     pub id_cache_entries: u16,
@@ -113,6 +118,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             coalesce_bytes: 64 * 1024,
             chunk_bytes: 64 * 1024,
+            spare_buffers: 2,
             id_cache_entries: 256,
             max_handshaking: 64,
             max_inbound_conns: 4096 + 64,

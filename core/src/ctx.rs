@@ -132,7 +132,7 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub(crate) fn new(id: ProcId, config: Config, incarnation: u64, seed: u64) -> Self {
         Ctx {
-            out: Outputs::new(config.coalesce_bytes),
+            out: Outputs::new(config.coalesce_bytes, config.spare_buffers),
             id,
             incarnation,
             config,

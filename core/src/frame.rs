@@ -267,6 +267,51 @@ impl BodyBuf for bytes::BytesMut {
     }
 }
 
+/// Size of the blocks a [`RecycledBody`] allocates: many small bodies share one.
+#[cfg(feature = "alloc")]
+const BODY_BLOCK: usize = 16 * 1024;
+
+/// The body buffer of a session's connection: bodies are handed out as `Bytes` slices of
+/// its blocks ([`FrameDecoder::take_body`]), and a full block is reused once every body
+/// taken from it has been dropped (see `crate::recycle`), so steady traffic allocates
+/// nothing.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Default)]
+pub(crate) struct RecycledBody {
+    buf: bytes::BytesMut,
+    recycler: crate::recycle::Recycler,
+}
+
+#[cfg(feature = "alloc")]
+impl RecycledBody {
+    /// Keeping up to `spares` full blocks for reuse.
+    pub(crate) fn new(spares: usize) -> Self {
+        RecycledBody {
+            buf: bytes::BytesMut::new(),
+            recycler: crate::recycle::Recycler::new(spares),
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl BodyBuf for RecycledBody {
+    fn capacity_limit(&self) -> usize {
+        usize::MAX
+    }
+    fn begin(&mut self, len: usize) {
+        self.buf.clear();
+        if self.buf.capacity() < len {
+            self.recycler.renew(&mut self.buf, len, BODY_BLOCK);
+        }
+    }
+    fn append(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
 /// One unit yielded by [`FrameDecoder::decode`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Item {
@@ -454,6 +499,14 @@ impl FrameDecoder<bytes::BytesMut> {
     /// Takes the body of the frame last yielded, without copying.
     pub fn take_body(&mut self) -> bytes::Bytes {
         self.body.split().freeze()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl FrameDecoder<RecycledBody> {
+    /// Takes the body of the frame last yielded, without copying.
+    pub(crate) fn take_body(&mut self) -> bytes::Bytes {
+        self.body.buf.split().freeze()
     }
 }
 

@@ -1004,6 +1004,18 @@ impl ProcId {
     pub fn actor(&self, name: Name, pid: u64) -> ActorId {
         ActorId::new(self.clone(), name, pid)
     }
+
+    /// Whether `other` is this very id (the same shared storage): a cheap test that implies
+    /// equality, for memos on the data path. Always false without an allocator.
+    pub fn is_same(&self, other: &ProcId) -> bool {
+        #[cfg(feature = "alloc")]
+        return alloc::sync::Arc::ptr_eq(&self.0, &other.0);
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = other;
+            false
+        }
+    }
 }
 
 impl fmt::Display for ProcId {

@@ -24,11 +24,9 @@
 
 use alloc::collections::VecDeque;
 
-use bytes::BytesMut;
-
 use crate::ctx::Ctx;
 use crate::envelope::{decode_envelope_cached, Envelope, Link};
-use crate::frame::{FrameDecoder, FrameKind, Item, Welcome};
+use crate::frame::{FrameDecoder, FrameKind, Item, RecycledBody, Welcome};
 use crate::id::ProcId;
 use crate::idcache::IdTable;
 use crate::output::{ConnError, ConnId, Violation};
@@ -81,7 +79,7 @@ pub(crate) struct Inbound {
     heard: Instant,
     /// Ids the dialer defined in this session.
     ids: IdTable,
-    conn: Option<(ConnId, FrameDecoder<BytesMut>)>,
+    conn: Option<(ConnId, FrameDecoder<RecycledBody>)>,
     timers: Timers<InTimer, 4>,
 }
 
@@ -123,7 +121,7 @@ impl Inbound {
         now: Instant,
         cx: &mut Ctx,
         conn: ConnId,
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
     ) {
         if let Some((old, _)) = self.conn.take() {
             cx.close(old);

@@ -136,6 +136,8 @@ pub mod output;
 #[cfg(feature = "alloc")]
 pub mod proc;
 #[cfg(feature = "alloc")]
+mod recycle;
+#[cfg(feature = "alloc")]
 pub mod registry;
 #[cfg(feature = "alloc")]
 mod schedule;

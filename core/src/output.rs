@@ -306,16 +306,59 @@ impl fmt::Display for Violation {
 /// What [`Outputs::pop`] yields: an output, or a connection whose data the proc must pull
 /// from its session now (so that bytes are handed out where they sit in the order).
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // see `Output`
 pub(crate) enum Popped {
-    Output(Output),
+    Output(Queued),
     Pull(ConnId),
+}
+
+/// An output as it waits in the queue: the frequent ones held directly, the rare ones
+/// boxed, so that moving one through the queue costs a fraction of an [`Output`] (whose
+/// largest variants, with addresses and error texts, are 256 bytes).
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Deliver(crate::envelope::Envelope),
+    Returned(crate::envelope::Envelope),
+    Transmit { conn: ConnId, data: Bytes },
+    Close(ConnId),
+    Writable(ProcId),
+    Other(alloc::boxed::Box<Output>),
+}
+
+impl Queued {
+    fn new(o: Output) -> Self {
+        match o {
+            Output::Deliver(env) => Queued::Deliver(env),
+            Output::Returned(env) => Queued::Returned(env),
+            Output::Transmit { conn, data } => Queued::Transmit { conn, data },
+            Output::Close { conn } => Queued::Close(conn),
+            Output::Event(Event::Writable { peer }) => Queued::Writable(peer),
+            other => Queued::Other(alloc::boxed::Box::new(other)),
+        }
+    }
+
+    /// The output for the driver.
+    pub(crate) fn into_output(self) -> Output {
+        match self {
+            Queued::Deliver(env) => Output::Deliver(env),
+            Queued::Returned(env) => Output::Returned(env),
+            Queued::Transmit { conn, data } => Output::Transmit { conn, data },
+            Queued::Close(conn) => Output::Close { conn },
+            Queued::Writable(peer) => Output::Event(Event::Writable { peer }),
+            Queued::Other(o) => *o,
+        }
+    }
 }
 
 /// The output queue. Control frames for a connection are appended to that connection's
 /// newest queued transmit while it is below `coalesce` bytes, so they leave in one write;
 /// data frames stay in their session's chunk store and are pulled when their marker is
 /// popped.
+///
+/// A transmit of control frames is built in a buffer of [`CTL_BLOCK`] bytes and handed
+/// out as a slice of it; the buffer's handle then goes back to a free list (at most
+/// `spare_buffers` handles) and the next transmit is built in the rest of the block, or in
+/// the whole block again once every transmit cut from it has been dropped. So
+/// acknowledgements and pings allocate nothing while the driver drops what it wrote.
 #[derive(Debug)]
 pub(crate) struct Outputs {
     queue: VecDeque<Slot>,
@@ -324,6 +367,9 @@ pub(crate) struct Outputs {
     /// Absolute position of the open (appendable) transmit of each connection; a proc
     /// writes to a handful of connections at a time, so a short list beats a map.
     open: Vec<(ConnId, u64)>,
+    /// Handles of blocks whose transmits were handed out, most recent last.
+    free: Vec<BytesMut>,
+    spares: usize,
     /// Connections with a pull marker queued and not yet popped.
     pulls: Vec<ConnId>,
     coalesce: usize,
@@ -331,20 +377,24 @@ pub(crate) struct Outputs {
     closed: Vec<ConnId>,
 }
 
+/// Blocks of control-frame buffers: many acknowledgements and pings share one.
+const CTL_BLOCK: usize = 4 * 1024;
+
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // see `Output`
 enum Slot {
-    Ready(Output),
+    Ready(Queued),
     Building { conn: ConnId, buf: BytesMut },
     Pull(ConnId),
 }
 
 impl Outputs {
-    pub(crate) fn new(coalesce: usize) -> Self {
+    pub(crate) fn new(coalesce: usize, spares: usize) -> Self {
         Outputs {
             queue: VecDeque::new(),
             popped: 0,
             open: Vec::new(),
+            free: Vec::with_capacity(spares),
+            spares,
             pulls: Vec::new(),
             coalesce,
             closed: Vec::new(),
@@ -360,7 +410,17 @@ impl Outputs {
             self.close_open(conn);
             self.closed.push(conn);
         }
-        self.queue.push_back(Slot::Ready(o));
+        self.queue.push_back(Slot::Ready(Queued::new(o)));
+    }
+
+    /// Queues [`Output::Deliver`].
+    pub(crate) fn deliver(&mut self, env: crate::envelope::Envelope) {
+        self.queue.push_back(Slot::Ready(Queued::Deliver(env)));
+    }
+
+    /// Queues [`Output::Returned`].
+    pub(crate) fn returned(&mut self, env: crate::envelope::Envelope) {
+        self.queue.push_back(Slot::Ready(Queued::Returned(env)));
     }
 
     /// The next closed connection since the last call.
@@ -382,13 +442,23 @@ impl Outputs {
                 return;
             }
         }
-        // Start small: a turn often writes a single frame; `extend` doubles as more come.
-        let mut buf = BytesMut::with_capacity(len.max(64));
+        let mut buf = self.block(len);
         parts.iter().for_each(|p| buf.extend_from_slice(p));
         let abs = self.popped + self.queue.len() as u64;
         self.close_open(conn);
         self.open.push((conn, abs));
         self.queue.push_back(Slot::Building { conn, buf });
+    }
+
+    /// An empty buffer with room for `len` bytes: the rest of a recent block, a block all
+    /// of whose transmits were dropped, or a new one.
+    fn block(&mut self, len: usize) -> BytesMut {
+        if let Some(mut buf) = self.free.pop() {
+            if buf.capacity() >= len || buf.try_reclaim(len.max(CTL_BLOCK)) {
+                return buf;
+            }
+        }
+        BytesMut::with_capacity(len.max(CTL_BLOCK))
     }
 
     /// Data for `conn` is waiting in its session: queue a pull marker unless one is queued.
@@ -424,12 +494,13 @@ impl Outputs {
                 self.pulls.retain(|c| *c != conn);
                 Popped::Pull(conn)
             }
-            Slot::Building { conn, buf } => {
+            Slot::Building { conn, mut buf } => {
                 self.open.retain(|o| *o != (conn, abs));
-                Popped::Output(Output::Transmit {
-                    conn,
-                    data: buf.freeze(),
-                })
+                let data = buf.split().freeze();
+                if self.free.len() < self.spares {
+                    self.free.push(buf);
+                }
+                Popped::Output(Queued::Transmit { conn, data })
             }
         })
     }
@@ -441,14 +512,14 @@ mod tests {
 
     fn transmit(o: Option<Popped>) -> (ConnId, Bytes) {
         match o {
-            Some(Popped::Output(Output::Transmit { conn, data })) => (conn, data),
+            Some(Popped::Output(Queued::Transmit { conn, data })) => (conn, data),
             other => panic!("expected a transmit, got {other:?}"),
         }
     }
 
     #[test]
     fn small_writes_coalesce_per_connection_in_order() {
-        let mut q = Outputs::new(64 * 1024);
+        let mut q = Outputs::new(64 * 1024, 2);
         let (a, b) = (ConnId(1), ConnId(2));
         q.write(a, &[b"one"]);
         q.write(b, &[b"x"]);
@@ -457,7 +528,7 @@ mod tests {
         q.write(a, &[b"three"]);
         assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"onetwothree")));
         assert_eq!(transmit(q.pop()), (b, Bytes::from_static(b"x")));
-        assert!(matches!(q.pop(), Some(Popped::Output(Output::Close { conn })) if conn == b));
+        assert!(matches!(q.pop(), Some(Popped::Output(Queued::Close(conn))) if conn == b));
         assert!(q.pop().is_none());
         // After a drain a new write starts a new transmit.
         q.write(a, &[b"four"]);
@@ -466,7 +537,7 @@ mod tests {
 
     #[test]
     fn pull_markers_keep_their_place_once_per_connection() {
-        let mut q = Outputs::new(64 * 1024);
+        let mut q = Outputs::new(64 * 1024, 2);
         let a = ConnId(1);
         q.write(a, &[b"head"]);
         q.pull(a);

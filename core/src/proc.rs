@@ -106,20 +106,20 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::auth::{self, Side, Tag, NONCE_LEN};
 use crate::ctx::Ctx;
 use crate::envelope::{Envelope, Undeliverable, DEFAULT_TTL};
 use crate::fingerprint::TypeFingerprint;
 use crate::frame::{
-    preamble, FrameDecoder, FrameError, FrameHeader, FrameKind, Hello, Item, RefuseReason, Welcome,
-    CHALLENGE_LEN, MAX_HANDSHAKE_FRAME_LEN,
+    preamble, FrameDecoder, FrameError, FrameHeader, FrameKind, Hello, Item, RecycledBody,
+    RefuseReason, Welcome, CHALLENGE_LEN, MAX_HANDSHAKE_FRAME_LEN,
 };
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
 use crate::inbound::{Fate, Inbound};
 use crate::output::Popped;
-use crate::registry::{PortKind, Registry, RegistryError};
+use crate::registry::{Admit, PortKind, Registry, RegistryError};
 use crate::schedule::{Owner, Schedule};
 use crate::session::Outbound;
 use crate::time::Instant;
@@ -132,7 +132,7 @@ pub use crate::output::{ConnError, ConnId, DialError, DialErrorKind, Event, Outp
 enum Role {
     /// Accepted, waiting for the hello (or, with a cookie, for the proof).
     Accepting {
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
         deadline: Instant,
         /// The hello, once challenged, until the dialer proves the cookie.
         proving: Option<Box<Proving>>,
@@ -193,6 +193,9 @@ pub struct Proc {
     book: BTreeMap<ProcId, ChannelAddr>,
     /// Outbound session slot per peer proc.
     peers: BTreeMap<ProcId, usize>,
+    /// The last peer looked up and its slot, matched by id identity (`ProcId::is_same`):
+    /// consecutive sends to one peer skip the map. Slots are never reused.
+    last_peer: Option<(ProcId, usize)>,
     outbound: Vec<Outbound>,
     /// Inbound session slot per (dialer, session id).
     in_keys: BTreeMap<InKey, usize>,
@@ -225,6 +228,7 @@ impl Proc {
             cx: Ctx::new(id, config, incarnation, seed),
             book: BTreeMap::new(),
             peers: BTreeMap::new(),
+            last_peer: None,
             outbound: Vec::new(),
             in_keys: BTreeMap::new(),
             inbound: Vec::new(),
@@ -375,36 +379,43 @@ impl Proc {
         if self.life != Lifecycle::Running {
             return Err(SendError::ShuttingDown);
         }
-        if !self.registry.contains_actor(&env.sender) {
+        if !self.registry.is_live(&env.sender) {
             return Err(SendError::ForeignSender);
         }
         env.returned = None;
         let result = if self.is_local(env.dest.actor().proc()) {
-            let max = self.cx.config.max_frame_len;
-            match u32::try_from(env.payload.len()) {
-                Ok(len)
-                    if len <= max
-                        && self
-                            .registry
-                            .is_full(&env.dest, self.cx.config.port_limits()) =>
-                {
-                    self.local_blocked = true;
-                    Err(SendError::WouldBlock)
-                }
-                Ok(len) if len <= max => {
-                    self.deliver_local(env, None);
-                    Ok(())
-                }
-                _ => Err(SendError::TooLarge {
-                    len: u32::try_from(env.payload.len()).unwrap_or(u32::MAX),
-                    max,
-                }),
-            }
+            self.send_local(now, env)
         } else {
             self.send_remote(now, &env, false, None)
         };
         self.settle(now);
         result
+    }
+
+    /// A send to a port of this proc: placed at once, refused while the port is full, or
+    /// returned to its sender.
+    fn send_local(&mut self, now: Instant, env: Envelope) -> Result<(), SendError> {
+        let max = self.cx.config.max_frame_len;
+        let len = u32::try_from(env.payload.len()).unwrap_or(u32::MAX);
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
+        }
+        let limits = self.cx.config.port_limits();
+        match self.registry.admit(&env.dest, env.payload.len(), env.fingerprint, limits) {
+            Admit::Full => {
+                self.local_blocked = true;
+                Err(SendError::WouldBlock)
+            }
+            Admit::Placed => {
+                self.cx.stats.delivered += 1;
+                self.cx.out.deliver(env);
+                Ok(())
+            }
+            Admit::Refused(reason) => {
+                self.bounce(now, env, reason, None);
+                Ok(())
+            }
+        }
     }
 
     /// The driver accepted a connection; the proc names it. Under the connection limits
@@ -416,7 +427,10 @@ impl Proc {
         let conn = self.cx.new_conn();
         if self.admit(conn) {
             self.cx.out.write(conn, &[&preamble()]);
-            let decoder = FrameDecoder::new(MAX_HANDSHAKE_FRAME_LEN, BytesMut::new());
+            let decoder = FrameDecoder::new(
+                MAX_HANDSHAKE_FRAME_LEN,
+                RecycledBody::new(self.cx.config.spare_buffers),
+            );
             let deadline = now + self.cx.config.connect_timeout;
             let proving = None;
             self.conns.insert(
@@ -570,7 +584,7 @@ impl Proc {
                 self.pulling = None;
             }
             match self.cx.out.pop()? {
-                Popped::Output(o) => return Some(o),
+                Popped::Output(o) => return Some(o.into_output()),
                 Popped::Pull(conn) => self.pulling = Some(conn),
             }
         }
@@ -607,7 +621,13 @@ impl Proc {
 
     /// The outbound session to `peer`, created on first use.
     fn outbound_slot(&mut self, peer: &ProcId) -> usize {
+        if let Some((p, slot)) = &self.last_peer {
+            if p.is_same(peer) {
+                return *slot;
+            }
+        }
         if let Some(&slot) = self.peers.get(peer) {
+            self.last_peer = Some((peer.clone(), slot));
             return slot;
         }
         let slot = self.outbound.len();
@@ -661,14 +681,14 @@ impl Proc {
             {
                 Ok(()) => {
                     self.cx.stats.delivered += 1;
-                    self.cx.out.push(Output::Deliver(env));
+                    self.cx.out.deliver(env);
                 }
                 Err(reason) => self.bounce(self.now, env, reason, origin),
             },
             Some(reason) => {
-                if self.registry.contains_actor(&env.sender) {
+                if self.registry.is_live(&env.sender) {
                     self.cx.stats.returned += 1;
-                    self.cx.out.push(Output::Returned(env));
+                    self.cx.out.returned(env);
                 } else {
                     self.drop_return(env, reason);
                 }
@@ -879,7 +899,7 @@ impl Proc {
         now: Instant,
         conn: ConnId,
         header: FrameHeader,
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
         deadline: Instant,
         proving: Option<Box<Proving>>,
     ) {
@@ -917,7 +937,7 @@ impl Proc {
         now: Instant,
         conn: ConnId,
         hello: Hello,
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
         deadline: Instant,
     ) {
         match (self.cx.config.cookie.is_some(), hello.auth.is_some()) {
@@ -934,7 +954,7 @@ impl Proc {
         &mut self,
         conn: ConnId,
         hello: Hello,
-        decoder: FrameDecoder<BytesMut>,
+        decoder: FrameDecoder<RecycledBody>,
         deadline: Instant,
     ) {
         let tags = self.cx.nonce().and_then(|nonce| {
@@ -990,7 +1010,7 @@ impl Proc {
         now: Instant,
         conn: ConnId,
         hello: Hello,
-        mut decoder: FrameDecoder<BytesMut>,
+        mut decoder: FrameDecoder<RecycledBody>,
     ) {
         if hello.to.name() != self.cx.id.name() {
             return self.refuse(conn, RefuseReason::WrongProc);
@@ -1116,37 +1136,55 @@ impl Proc {
     /// local port is full: the link waits there (see `inbound`) until the port's consumer
     /// takes something ([`Proc::handle_consumed`]).
     fn route_pending(&mut self, now: Instant, slot: usize) {
-        let limits = self.cx.config.port_limits();
-        loop {
-            let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
-                return;
-            };
-            let Some(env) = s.session.front() else {
-                s.session.set_blocked(false);
-                break;
-            };
-            let local = env.returned.is_none() && env.dest.actor().proc() == &self.cx.id;
-            if local && self.registry.is_full(&env.dest, limits) {
-                let port = env.dest.clone();
-                s.session.set_blocked(true);
-                if !self.blocked.iter().any(|(_, s)| *s == slot) {
-                    self.blocked.push((port, slot));
-                }
-                break;
-            }
-            let origin = s.session.incarnation();
-            // Only a message whose sender lives in the dialing proc ties its return to
-            // that proc's incarnation.
-            let from_dialer = env.returned.is_none() && env.sender.proc() == &s.key.0;
-            let Some(env) = s.session.pop_front() else {
-                break;
-            };
-            self.route(now, env, from_dialer.then_some(origin));
-        }
+        while self.route_front(now, slot) {}
         if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {
             s.session.after_routing(now, &mut self.cx);
         }
         self.touch(Owner::In(slot));
+    }
+
+    /// Routes the first message the inbound link in `slot` holds, with one registry lookup
+    /// when it is for a local port. False when there is none, or when its port is full and
+    /// the link must wait.
+    fn route_front(&mut self, now: Instant, slot: usize) -> bool {
+        let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        let Some(env) = s.session.front() else {
+            s.session.set_blocked(false);
+            return false;
+        };
+        // Only a message whose sender lives in the dialing proc ties its return to that
+        // proc's incarnation.
+        let from_dialer = env.returned.is_none() && env.sender.proc() == &s.key.0;
+        let origin = from_dialer.then_some(s.session.incarnation());
+        let local = env.returned.is_none() && env.dest.actor().proc() == &self.cx.id;
+        let admit = if local {
+            let limits = self.cx.config.port_limits();
+            self.registry.admit(&env.dest, env.payload.len(), env.fingerprint, limits)
+        } else {
+            Admit::Placed
+        };
+        if admit == Admit::Full {
+            let port = env.dest.clone();
+            s.session.set_blocked(true);
+            if !self.blocked.iter().any(|(_, b)| *b == slot) {
+                self.blocked.push((port, slot));
+            }
+            return false;
+        }
+        let Some(env) = s.session.pop_front() else {
+            return false;
+        };
+        match admit {
+            _ if !local => self.route(now, env, origin),
+            Admit::Refused(reason) => self.bounce(now, env, reason, origin),
+            _ => {
+                self.cx.stats.delivered += 1;
+                self.cx.out.deliver(env);
+            }
+        }
+        true
     }
 
     /// Links waiting on `port` (or on any port, with `None`) try again.

@@ -27,8 +27,18 @@
 //! not with how often they are reused.
 //!
 //! A once-port is retired by its first delivery.
+//!
+//! # Lookups on the data path
+//!
+//! Actors live in a slab; names and pids map to slab slots. Every message costs one
+//! registry lookup at each end (the sender is live; the destination port takes it), and
+//! those go through a two-entry memo keyed by the identity of the id's shared storage
+//! (`ActorId::is_same`): ids on the data path are the very ids the API handed out or the
+//! link's id cache decoded once, so a hit costs a pointer comparison instead of a name
+//! comparison and two map searches. Removing an actor clears the memo.
 
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::fingerprint::TypeFingerprint;
@@ -94,8 +104,8 @@ struct Root {
     next_pid: u64,
     /// Next ephemeral port index of any actor of this name; never goes back.
     next_port: u64,
-    /// The live actors of this name, by pid.
-    actors: BTreeMap<u64, Actor>,
+    /// The live actors of this name, by pid: their slots in `Registry::slab`.
+    actors: BTreeMap<u64, usize>,
 }
 
 impl Default for Root {
@@ -138,11 +148,40 @@ impl Port {
             bytes: 0,
         }
     }
+
+    /// Whether a message of type `typed` is of another type than the port takes.
+    fn refuses(&self, typed: Option<TypeFingerprint>) -> bool {
+        matches!((self.accepts, typed), (Some(want), Some(t)) if want != t)
+    }
+
+    /// Why a message of type `typed` is refused.
+    fn wrong_type(&self, typed: Option<TypeFingerprint>) -> crate::envelope::Undeliverable {
+        crate::envelope::Undeliverable::WrongType {
+            expected: self.accepts.map_or(0, TypeFingerprint::get),
+            found: typed.map_or(0, TypeFingerprint::get),
+        }
+    }
+
+    /// A port holding nothing always takes one message, however large.
+    fn is_full(&self, limits: QueueLimits) -> bool {
+        self.msgs > 0 && (self.msgs >= limits.msgs || self.bytes >= limits.bytes)
+    }
 }
 
 #[derive(Debug, Default)]
 struct Actor {
     ports: BTreeMap<u64, Port>,
+}
+
+/// What becomes of a message offered to a local port ([`Registry::admit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Placed: it counts against the port's queue until consumed.
+    Placed,
+    /// The port's queue is at its limits: the message must wait.
+    Full,
+    /// It cannot be delivered, for this reason.
+    Refused(crate::envelope::Undeliverable),
 }
 
 /// Actors and ports of one proc.
@@ -151,6 +190,11 @@ pub struct Registry {
     proc: ProcId,
     /// By root name (looked up by `&str`, so no name is copied to find an actor).
     roots: BTreeMap<Name, Root>,
+    /// The live actors; `None` in free slots.
+    slab: Vec<Option<Actor>>,
+    free: Vec<usize>,
+    /// The slots of the last ids looked up on the data path, most recent first.
+    memo: [Option<(ActorId, usize)>; 2],
 }
 
 impl Registry {
@@ -159,6 +203,22 @@ impl Registry {
         Registry {
             proc,
             roots: BTreeMap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            memo: [None, None],
+        }
+    }
+
+    fn insert_actor(&mut self) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slab[i] = Some(Actor::default());
+                i
+            }
+            None => {
+                self.slab.push(Some(Actor::default()));
+                self.slab.len() - 1
+            }
         }
     }
 
@@ -171,26 +231,31 @@ impl Registry {
     pub fn reserve_root(&mut self, name: &str) -> Result<ActorId, RegistryError> {
         // `Name::new` applies the one name predicate, the same the parsers use.
         let name = Name::new(name).map_err(RegistryError::BadName)?;
-        let root = self.roots.entry(name.clone()).or_default();
-        if root.held {
+        if self.roots.get(name.as_str()).is_some_and(|r| r.held) {
             return Err(RegistryError::Duplicate(name));
         }
+        let slot = self.insert_actor();
+        let root = self.roots.entry(name.clone()).or_default();
         root.held = true;
         root.next_pid = root.next_pid.max(1);
-        root.actors.insert(0, Actor::default());
+        root.actors.insert(0, slot);
         Ok(self.proc.actor(name, 0))
     }
 
     /// Creates a child of `parent`: same root name, the next pid of that root.
     pub fn child(&mut self, parent: &ActorId) -> Result<ActorId, RegistryError> {
         self.check_local(parent)?;
+        if !self.roots.contains_key(parent.name().as_str()) {
+            return Err(no_such(parent));
+        }
+        let slot = self.insert_actor();
         let root = self
             .roots
-            .get_mut(parent.name())
+            .get_mut(parent.name().as_str())
             .ok_or_else(|| no_such(parent))?;
         let pid = root.next_pid;
         root.next_pid += 1;
-        root.actors.insert(pid, Actor::default());
+        root.actors.insert(pid, slot);
         Ok(self.proc.actor(parent.name().clone(), pid))
     }
 
@@ -208,9 +273,14 @@ impl Registry {
             .roots
             .get_mut(actor.name().as_str())
             .ok_or_else(|| no_such(actor))?;
-        let a = root
+        let slot = *root
             .actors
-            .get_mut(&actor.pid())
+            .get(&actor.pid())
+            .ok_or_else(|| no_such(actor))?;
+        let a = self
+            .slab
+            .get_mut(slot)
+            .and_then(Option::as_mut)
             .ok_or_else(|| no_such(actor))?;
         let index = root.next_port;
         root.next_port += 1;
@@ -251,7 +321,11 @@ impl Registry {
             return;
         }
         if let Some(root) = self.roots.get_mut(actor.name().as_str()) {
-            root.actors.remove(&actor.pid());
+            if let Some(slot) = root.actors.remove(&actor.pid()) {
+                self.slab[slot] = None;
+                self.free.push(slot);
+                self.memo = [None, None];
+            }
             if actor.pid() == 0 {
                 root.held = false;
             }
@@ -261,6 +335,70 @@ impl Registry {
     /// Whether the actor is registered here.
     pub fn contains_actor(&self, actor: &ActorId) -> bool {
         self.actor(actor).is_some()
+    }
+
+    /// [`Registry::contains_actor`] on the data path (memoized, see the module docs).
+    pub(crate) fn is_live(&mut self, actor: &ActorId) -> bool {
+        self.slot(actor).is_some()
+    }
+
+    /// Offers one message of `bytes` of type `typed` to the local `port` (one lookup):
+    /// placed and counted (a once-port is retired), held back because the port is full, or
+    /// refused (no such actor or port, or a port typed otherwise, which is checked first).
+    pub(crate) fn admit(
+        &mut self,
+        port: &PortId,
+        bytes: usize,
+        typed: Option<TypeFingerprint>,
+        limits: QueueLimits,
+    ) -> Admit {
+        use crate::envelope::Undeliverable;
+        let Some(slot) = self.slot(port.actor()) else {
+            return Admit::Refused(Undeliverable::NoSuchActor);
+        };
+        let Some(a) = self.slab.get_mut(slot).and_then(Option::as_mut) else {
+            return Admit::Refused(Undeliverable::NoSuchActor);
+        };
+        match a.ports.get_mut(&port.index()) {
+            None => Admit::Refused(Undeliverable::NoSuchPort),
+            Some(p) if p.refuses(typed) => Admit::Refused(p.wrong_type(typed)),
+            Some(p) if p.is_full(limits) => Admit::Full,
+            Some(p) if p.kind == PortKind::Once => {
+                a.ports.remove(&port.index());
+                Admit::Placed
+            }
+            Some(p) => {
+                p.msgs += 1;
+                p.bytes += bytes;
+                Admit::Placed
+            }
+        }
+    }
+
+    /// The slab slot of a live local actor, through the memo.
+    fn slot(&mut self, actor: &ActorId) -> Option<usize> {
+        match &self.memo {
+            [Some((id, slot)), _] if id.is_same(actor) => return Some(*slot),
+            [_, Some((id, slot))] if id.is_same(actor) => {
+                let slot = *slot;
+                self.memo.swap(0, 1);
+                return Some(slot);
+            }
+            _ => {}
+        }
+        let slot = self.find(actor)?;
+        self.memo[1] = Some((actor.clone(), slot));
+        self.memo.swap(0, 1);
+        Some(slot)
+    }
+
+    fn find(&self, actor: &ActorId) -> Option<usize> {
+        self.check_local(actor).ok()?;
+        self.roots
+            .get(actor.name().as_str())?
+            .actors
+            .get(&actor.pid())
+            .copied()
     }
 
     /// Accounts for one delivery of `bytes` of type `typed` to `port`: `Err` says why it
@@ -279,13 +417,7 @@ impl Registry {
             .map_err(|_| Undeliverable::NoSuchActor)?;
         match a.ports.get_mut(&port.index()) {
             None => Err(Undeliverable::NoSuchPort),
-            Some(Port {
-                accepts: Some(want),
-                ..
-            }) if typed.is_some_and(|t| t != *want) => Err(Undeliverable::WrongType {
-                expected: want.get(),
-                found: typed.map_or(0, TypeFingerprint::get),
-            }),
+            Some(p) if p.refuses(typed) => Err(p.wrong_type(typed)),
             Some(p) if p.kind == PortKind::Once => {
                 a.ports.remove(&port.index());
                 Ok(())
@@ -304,7 +436,7 @@ impl Registry {
     pub fn is_full(&self, port: &PortId, limits: QueueLimits) -> bool {
         self.actor(port.actor())
             .and_then(|a| a.ports.get(&port.index()))
-            .is_some_and(|p| p.msgs > 0 && (p.msgs >= limits.msgs || p.bytes >= limits.bytes))
+            .is_some_and(|p| p.is_full(limits))
     }
 
     /// The driver took `msgs` messages of `bytes` payload bytes in all from `port`'s queue.
@@ -326,7 +458,7 @@ impl Registry {
 
     /// Number of live actors.
     pub fn actor_count(&self) -> usize {
-        self.roots.values().map(|r| r.actors.len()).sum()
+        self.slab.len() - self.free.len()
     }
 
     fn check_local(&self, actor: &ActorId) -> Result<(), RegistryError> {
@@ -339,18 +471,14 @@ impl Registry {
     }
 
     fn actor(&self, actor: &ActorId) -> Option<&Actor> {
-        self.check_local(actor).ok()?;
-        self.roots
-            .get(actor.name().as_str())?
-            .actors
-            .get(&actor.pid())
+        self.slab.get(self.find(actor)?)?.as_ref()
     }
 
     fn actor_mut(&mut self, actor: &ActorId) -> Result<&mut Actor, RegistryError> {
-        self.check_local(actor)?;
-        self.roots
-            .get_mut(actor.name().as_str())
-            .and_then(|r| r.actors.get_mut(&actor.pid()))
+        let slot = self.find(actor).ok_or_else(|| no_such(actor))?;
+        self.slab
+            .get_mut(slot)
+            .and_then(Option::as_mut)
             .ok_or_else(|| no_such(actor))
     }
 }

@@ -7,6 +7,7 @@
 //! deadline are skipped (and the heap is rebuilt when such entries outnumber live ones).
 
 use alloc::collections::{BTreeMap, BinaryHeap};
+use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use crate::output::ConnId;
@@ -24,24 +25,62 @@ pub(crate) enum Owner {
 }
 
 /// Earliest deadline per machine, with a heap to find the earliest of all.
+///
+/// The recorded deadlines of sessions sit in vectors indexed by slot, so recording one
+/// (after every input, for each machine it touched) is a comparison and a store, not a
+/// map update; accepted connections, few and short-lived, are in a map.
 #[derive(Debug, Default)]
 pub(crate) struct Schedule {
     heap: BinaryHeap<Reverse<(Instant, Owner)>>,
-    current: BTreeMap<Owner, Instant>,
+    out: Vec<Option<Instant>>,
+    inb: Vec<Option<Instant>>,
+    accept: BTreeMap<ConnId, Instant>,
+    /// Machines with a deadline.
+    live: usize,
 }
 
 impl Schedule {
+    fn get(&self, owner: Owner) -> Option<Instant> {
+        match owner {
+            Owner::Out(i) => self.out.get(i).copied().flatten(),
+            Owner::In(i) => self.inb.get(i).copied().flatten(),
+            Owner::Accept(c) => self.accept.get(&c).copied(),
+        }
+    }
+
+    /// Records `at` for `owner`, returning what was recorded before.
+    fn put(&mut self, owner: Owner, at: Option<Instant>) -> Option<Instant> {
+        let old = match owner {
+            Owner::Out(i) | Owner::In(i) => {
+                let v = if let Owner::Out(_) = owner {
+                    &mut self.out
+                } else {
+                    &mut self.inb
+                };
+                if v.len() <= i {
+                    // Nothing recorded beyond the end: clearing is a no-op.
+                    at?;
+                    v.resize(i + 1, None);
+                }
+                core::mem::replace(&mut v[i], at)
+            }
+            Owner::Accept(c) => match at {
+                Some(t) => self.accept.insert(c, t),
+                None => self.accept.remove(&c),
+            },
+        };
+        self.live = self.live + usize::from(at.is_some()) - usize::from(old.is_some());
+        old
+    }
+
     /// Records `owner`'s earliest deadline (`None`: it has none).
     pub(crate) fn set(&mut self, owner: Owner, at: Option<Instant>) {
-        match at {
-            Some(t) => {
-                if self.current.insert(owner, t) != Some(t) {
-                    self.heap.push(Reverse((t, owner)));
-                }
-            }
-            None => {
-                self.current.remove(&owner);
-            }
+        if self.get(owner) == at {
+            return;
+        }
+        self.put(owner, at);
+        if let Some(t) = at {
+            self.heap.push(Reverse((t, owner)));
         }
     }
 
@@ -58,8 +97,8 @@ impl Schedule {
                 return None;
             }
             self.heap.pop();
-            if self.current.get(&owner) == Some(&t) {
-                self.current.remove(&owner);
+            if self.get(owner) == Some(t) {
+                self.put(owner, None);
                 return Some(owner);
             }
         }
@@ -69,15 +108,29 @@ impl Schedule {
     /// Drops stale entries from the top, so that [`Schedule::peek`] is exact, and rebuilds
     /// the heap when stale entries dominate it.
     pub(crate) fn clean(&mut self) {
-        if self.heap.len() > 2 * self.current.len() + 64 {
-            self.heap = self
-                .current
-                .iter()
-                .map(|(o, t)| Reverse((*t, *o)))
-                .collect();
+        let live = self.live;
+        // Room for the stale entries allowed below and a turn's worth of moved deadlines,
+        // reserved once as the number of machines grows, not grown entry by entry.
+        let room = 2 * live + 128;
+        if self.heap.capacity() < room {
+            self.heap.reserve(room - self.heap.len());
         }
-        while let Some(Reverse((t, owner))) = self.heap.peek() {
-            if self.current.get(owner) == Some(t) {
+        if self.heap.len() > 2 * live + 64 {
+            // In place: the heap keeps its capacity, so a steady stream of moved deadlines
+            // allocates nothing.
+            self.heap.clear();
+            let out = self.out.iter().enumerate();
+            let out = out.filter_map(|(i, t)| Some(Reverse(((*t)?, Owner::Out(i)))));
+            let inb = self.inb.iter().enumerate();
+            let inb = inb.filter_map(|(i, t)| Some(Reverse(((*t)?, Owner::In(i)))));
+            let acc = self
+                .accept
+                .iter()
+                .map(|(c, t)| Reverse((*t, Owner::Accept(*c))));
+            self.heap.extend(out.chain(inb).chain(acc));
+        }
+        while let Some(&Reverse((t, owner))) = self.heap.peek() {
+            if self.get(owner) == Some(t) {
                 return;
             }
             self.heap.pop();

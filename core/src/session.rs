@@ -36,15 +36,15 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::auth::{self, AuthError};
 use crate::chunks::ChunkStore;
 use crate::ctx::{Ctx, SendError};
 use crate::envelope::{append_envelope_cached, decode, Envelope, Link, Undeliverable};
 use crate::frame::{
-    preamble, FrameDecoder, FrameKind, Hello, Item, RefuseReason, Welcome, HEADER_LEN,
-    MAX_HANDSHAKE_FRAME_LEN,
+    preamble, FrameDecoder, FrameKind, Hello, Item, RecycledBody, RefuseReason, Welcome,
+    HEADER_LEN, MAX_HANDSHAKE_FRAME_LEN,
 };
 use crate::id::{ChannelAddr, ProcId};
 use crate::idcache::IdCache;
@@ -70,7 +70,7 @@ timer_keys! {
     }
 }
 
-type Decoder = FrameDecoder<BytesMut>;
+type Decoder = FrameDecoder<RecycledBody>;
 
 /// Room the encoder asks of the chunk store beyond the payload, for header and metadata.
 const META_HINT: usize = 256;
@@ -156,7 +156,7 @@ impl Outbound {
             resume: false,
             peer_incarnation: None,
             peer_max: cx.config.max_frame_len,
-            store: ChunkStore::new(cx.config.chunk_bytes),
+            store: ChunkStore::new(cx.config.chunk_bytes, cx.config.spare_buffers),
             ids: IdCache::new(cx.config.id_cache_entries),
             bound: VecDeque::new(),
             next_tx: 0,
@@ -323,7 +323,10 @@ impl Outbound {
             })
         });
         // Until the session is open, frames are handshake frames: small.
-        let dec = FrameDecoder::new(MAX_HANDSHAKE_FRAME_LEN, BytesMut::new());
+        let dec = FrameDecoder::new(
+            MAX_HANDSHAKE_FRAME_LEN,
+            RecycledBody::new(cx.config.spare_buffers),
+        );
         self.conn = Conn::Handshake(conn, dec);
     }
 
@@ -469,7 +472,10 @@ impl Outbound {
             .set(OutTimer::Idle, now + cx.config.idle_timeout);
         let mut dec = match core::mem::replace(&mut self.conn, Conn::Idle) {
             Conn::Handshake(_, d) => d,
-            _ => FrameDecoder::frames_only(cx.config.max_frame_len, BytesMut::new()),
+            _ => FrameDecoder::frames_only(
+                cx.config.max_frame_len,
+                RecycledBody::new(cx.config.spare_buffers),
+            ),
         };
         // The handshake is over: frames may now be as large as messages.
         dec.set_max_len(cx.config.max_frame_len);
