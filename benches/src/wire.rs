@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use async_executor::Executor;
 use bytes::Bytes;
 use procwire_tokio::{
-    Actor, ActorError, ActorHandle, ChannelAddr, ChannelTransport, Context, Instance, PortReceiver,
-    PortRef, ProcError, ProcOptions, Stats,
+    Actor, ActorError, ActorHandle, ActorRef, ChannelAddr, ChannelTransport, Context, Instance,
+    PortReceiver, PortRef, ProcError, ProcOptions, Stats,
 };
 
 use crate::{Error, Net, BULK, BULK_BURST, PIPELINE_N, SMALL};
@@ -58,7 +58,7 @@ pub trait AdapterProc: Sized {
         &self,
         name: &str,
         actor: A,
-    ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError>;
+    ) -> Result<(ActorRef<A>, ActorHandle), ProcError>;
     /// See `Proc::stats`.
     fn stats(&self) -> Stats;
     /// See `Proc::shutdown`.
@@ -75,7 +75,7 @@ macro_rules! adapter_proc {
                 &self,
                 name: &str,
                 actor: A,
-            ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
+            ) -> Result<(ActorRef<A>, ActorHandle), ProcError> {
                 <$proc>::spawn(self, name, actor)
             }
             fn stats(&self) -> Stats {
@@ -172,7 +172,7 @@ impl<P: AdapterProc> ProcwireBench<P> {
             b,
             client,
             reply_rx,
-            echo,
+            echo: echo.port(),
             echo_handle,
             _sink: sink,
             sink_ref: sink_port.port_ref(),

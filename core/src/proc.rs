@@ -401,7 +401,10 @@ impl Proc {
             return Err(SendError::TooLarge { len, max });
         }
         let limits = self.cx.config.port_limits();
-        match self.registry.admit(&env.dest, env.payload.len(), env.fingerprint, limits) {
+        match self
+            .registry
+            .admit(&env.dest, env.payload.len(), env.fingerprint, limits)
+        {
             Admit::Full => {
                 self.local_blocked = true;
                 Err(SendError::WouldBlock)
@@ -1161,7 +1164,8 @@ impl Proc {
         let local = env.returned.is_none() && env.dest.actor().proc() == &self.cx.id;
         let admit = if local {
             let limits = self.cx.config.port_limits();
-            self.registry.admit(&env.dest, env.payload.len(), env.fingerprint, limits)
+            self.registry
+                .admit(&env.dest, env.payload.len(), env.fingerprint, limits)
         } else {
             Admit::Placed
         };

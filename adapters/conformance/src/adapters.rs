@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 
 use async_executor::Executor;
 use procwire_smol::{
-    Actor, ActorHandle, ChannelAddr, Held, Instance, LinkEvents, PortRef, ProcError, ProcId,
+    Actor, ActorHandle, ActorRef, ChannelAddr, Held, Instance, LinkEvents, ProcError, ProcId,
     ProcOptions, Refusals, ShutdownReport, Stats,
 };
 
@@ -22,7 +22,7 @@ macro_rules! test_proc {
                 &self,
                 name: &str,
                 actor: A,
-            ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
+            ) -> Result<(ActorRef<A>, ActorHandle), ProcError> {
                 <$proc>::spawn(self, name, actor)
             }
             fn proc_id(&self) -> &ProcId {

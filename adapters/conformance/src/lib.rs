@@ -41,9 +41,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use procwire_smol::{
-    Actor, ActorError, ActorHandle, ActorId, ChannelAddr, Context, Held, Instance, LinkEvents,
-    OncePortRef, PortRef, ProcError, ProcId, ProcOptions, Refusals, ShutdownReport, Stats,
-    UnixAddr,
+    Actor, ActorError, ActorHandle, ActorId, ActorRef, ChannelAddr, Context, Held, Instance,
+    LinkEvents, OncePortRef, PortRef, ProcError, ProcId, ProcOptions, Refusals, ShutdownReport,
+    Stats, UnixAddr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +60,7 @@ pub trait TestProc: Clone + Send + Sync + 'static {
         &self,
         name: &str,
         actor: A,
-    ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError>;
+    ) -> Result<(ActorRef<A>, ActorHandle), ProcError>;
     /// `Proc::proc_id`.
     fn proc_id(&self) -> &ProcId;
     /// `Proc::addr`.

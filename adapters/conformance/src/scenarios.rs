@@ -76,7 +76,7 @@ pub async fn echo_round_trips_and_once_ports<A: Adapter, B: Adapter>(
     assert_eq!(echo.actor_id(), &b.proc_id().actor(name("echo"), 0));
     // The same reference, built from the id alone as a remote proc would.
     let by_id = PortRef::<EchoMsg>::attest(b.proc_id().actor(name("echo"), 0).port(ACTOR_PORT));
-    assert_eq!(by_id, echo);
+    assert_eq!(by_id, echo.port());
 
     let (client, _client_handle) = a.instance("client").expect("instance");
     assert_eq!(client.actor_id(), &a.proc_id().actor(name("client"), 0));
@@ -782,7 +782,7 @@ pub async fn wrong_types_are_refused<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: 
 
     // `4u8` encodes like `EchoMsg::Stop`; the mailbox refuses it by type and the actor runs on.
     let (echo, echo_handle) = b.spawn("echo", Echo).expect("echo");
-    PortRef::<u8>::attest(echo.port_id().clone())
+    PortRef::<u8>::attest(echo.port::<EchoMsg>().port_id().clone())
         .send(&sender, 4u8)
         .await
         .expect("send");

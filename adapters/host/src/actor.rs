@@ -1,19 +1,67 @@
-//! Actors: an identity plus a message loop that calls a handler per message.
-//! Runtime-neutral (tasks are spawned through the engine's runtime hooks).
+//! Actors: an identity plus a message loop that calls a handler per message, and the rules
+//! of supervision. Runtime-neutral (tasks are spawned through the engine's runtime hooks).
 //!
 //! An actor spawned with `Proc::spawn` ([`HostedProc::spawn`](crate::HostedProc::spawn)) (or
-//! [`Instance::spawn_child`]) gets the identity `ActorId(proc, name, pid)` and its mailbox is
-//! the well-known port [`ACTOR_PORT`] of that identity, so any proc that knows the actor's id
-//! can address it: `PortRef::<M>::attest(actor_id.port(ACTOR_PORT))`.
+//! [`Instance::spawn_child`]) gets the identity `ActorId(proc, name, pid)` and a typed
+//! [`ActorRef`] to it.
 //!
-//! The loop, in order of priority: a requested stop, then messages that came back
-//! undeliverable ([`Actor::handle_undeliverable`]), then the mailbox ([`Actor::handle`]).
-//! A message that the mailbox refuses (another type than [`Actor::Message`], or a payload
-//! that does not decode strictly as one; see [`crate::typed`]'s type checks) is logged and
-//! skipped. A handler
-//! that returns an error or panics ends the actor with [`ActorStatus::Failed`]; its
-//! `stopped` hook is not run then (its state may be inconsistent).
+//! # Mailboxes and ports
+//!
+//! An actor's mailbox takes the types of its [`Actor::Message`], a [`Mailbox`]: either one
+//! serde type, or an enum of several declared with [`messages!`](crate::messages). Each type
+//! has its own well-known port of the actor's identity: the `i`-th type (from 0, in
+//! declaration order) is taken on port `ACTOR_PORT + i`, so a mailbox of one type is port
+//! [`ACTOR_PORT`] alone. Each port carries its type's [`TypeFingerprint`] and refuses
+//! messages of another type as they arrive (they come back as
+//! [`Undeliverable::WrongType`](crate::Undeliverable::WrongType)).
+//!
+//! The ports follow from the actor's id and its mailbox type alone, so any proc that knows
+//! the id (parsed from text, say) can address it: [`ActorRef::attest`], or for one type
+//! `PortRef::<M>::attest(actor_id.port(ACTOR_PORT + i))`. Reordering a mailbox's types moves
+//! their ports: peers built from the old order get their messages refused, never misread.
+//!
+//! # The loop
+//!
+//! In order of priority: a requested stop, then failures of its children
+//! ([`Actor::child_failed`]), then messages that came back undeliverable
+//! ([`Actor::handle_undeliverable`]), then the mailbox ([`Actor::handle`]; its ports are
+//! served in turn, so a busy type does not starve the others). A message that a port refuses
+//! (a payload that does not decode strictly as the port's type; see the crate's
+//! [type checks](crate#type-checks)) is logged and skipped. A handler that returns an error
+//! or panics fails the actor ([`ActorStatus::Failed`]); its `stopped` hook is not run then
+//! (its state may be inconsistent).
+//!
+//! # Supervision
+//!
+//! The rules, in one place:
+//!
+//! 1. **Children.** An identity's children are those created through it:
+//!    [`Instance::spawn_child`] (actors) and [`Instance::child`] (instances). They are named
+//!    `ActorId(proc, root name, n)` and live in the same proc.
+//! 2. **Children end first.** However an actor ends (a stop asked through its
+//!    [`ActorHandle`] or [`Context::stop`], a failure, or its proc shutting down), it
+//!    first asks all its children to stop and waits until each has ended (each one ending
+//!    its own children first, recursively), and only then runs its `stopped` hook (when it did
+//!    not fail), releases its identity and reports its own end (status and monitors). So
+//!    every child is `Stopped` (or `Failed`) before its parent is, and monitors of the
+//!    children hear of it before monitors of the parent. Siblings stop concurrently. A child
+//!    stuck in a handler holds up its parent's end.
+//! 3. **A child's failure goes to its parent.** When a child actor fails, its parent's loop
+//!    calls [`Actor::child_failed`] with the child's id and the reason, after the child has
+//!    ended (its status is `Failed`). The default fails the parent too, with
+//!    [`SupervisionError::ChildFailed`] as the reason (Erlang-link style), so a failure
+//!    climbs the tree until an actor handles it; by rule 2 a failing parent stops its other
+//!    children first. Override the hook to decide otherwise (log it, spawn a replacement,
+//!    stop), returning `Ok(())` to carry on.
+//! 4. **Instances are not supervisors.** An [`Instance`] without a loop (from
+//!    `Proc::instance`) asks its children to stop when it is stopped or dropped, without
+//!    waiting for them; failures of its children are logged. Watch them with
+//!    [`Instance::monitor`] instead.
+//! 5. A child that stops normally is not reported to its parent, and a root actor (from
+//!    `Proc::spawn`) has no parent. Failures of children that arrive while the parent is
+//!    already ending are not reported.
 
+use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -22,18 +70,47 @@ use std::task::Poll;
 use procwire_core::envelope::Envelope;
 use procwire_core::id::ActorId;
 use procwire_core::registry::PortKind;
-use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::engine::Engine;
 use crate::error::{ActorError, ProcError, RecvError};
 use crate::instance::{ActorCell, ActorHandle, ActorStatus, Instance};
+use crate::mailbox::{ActorRef, Decoder, Mailbox};
 use crate::monitor::{DownReason, ProcServices};
 use crate::sync::{CatchUnwind, Queue};
-use crate::typed::{PortReceiver, PortRef, Returned};
+#[cfg(doc)]
+use crate::typed::TypeFingerprint;
+use crate::typed::{PortReceiver, Returned};
 
-/// The well-known port index of an actor's mailbox.
+/// The well-known port index of an actor's mailbox: its first (or only) message type. A
+/// mailbox of several types uses the ports that follow (see
+/// [mailboxes and ports](crate::actor#mailboxes-and-ports)).
 pub const ACTOR_PORT: u64 = 0;
+
+/// Why supervision failed an actor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SupervisionError {
+    /// A child failed and the default [`Actor::child_failed`] failed the parent too.
+    ChildFailed {
+        /// The child.
+        child: ActorId,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl fmt::Display for SupervisionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SupervisionError::ChildFailed { child, reason } => {
+                write!(f, "child {child} failed: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SupervisionError {}
 
 /// A message-driven participant.
 ///
@@ -56,9 +133,13 @@ pub const ACTOR_PORT: u64 = 0;
 ///     }
 /// }
 /// ```
+///
+/// An actor taking several types names an enum declared with
+/// [`messages!`](crate::messages) as its `Message`, and handles each type in a match arm.
 pub trait Actor: Send + Sized + 'static {
-    /// What its mailbox takes.
-    type Message: DeserializeOwned + Send + 'static;
+    /// What its mailbox takes: one serde type, or several declared with
+    /// [`messages!`](crate::messages).
+    type Message: Mailbox;
 
     /// Runs once before the first message. An error fails the actor.
     fn started(&mut self, cx: &mut Context) -> impl Future<Output = Result<(), ActorError>> + Send {
@@ -90,7 +171,21 @@ pub trait Actor: Send + Sized + 'static {
         async { Ok(()) }
     }
 
-    /// Runs once after the loop ends normally (stop requested, or the proc shut down).
+    /// A child actor (from [`Instance::spawn_child`]) failed with `reason`; it has ended.
+    /// The default fails this actor too ([`SupervisionError::ChildFailed`]); return `Ok(())`
+    /// to carry on. See the [supervision rules](crate::actor#supervision).
+    fn child_failed(
+        &mut self,
+        cx: &mut Context,
+        child: ActorId,
+        reason: String,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = cx;
+        async move { Err(SupervisionError::ChildFailed { child, reason }.into()) }
+    }
+
+    /// Runs once after the loop ends normally (stop requested, or the proc shut down), when
+    /// its children have ended.
     fn stopped(&mut self, cx: &mut Context) -> impl Future<Output = ()> + Send {
         let _ = cx;
         async {}
@@ -123,31 +218,76 @@ impl Deref for Context {
     }
 }
 
-/// Binds the mailbox of `id` and starts its loop.
+/// Binds the mailbox of `id` and starts its loop (a root actor: no parent).
 pub(crate) fn spawn_actor<A: Actor>(
     engine: &Arc<Engine>,
     svc: &Arc<ProcServices>,
     id: ActorId,
     returns: Arc<Queue<Returned>>,
     actor: A,
-) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
-    let instance = Instance::new(engine.clone(), svc.clone(), id.clone(), returns, false);
-    let port = id.port(ACTOR_PORT);
-    // On failure `instance` drops here and releases the identity.
-    let accepts = crate::TypeFingerprint::of::<A::Message>();
-    let queue = engine.bind_port(&port, PortKind::Stream, accepts)?;
-    let mailbox = PortReceiver::<A::Message>::new(engine.clone(), port.clone(), queue);
+) -> Result<(ActorRef<A>, ActorHandle), ProcError> {
+    let instance = Instance::new(engine.clone(), svc.clone(), id, returns, false);
+    start(engine, instance, actor)
+}
+
+/// Binds the mailbox of `instance` (one port per message type) and starts its loop.
+pub(crate) fn start<A: Actor>(
+    engine: &Arc<Engine>,
+    instance: Instance,
+    actor: A,
+) -> Result<(ActorRef<A>, ActorHandle), ProcError> {
+    let id = instance.actor_id().clone();
+    let mut ports = Vec::new();
+    for (i, (accepts, decoder)) in (0u64..).zip(A::Message::ports()) {
+        let port = id.port(ACTOR_PORT + i);
+        // On failure `instance` and the ports bound so far drop here and are released.
+        let queue = engine.bind_port(&port, PortKind::Stream, accepts)?;
+        ports.push((PortReceiver::new(engine.clone(), port, queue), decoder));
+    }
+    let mailbox = Ports { ports, next: 0 };
     let handle = instance.handle();
     let span = tracing::info_span!("actor", actor = %id);
     engine
         .runtime()
         .spawn(Box::pin(run(actor, instance, mailbox).instrument(span)));
-    Ok((PortRef::attest(port), handle))
+    Ok((ActorRef::attest(id), handle))
 }
 
-enum Next {
+/// An actor's mailbox: a receiver and a decoder per message type.
+struct Ports<T> {
+    ports: Vec<(PortReceiver<T>, Decoder<T>)>,
+    /// Where the next poll starts, so that the ports are served in turn.
+    next: usize,
+}
+
+impl<T> Ports<T> {
+    /// The next envelope of any port, with its decoder; `Closed` once a port is closed
+    /// (they are closed together, with the identity or the proc).
+    fn poll_next(
+        &mut self,
+        tcx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(Envelope, Decoder<T>), RecvError>> {
+        let n = self.ports.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let (rx, decoder) = &mut self.ports[i];
+            match rx.poll_recv_envelope(tcx) {
+                Poll::Ready(Ok(env)) => {
+                    self.next = (i + 1) % n;
+                    return Poll::Ready(Ok((env, *decoder)));
+                }
+                Poll::Ready(Err(RecvError::Closed)) => return Poll::Ready(Err(RecvError::Closed)),
+                Poll::Ready(Err(RecvError::Decode(_))) | Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+}
+
+enum Next<T> {
     Stop,
-    Message(Envelope),
+    ChildFailed(ActorId, String),
+    Message(Envelope, Decoder<T>),
     Returned(Returned),
     MailboxClosed,
 }
@@ -171,7 +311,7 @@ impl Drop for Finish {
     }
 }
 
-async fn run<A: Actor>(mut actor: A, instance: Instance, mut mailbox: PortReceiver<A::Message>) {
+async fn run<A: Actor>(mut actor: A, instance: Instance, mut mailbox: Ports<A::Message>) {
     let cell = instance.cell().clone();
     let mut finish = Finish {
         cell: cell.clone(),
@@ -183,19 +323,15 @@ async fn run<A: Actor>(mut actor: A, instance: Instance, mut mailbox: PortReceiv
     };
     tracing::debug!("actor started");
     let failure = drive(&mut actor, &mut cx, &mut mailbox, &cell).await;
+    cell.mark_stopping();
+    // Supervision rule 2: the children end first.
+    cell.stop_children().await;
     match failure {
         Some(why) => {
             tracing::warn!(reason = %why, "actor failed");
             finish.status = ActorStatus::Failed(why);
         }
         None => {
-            cell.status.update(|s| {
-                if *s == ActorStatus::Running {
-                    ActorStatus::Stopping
-                } else {
-                    s.clone()
-                }
-            });
             if let Err(why) = CatchUnwind::new(actor.stopped(&mut cx)).await {
                 finish.status = ActorStatus::Failed(format!("stopped hook panicked: {why}"));
             }
@@ -203,19 +339,28 @@ async fn run<A: Actor>(mut actor: A, instance: Instance, mut mailbox: PortReceiv
         }
     }
     // Unbind the mailbox and the identity before reporting the end; monitors hear why.
-    if let ActorStatus::Failed(why) = &finish.status {
+    let failed = match &finish.status {
+        ActorStatus::Failed(why) => Some(why.clone()),
+        _ => None,
+    };
+    if let Some(why) = &failed {
         cx.instance.set_exit(DownReason::Failed(why.clone()));
     }
+    let id = cx.actor_id().clone();
     drop(mailbox);
     drop(cx);
     drop(finish);
+    // Supervision rule 3: the parent hears of a failure once this actor has ended.
+    if let Some(why) = failed {
+        cell.report_failure(id, why);
+    }
 }
 
 /// The loop; `Some(reason)` if the actor failed.
 async fn drive<A: Actor>(
     actor: &mut A,
     cx: &mut Context,
-    mailbox: &mut PortReceiver<A::Message>,
+    mailbox: &mut Ports<A::Message>,
     cell: &ActorCell,
 ) -> Option<String> {
     match CatchUnwind::new(actor.started(cx)).await {
@@ -227,24 +372,15 @@ async fn drive<A: Actor>(
         if cx.stop {
             return None;
         }
-        let next = std::future::poll_fn(|tcx| {
-            if cell.stop_requested.poll_until(tcx, |s| *s).is_ready() {
-                return Poll::Ready(Next::Stop);
-            }
-            if let Poll::Ready(Some(r)) = cx.instance.poll_undeliverable(tcx) {
-                return Poll::Ready(Next::Returned(r));
-            }
-            match mailbox.poll_recv_envelope(tcx) {
-                Poll::Ready(Ok(env)) => Poll::Ready(Next::Message(env)),
-                Poll::Ready(Err(RecvError::Closed)) => Poll::Ready(Next::MailboxClosed),
-                Poll::Ready(Err(RecvError::Decode(_))) | Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
+        let next = std::future::poll_fn(|tcx| poll_next(cx, mailbox, cell, tcx)).await;
         let outcome = match next {
             Next::Stop | Next::MailboxClosed => return None,
+            Next::ChildFailed(child, why) => {
+                tracing::debug!(%child, reason = %why, "a child failed");
+                CatchUnwind::new(actor.child_failed(cx, child, why)).await
+            }
             Next::Returned(r) => CatchUnwind::new(actor.handle_undeliverable(cx, r)).await,
-            Next::Message(env) => match mailbox.decode(&env) {
+            Next::Message(env, decoder) => match decoder(&env) {
                 Ok(msg) => CatchUnwind::new(actor.handle(cx, msg)).await,
                 Err(e) => {
                     tracing::warn!(sender = %env.sender, error = %e, "skipping a refused message");
@@ -257,5 +393,28 @@ async fn drive<A: Actor>(
             Ok(Err(e)) => return Some(e.to_string()),
             Err(p) => return Some(format!("panicked: {p}")),
         }
+    }
+}
+
+/// What the loop does next, in order of priority.
+fn poll_next<T>(
+    cx: &Context,
+    mailbox: &mut Ports<T>,
+    cell: &ActorCell,
+    tcx: &mut std::task::Context<'_>,
+) -> Poll<Next<T>> {
+    if cell.stop_requested.poll_until(tcx, |s| *s).is_ready() {
+        return Poll::Ready(Next::Stop);
+    }
+    if let Poll::Ready(Some((child, why))) = cell.child_failures.poll_pop(tcx) {
+        return Poll::Ready(Next::ChildFailed(child, why));
+    }
+    if let Poll::Ready(Some(r)) = cx.instance.poll_undeliverable(tcx) {
+        return Poll::Ready(Next::Returned(r));
+    }
+    match mailbox.poll_next(tcx) {
+        Poll::Ready(Ok((env, decoder))) => Poll::Ready(Next::Message(env, decoder)),
+        Poll::Ready(Err(_)) => Poll::Ready(Next::MailboxClosed),
+        Poll::Pending => Poll::Pending,
     }
 }

@@ -75,14 +75,14 @@ macro_rules! adapter_proc {
             }
 
             /// Reserves the root name `name` and runs `actor` on `ActorId(proc, name, 0)`.
-            /// Returns a reference to its mailbox (port [`ACTOR_PORT`](crate::ACTOR_PORT)) and a
-            /// handle.
+            /// Returns a typed [`ActorRef`](crate::ActorRef) (it sends any type the actor's
+            /// mailbox takes) and a handle.
             pub fn spawn<A: $crate::Actor>(
                 &self,
                 name: &str,
                 actor: A,
             ) -> ::std::result::Result<
-                ($crate::PortRef<A::Message>, $crate::ActorHandle),
+                ($crate::ActorRef<A>, $crate::ActorHandle),
                 $crate::ProcError,
             > {
                 self.inner.spawn(name, actor)

@@ -1,7 +1,7 @@
 //! Instances: caller-driven participants with an actor identity. Runtime-neutral.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -9,14 +9,15 @@ use procwire_core::envelope::Envelope;
 use procwire_core::id::{ActorId, PortId, ProcId};
 use procwire_core::registry::PortKind;
 
-use crate::actor::{spawn_actor, Actor};
+use crate::actor::{self, Actor};
 use crate::engine::Engine;
 use crate::error::{ProcError, SendError};
 use crate::links::LinkEvents;
+use crate::mailbox::ActorRef;
 use crate::monitor::{DownReason, Monitor, ProcServices};
-use crate::sync::{Queue, Watch};
+use crate::sync::{lock, Queue, Watch};
 use crate::typed::{
-    OncePortHandle, OncePortReceiver, PortHandle, PortReceiver, PortRef, Returned, TypeFingerprint,
+    OncePortHandle, OncePortReceiver, PortHandle, PortReceiver, Returned, TypeFingerprint,
 };
 
 /// Where an actor or instance is in its life.
@@ -25,7 +26,8 @@ use crate::typed::{
 pub enum ActorStatus {
     /// Alive: an instance that has not been dropped, or an actor whose loop is running.
     Running,
-    /// A stop was asked; the actor finishes its current message and runs its `stopped` hook.
+    /// It is ending: a stop was asked (it finishes its current message) or it failed; its
+    /// children are stopped, then (unless it failed) its `stopped` hook runs.
     Stopping,
     /// Gone, normally. Its ports are unbound.
     Stopped,
@@ -57,6 +59,63 @@ pub(crate) struct ActorCell {
     pub(crate) stop_requested: Watch<bool>,
     /// An instance (no loop): stopping it unbinds it at once.
     detached: bool,
+    /// Identities created through this one, stopped before it ends (supervision rule 2).
+    children: Mutex<Vec<ActorHandle>>,
+    /// Failures of child actors for this actor's loop: (child, why) (supervision rule 3).
+    pub(crate) child_failures: Queue<(ActorId, String)>,
+    /// The identity this one was created through, told when this actor fails.
+    parent: Option<Weak<ActorCell>>,
+}
+
+impl ActorCell {
+    /// Records a child, forgetting those that have ended.
+    fn adopt(&self, child: ActorHandle) {
+        let mut children = lock(&self.children);
+        children.retain(|c| !c.status().is_terminal());
+        children.push(child);
+    }
+
+    /// Asks every child to stop, without waiting.
+    fn ask_children_to_stop(&self) {
+        let children = std::mem::take(&mut *lock(&self.children));
+        for child in &children {
+            child.stop();
+        }
+    }
+
+    /// Stops every child and waits until each has ended.
+    pub(crate) async fn stop_children(&self) {
+        let children = std::mem::take(&mut *lock(&self.children));
+        for child in &children {
+            child.stop();
+        }
+        for child in &children {
+            child.wait().await;
+        }
+    }
+
+    /// A running actor is ending.
+    pub(crate) fn mark_stopping(&self) {
+        self.status.update(|s| {
+            if *s == ActorStatus::Running {
+                ActorStatus::Stopping
+            } else {
+                s.clone()
+            }
+        });
+    }
+
+    /// This actor failed with `why` and has ended: its parent's loop hears of it.
+    pub(crate) fn report_failure(&self, id: ActorId, why: String) {
+        let Some(parent) = self.parent.as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        if parent.detached || parent.status.get() != ActorStatus::Running {
+            tracing::debug!(child = %id, reason = %why, "a child failed; its parent does not supervise");
+            return;
+        }
+        let _ = parent.child_failures.push((id, why));
+    }
 }
 
 /// Observes and stops an actor or instance.
@@ -78,11 +137,14 @@ impl ActorHandle {
         self.cell.status.get()
     }
 
-    /// Asks it to stop. An actor finishes the message in hand, runs its `stopped` hook and
-    /// ends; an instance is unbound at once (its receivers drain, then report `Closed`).
+    /// Asks it to stop. An actor finishes the message in hand, stops its children, runs its
+    /// `stopped` hook and ends; an instance asks its children to stop and is unbound at once
+    /// (its receivers drain, then report `Closed`). See the
+    /// [supervision rules](crate::actor#supervision).
     pub fn stop(&self) {
         self.cell.stop_requested.set(true);
         if self.cell.detached {
+            self.cell.ask_children_to_stop();
             self.engine.remove_actor(&self.id);
             self.cell.status.update(|s| {
                 if s.is_terminal() {
@@ -92,13 +154,7 @@ impl ActorHandle {
                 }
             });
         } else {
-            self.cell.status.update(|s| {
-                if *s == ActorStatus::Running {
-                    ActorStatus::Stopping
-                } else {
-                    s.clone()
-                }
-            });
+            self.cell.mark_stopping();
         }
     }
 
@@ -137,6 +193,18 @@ impl Instance {
         returns: Arc<Queue<Returned>>,
         detached: bool,
     ) -> Self {
+        Self::with_parent(engine, svc, id, returns, detached, None)
+    }
+
+    /// A new identity created through `parent` (its child).
+    fn with_parent(
+        engine: Arc<Engine>,
+        svc: Arc<ProcServices>,
+        id: ActorId,
+        returns: Arc<Queue<Returned>>,
+        detached: bool,
+        parent: Option<&Arc<ActorCell>>,
+    ) -> Self {
         svc.monitors.born(&id);
         Instance {
             engine,
@@ -148,6 +216,9 @@ impl Instance {
                 status: Watch::new(ActorStatus::Running),
                 stop_requested: Watch::new(false),
                 detached,
+                children: Mutex::new(Vec::new()),
+                child_failures: Queue::new(),
+                parent: parent.map(Arc::downgrade),
             }),
         }
     }
@@ -284,21 +355,32 @@ impl Instance {
         self.engine.can_send(proc)
     }
 
-    /// Creates a child identity `ActorId(proc, root name, n)`, as an instance.
+    /// Creates a child identity `ActorId(proc, root name, n)`, as an instance. It is stopped
+    /// when this identity ends ([supervision](crate::actor#supervision)).
     pub fn child(&self) -> Result<(Instance, ActorHandle), ProcError> {
-        let (id, returns) = self.engine.child(&self.id)?;
-        let inst = Instance::new(self.engine.clone(), self.svc.clone(), id, returns, true);
+        let inst = self.new_child(true)?;
         let handle = inst.handle();
+        self.cell.adopt(handle.clone());
         Ok((inst, handle))
     }
 
-    /// Creates a child identity and runs `actor` on it.
-    pub fn spawn_child<A: Actor>(
-        &self,
-        actor: A,
-    ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
+    /// Creates a child identity and runs `actor` on it. The child ends before this identity
+    /// does, and its failure is reported to this actor's [`Actor::child_failed`]; see the
+    /// [supervision rules](crate::actor#supervision).
+    pub fn spawn_child<A: Actor>(&self, actor: A) -> Result<(ActorRef<A>, ActorHandle), ProcError> {
+        let inst = self.new_child(false)?;
+        let (actor_ref, handle) = actor::start(&self.engine, inst, actor)?;
+        self.cell.adopt(handle.clone());
+        Ok((actor_ref, handle))
+    }
+
+    fn new_child(&self, detached: bool) -> Result<Instance, ProcError> {
         let (id, returns) = self.engine.child(&self.id)?;
-        spawn_actor(&self.engine, &self.svc, id, returns, actor)
+        let (engine, svc) = (self.engine.clone(), self.svc.clone());
+        let parent = Some(&self.cell);
+        Ok(Instance::with_parent(
+            engine, svc, id, returns, detached, parent,
+        ))
     }
 
     /// Waits for the next message that came back undeliverable; `None` once the identity is
@@ -324,6 +406,9 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        if self.cell.detached {
+            self.cell.ask_children_to_stop();
+        }
         self.engine.remove_actor(&self.id);
         let exit = self.exit.take().unwrap_or(DownReason::Stopped);
         self.svc.monitors.gone(&self.id, exit);

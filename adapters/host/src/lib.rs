@@ -151,7 +151,7 @@
 // creating identities, opening ports), never on the per-message path.
 #![allow(clippy::result_large_err)]
 
-mod actor;
+pub mod actor;
 mod adapter;
 mod engine;
 mod error;
@@ -159,6 +159,7 @@ mod fasthash;
 mod instance;
 mod links;
 mod local;
+mod mailbox;
 mod monitor;
 mod net;
 mod pipe;
@@ -169,12 +170,13 @@ mod sync;
 mod tasks;
 mod typed;
 
-pub use actor::{Actor, Context, ACTOR_PORT};
+pub use actor::{Actor, Context, SupervisionError, ACTOR_PORT};
 pub use error::{
     ActorError, AdvertiseError, DecodeError, ProcError, RecvError, SendError, TryRecvError,
 };
 pub use instance::{ActorHandle, ActorStatus, Instance};
 pub use links::{LinkError, LinkEvent, LinkEvents, LINK_EVENT_QUEUE};
+pub use mailbox::{ActorRef, Decoder, Mailbox, Takes};
 pub use monitor::{DownReason, Monitor, MonitorMsg, MONITOR_SERVICE, RECENT_EXITS};
 pub use net::unix_socket_path;
 pub use proc::{random_u64, sleep, timeout, HostedProc, ProcOptions, ShutdownReport};
@@ -205,12 +207,12 @@ pub use procwire_core::registry::{RegistryError, FIRST_EPHEMERAL_PORT};
 /// `#[non_exhaustive]`: match them with a wildcard arm.
 pub mod api {
     pub use crate::{
-        decode, decode_envelope, encode, Actor, ActorError, ActorHandle, ActorStatus,
-        AdvertiseError, Context, DecodeError, DownReason, Instance, LinkError, LinkEvent,
-        LinkEvents, Monitor, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
-        PortReceiver, PortRef, ProcError, ProcOptions, RecvError, RefusalReason, Refusals,
-        Returned, SendError, ShutdownReport, TryRecvError, TypeFingerprint, ACTOR_PORT,
-        MONITOR_SERVICE,
+        decode, decode_envelope, encode, messages, Actor, ActorError, ActorHandle, ActorRef,
+        ActorStatus, AdvertiseError, Context, DecodeError, Decoder, DownReason, Instance,
+        LinkError, LinkEvent, LinkEvents, Mailbox, Monitor, OncePortHandle, OncePortReceiver,
+        OncePortRef, PortHandle, PortReceiver, PortRef, ProcError, ProcOptions, RecvError,
+        RefusalReason, Refusals, Returned, SendError, ShutdownReport, SupervisionError, Takes,
+        TryRecvError, TypeFingerprint, ACTOR_PORT, MONITOR_SERVICE,
     };
 
     pub use procwire_core;

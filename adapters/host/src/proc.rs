@@ -35,7 +35,7 @@ use crate::refusals::{LogLine, RefusalLog, RefusalReason, Refusals};
 use crate::runtime::{BoxFuture, Connection, Runtime, Timer};
 use crate::sync::{lock, Signal};
 use crate::tasks::TaskSet;
-use crate::typed::{PortReceiver, PortRef};
+use crate::typed::PortReceiver;
 
 /// A random 64-bit number (incarnations, seeds, generated names): std's randomly keyed
 /// SipHash over the time, the process id and a counter. Not for cryptography.
@@ -567,7 +567,7 @@ impl<R: Runtime> HostedProc<R> {
         &self,
         name: &str,
         actor: A,
-    ) -> Result<(PortRef<A::Message>, ActorHandle), ProcError> {
+    ) -> Result<(crate::ActorRef<A>, ActorHandle), ProcError> {
         self.check_running()?;
         let engine = &self.inner.engine;
         let (id, returns) = engine.reserve_root(name)?;

@@ -19,7 +19,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use procwire_tokio::{
-    Actor, ActorError, ChannelTransport, Context, OncePortRef, PortId, PortRef, Proc, ProcId,
+    Actor, ActorError, ActorRef, ChannelTransport, Context, OncePortRef, PortId, PortRef, Proc,
+    ProcId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +45,7 @@ enum EchoMsg {
 #[derive(Serialize, Deserialize, Debug)]
 struct PeerReady {
     proc: ProcId,
-    echo: PortRef<EchoMsg>,
+    echo: ActorRef<Echo>,
     os_pid: u32,
 }
 

@@ -135,7 +135,7 @@ async fn echo_host(addr: ChannelAddr) {
         .await
         .expect("echo host proc");
     let (echo, handle) = proc.spawn("echo", Echo).expect("echo");
-    report!("echo {}", echo.port_id());
+    report!("echo {}", echo.port::<EchoMsg>());
     let mut stdin = stdin_lines();
     while let Some(line) = stdin.recv().await {
         if line == "stop" {

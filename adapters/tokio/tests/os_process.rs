@@ -55,7 +55,7 @@ fn peer_process_entry() {
         let (boot, _) = proc.instance("boot").expect("boot");
         let ready = Ready {
             proc: proc.proc_id().clone(),
-            echo,
+            echo: echo.port(),
             os_pid: std::process::id(),
         };
         report_to.send(&boot, ready).await.expect("report");
