@@ -373,20 +373,37 @@ impl Proc {
     }
 
     /// Sends a message from a local actor. On `Ok` the proc owns it: it will be delivered,
-    /// or come back to its sender as an [`Output::Returned`].
-    pub fn handle_send(&mut self, now: Instant, mut env: Envelope) -> Result<(), SendError> {
+    /// or come back to its sender as an [`Output::Returned`]. [`Proc::handle_send_keep`]
+    /// is the same, handing the envelope back when it is refused.
+    pub fn handle_send(&mut self, now: Instant, env: Envelope) -> Result<(), SendError> {
+        self.handle_send_keep(now, env).map_err(|(e, _)| e)
+    }
+
+    /// [`Proc::handle_send`] that hands a refused envelope back with the error, so a
+    /// caller that waits for room ([`SendError::WouldBlock`], then [`Event::Writable`])
+    /// offers the same envelope again without keeping a copy of it.
+    // The envelope comes back by value: boxing it would allocate on every refusal.
+    #[allow(clippy::result_large_err)]
+    pub fn handle_send_keep(
+        &mut self,
+        now: Instant,
+        mut env: Envelope,
+    ) -> Result<(), (SendError, Envelope)> {
         self.now = now;
         if self.life != Lifecycle::Running {
-            return Err(SendError::ShuttingDown);
+            return Err((SendError::ShuttingDown, env));
         }
         if !self.registry.is_live(&env.sender) {
-            return Err(SendError::ForeignSender);
+            return Err((SendError::ForeignSender, env));
         }
         env.returned = None;
         let result = if self.is_local(env.dest.actor().proc()) {
             self.send_local(now, env)
         } else {
-            self.send_remote(now, &env, false, None)
+            match self.send_remote(now, &env, false, None) {
+                Ok(()) => Ok(()),
+                Err(e) => Err((e, env)),
+            }
         };
         self.settle(now);
         result
@@ -394,11 +411,12 @@ impl Proc {
 
     /// A send to a port of this proc: placed at once, refused while the port is full, or
     /// returned to its sender.
-    fn send_local(&mut self, now: Instant, env: Envelope) -> Result<(), SendError> {
+    #[allow(clippy::result_large_err)] // as `handle_send_keep`
+    fn send_local(&mut self, now: Instant, env: Envelope) -> Result<(), (SendError, Envelope)> {
         let max = self.cx.config.max_frame_len;
         let len = u32::try_from(env.payload.len()).unwrap_or(u32::MAX);
         if len > max {
-            return Err(SendError::TooLarge { len, max });
+            return Err((SendError::TooLarge { len, max }, env));
         }
         let limits = self.cx.config.port_limits();
         match self
@@ -407,7 +425,7 @@ impl Proc {
         {
             Admit::Full => {
                 self.local_blocked = true;
-                Err(SendError::WouldBlock)
+                Err((SendError::WouldBlock, env))
             }
             Admit::Placed => {
                 self.cx.stats.delivered += 1;

@@ -521,26 +521,32 @@ impl Engine {
         self.turn(|st, now| st.core.handle_send(now, env).map_err(SendError::from))
     }
 
-    /// Hands a copy of `env` to the machine once its link has room.
+    /// Hands `env` to the machine once its link has room. While the link is full the
+    /// machine hands the envelope back and it waits in `env` (nothing is copied); `env` is
+    /// `None` once the send completed.
     pub(crate) fn poll_send(
         self: &Arc<Self>,
-        env: &Envelope,
+        env: &mut Option<Envelope>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), SendError>> {
         if self.phase.get() == Phase::Stopped {
             return Poll::Ready(Err(SendError::ShuttingDown));
         }
+        let Some(e) = env.take() else {
+            return Poll::Ready(Ok(()));
+        };
         self.turn(|st, now| {
             // Always ask the machine (rather than checking `can_send` first): a refusal with
             // `WouldBlock` is what makes it report `Writable` once the window opens.
-            match st.core.handle_send(now, env.clone()) {
-                Err(CoreSendError::WouldBlock) => {}
-                r => return Poll::Ready(r.map_err(SendError::from)),
-            }
-            let ws = st.writable.entry(env.next_proc().clone()).or_default();
+            let back = match st.core.handle_send_keep(now, e) {
+                Err((CoreSendError::WouldBlock, back)) => back,
+                r => return Poll::Ready(r.map_err(|(e, _)| SendError::from(e))),
+            };
+            let ws = st.writable.entry(back.next_proc().clone()).or_default();
             if !ws.iter().any(|w| w.will_wake(cx.waker())) {
                 ws.push(cx.waker().clone());
             }
+            *env = Some(back);
             Poll::Pending
         })
     }

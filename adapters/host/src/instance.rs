@@ -331,7 +331,8 @@ impl Instance {
 
     /// Sends a raw envelope, waiting while its link's send window is full.
     pub async fn send_envelope(&self, env: Envelope) -> Result<(), SendError> {
-        std::future::poll_fn(|cx| self.engine.poll_send(&env, cx)).await
+        let mut env = Some(env);
+        std::future::poll_fn(|cx| self.engine.poll_send(&mut env, cx)).await
     }
 
     /// Sends a raw envelope without waiting.
