@@ -94,7 +94,7 @@ impl ConnCtl {
     }
 
     /// The connection is gone: stop both tasks.
-    fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         self.writes.close();
         self.stop_reading.set(true);
     }
@@ -147,6 +147,8 @@ pub(crate) struct Engine {
     phase: Watch<Phase>,
     returns_cap: usize,
     consume_batch: (usize, usize),
+    /// The read buffers of this proc's connections.
+    read_bufs: Arc<crate::net::ReadBufs>,
 }
 
 /// Most messages a receiver takes before it reports them consumed.
@@ -162,6 +164,7 @@ impl Engine {
         );
         Arc::new(Engine {
             consume_batch,
+            read_bufs: Arc::new(crate::net::ReadBufs::new()),
             id: core.id().clone(),
             rt,
             state: Mutex::new(State {
@@ -182,6 +185,11 @@ impl Engine {
     /// The proc's id.
     pub(crate) fn id(&self) -> &ProcId {
         &self.id
+    }
+
+    /// The read buffers of this proc's connections.
+    pub(crate) fn read_bufs(&self) -> &Arc<crate::net::ReadBufs> {
+        &self.read_bufs
     }
 
     /// The driver's hooks.

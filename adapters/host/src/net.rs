@@ -26,8 +26,10 @@ use crate::links::{LinkError, Links};
 use crate::local::LocalListener;
 use crate::runtime::{Reader, StdListener, Writer};
 
-/// Read buffer per connection.
+/// Size of a read buffer.
 const READ_BUF: usize = 64 * 1024;
+/// Read buffers a proc keeps for reuse (1 MiB); more are freed when returned.
+const SPARE_READ_BUFS: usize = 16;
 /// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
 /// Listen backlog of Unix path sockets (the kernel caps it at `net.core.somaxconn`).
@@ -235,6 +237,72 @@ fn is_stale(path: &std::path::Path) -> bool {
         )
 }
 
+/// The read buffers of a proc's connections. A connection holds one only while its socket
+/// has bytes to give: the reader takes one to read, and puts it back as soon as the socket
+/// has nothing more (the read is pending), so idle connections hold no buffer at all and a
+/// proc with thousands of quiet links costs a few spare buffers, not 64 KiB per link.
+pub(crate) struct ReadBufs {
+    spare: std::sync::Mutex<Vec<Box<[u8]>>>,
+}
+
+impl ReadBufs {
+    pub(crate) fn new() -> Self {
+        ReadBufs {
+            spare: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Box<[u8]> {
+        crate::sync::lock(&self.spare)
+            .pop()
+            .unwrap_or_else(|| vec![0u8; READ_BUF].into_boxed_slice())
+    }
+
+    fn give(&self, buf: Box<[u8]>) {
+        let mut spare = crate::sync::lock(&self.spare);
+        if spare.len() < SPARE_READ_BUFS {
+            spare.push(buf);
+        }
+    }
+
+    /// Buffers kept for reuse now.
+    #[cfg(test)]
+    fn spare(&self) -> usize {
+        crate::sync::lock(&self.spare).len()
+    }
+}
+
+/// Reads from `r` into a buffer of `bufs` held only while bytes come: `None` once `ctl`
+/// says stop. The buffer goes back to `bufs` whenever the read is pending.
+async fn read_some<'b>(
+    r: &mut Reader,
+    ctl: &ConnCtl,
+    bufs: &ReadBufs,
+    held: &'b mut Option<Box<[u8]>>,
+) -> Option<io::Result<&'b [u8]>> {
+    let res = poll_fn(|cx| {
+        // Stopping wins over reading (the connection is being closed or is gone).
+        if ctl.poll_stopped(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        let buf = held.get_or_insert_with(|| bufs.take());
+        match Pin::new(&mut *r).poll_read(cx, buf) {
+            Poll::Pending => {
+                if let Some(b) = held.take() {
+                    bufs.give(b);
+                }
+                Poll::Pending
+            }
+            Poll::Ready(res) => Poll::Ready(Some(res)),
+        }
+    })
+    .await;
+    match res? {
+        Ok(n) => Some(Ok(&held.as_deref().unwrap_or_default()[..n])),
+        Err(e) => Some(Err(e)),
+    }
+}
+
 /// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it. How
 /// a dialed connection ended is told to `links` before the engine hears of it.
 pub(crate) async fn reader_task(
@@ -244,25 +312,18 @@ pub(crate) async fn reader_task(
     ctl: Arc<ConnCtl>,
     links: Option<Arc<Links>>,
 ) {
-    let mut buf = vec![0u8; READ_BUF];
+    let bufs = engine.read_bufs().clone();
+    let mut held = None;
     loop {
-        // Stopping wins over reading (the connection is being closed or is gone).
-        let res = poll_fn(|cx| {
-            if ctl.poll_stopped(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Pin::new(&mut r).poll_read(cx, &mut buf).map(Some)
-        })
-        .await;
-        let end = match res {
-            None => return,
-            Some(Ok(0)) => {
+        let end = match read_some(&mut r, &ctl, &bufs, &mut held).await {
+            None => break,
+            Some(Ok([])) => {
                 tracing::debug!("connection closed by peer");
                 LinkError::ClosedByPeer
             }
-            Some(Ok(n)) => {
-                if !engine.bytes(conn, &buf[..n]) {
-                    return;
+            Some(Ok(bytes)) => {
+                if !engine.bytes(conn, bytes) {
+                    break;
                 }
                 continue;
             }
@@ -275,9 +336,12 @@ pub(crate) async fn reader_task(
         if let Some(links) = &links {
             links.ended(conn, end);
         }
+        engine.closed(conn);
         break;
     }
-    engine.closed(conn);
+    if let Some(b) = held.take() {
+        bufs.give(b);
+    }
 }
 
 /// Writes what the engine queues for `conn`, gathering queued buffers into vectored writes.
@@ -327,12 +391,12 @@ pub(crate) async fn writer_task(
             }
         }
         let res = {
-            let slices: Vec<IoSlice<'_>> = pending
-                .iter()
-                .take(MAX_IOV)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            poll_fn(|cx| Pin::new(&mut w).poll_write_vectored(cx, &slices)).await
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = pending.len().min(MAX_IOV);
+            for (s, b) in slices.iter_mut().zip(&pending) {
+                *s = IoSlice::new(b);
+            }
+            poll_fn(|cx| Pin::new(&mut w).poll_write_vectored(cx, &slices[..n])).await
         };
         match res {
             Ok(0) => {
@@ -373,6 +437,7 @@ pub(crate) async fn writer_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     fn temp_socket(tag: &str) -> (PathBuf, ChannelAddr) {
         let path = std::env::temp_dir().join(format!(
@@ -386,6 +451,40 @@ mod tests {
 
     fn mode_of(path: &Path) -> u32 {
         std::fs::symlink_metadata(path).expect("socket file").mode() & 0o7777
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_read_buffer() {
+        use futures_io::AsyncWrite;
+        use std::task::{Context, Waker};
+        let (r, mut w) = crate::pipe::pipe(1024);
+        let mut r: Reader = Box::new(r);
+        let ctl = ConnCtl::new();
+        let bufs = ReadBufs::new();
+        let mut held = None;
+        let mut cx = Context::from_waker(Waker::noop());
+        {
+            let read = std::pin::pin!(read_some(&mut r, &ctl, &bufs, &mut held));
+            assert!(read.poll(&mut cx).is_pending());
+        }
+        // Nothing to read: the buffer went back to the pool.
+        assert!(held.is_none());
+        assert_eq!(bufs.spare(), 1);
+        let wrote = Pin::new(&mut w).poll_write(&mut cx, b"hello");
+        assert!(matches!(wrote, Poll::Ready(Ok(5))));
+        {
+            let read = std::pin::pin!(read_some(&mut r, &ctl, &bufs, &mut held));
+            match read.poll(&mut cx) {
+                Poll::Ready(Some(Ok(b))) => assert_eq!(b, b"hello"),
+                _ => panic!("the bytes written are read"),
+            }
+        }
+        // While bytes come, the connection holds the buffer it took from the pool.
+        assert!(held.is_some());
+        assert_eq!(bufs.spare(), 0);
+        ctl.abandon();
+        let read = std::pin::pin!(read_some(&mut r, &ctl, &bufs, &mut held));
+        assert!(matches!(read.poll(&mut cx), Poll::Ready(None)));
     }
 
     #[test]
