@@ -47,6 +47,11 @@ use crate::id::{ActorId, Name, NameError, PortId, ProcId};
 /// Ports `0..FIRST_EPHEMERAL_PORT` are reserved for well-known uses.
 pub const FIRST_EPHEMERAL_PORT: u64 = 1024;
 
+/// The well-known port of an actor's mailbox: any proc that knows an actor's id can address
+/// it at this port. Actor runtimes that give a mailbox one port per message type number
+/// them up from here (so the mailbox of a single type is this port alone).
+pub const ACTOR_PORT: u64 = 0;
+
 /// How a port behaves on delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortKind {

@@ -125,7 +125,6 @@ pub fn options() -> ProcOptions {
     let mut o = ProcOptions::default();
     o.core.max_frame_len = 16 * 1024 * 1024;
     o.core.shutdown_timeout = Duration::from_secs(3).into();
-    o.shutdown_timeout = Duration::from_secs(10);
     o
 }
 

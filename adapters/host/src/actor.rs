@@ -82,10 +82,10 @@ use crate::sync::{CatchUnwind, Queue};
 use crate::typed::TypeFingerprint;
 use crate::typed::{PortReceiver, Returned};
 
-/// The well-known port index of an actor's mailbox: its first (or only) message type. A
-/// mailbox of several types uses the ports that follow (see
-/// [mailboxes and ports](crate::actor#mailboxes-and-ports)).
-pub const ACTOR_PORT: u64 = 0;
+/// The well-known port index of an actor's mailbox (defined in core, beside the other
+/// well-known ports): its first (or only) message type. A mailbox of several types uses
+/// the ports that follow (see [mailboxes and ports](crate::actor#mailboxes-and-ports)).
+pub use procwire_core::registry::ACTOR_PORT;
 
 /// Why supervision failed an actor.
 #[derive(Clone, Debug, PartialEq, Eq)]

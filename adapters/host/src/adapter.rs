@@ -135,8 +135,9 @@ macro_rules! adapter_proc {
             /// Shuts down gracefully: core flushes what is in flight (or returns it to its
             /// senders), then every port closes (receivers drain and see `Closed`, actor loops
             /// end), every connection is flushed and closed, and every task of the proc ends.
-            /// Bounded by [`ProcOptions::shutdown_timeout`](crate::ProcOptions::shutdown_timeout)
-            /// for each of the two waits. Idempotent.
+            /// Each step is bounded by the core config's `shutdown_timeout`
+            /// ([`ProcOptions::core`](crate::ProcOptions::core)); core returns what it could not
+            /// flush when that much time has passed. Idempotent.
             pub async fn shutdown(&self) -> $crate::ShutdownReport {
                 self.inner.shutdown().await
             }

@@ -19,7 +19,7 @@ use procwire_core::proc::{
     Config, ConnError, ConnId, DialError, DialErrorKind, Event, Proc as CoreProc, Stats,
 };
 use procwire_core::registry::PortKind;
-use procwire_core::time::Instant;
+use procwire_core::time::{Duration as CoreDuration, Instant};
 use tracing::{Instrument, Span};
 
 use crate::actor::ACTOR_PORT;
@@ -52,15 +52,18 @@ pub fn random_u64() -> u64 {
     h.finish()
 }
 
+/// How much longer than core's `shutdown_timeout` shutdown waits for core to report it
+/// done.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// How a proc is set up.
 #[derive(Clone, Debug)]
 pub struct ProcOptions {
-    /// The core machine's settings (frame limit, windows, timeouts, ...). Its
-    /// `connect_timeout` also bounds each dial.
+    /// The core machine's settings (frame limit, windows, timeouts, ...), the one place
+    /// for every timeout: `connect_timeout` also bounds each dial, and `shutdown_timeout`
+    /// bounds each step of `Proc::shutdown` (monitors told, core flushing or returning
+    /// what is in flight, then connection and actor tasks ending before they are stopped).
     pub core: Config,
-    /// How long `Proc::shutdown` waits for core to flush or return what is in flight, and
-    /// then for connection and actor tasks to end, before it stops them.
-    pub shutdown_timeout: Duration,
     /// How many undeliverable returns an identity keeps before further ones are dropped
     /// (counted in `Proc::returns_dropped` and logged).
     pub returned_queue_len: usize,
@@ -79,7 +82,7 @@ pub struct ProcOptions {
     /// count since the previous line (the first of a reason is logged at once; what is
     /// pending when the proc stops is logged then). Each connection's details are at
     /// `debug` level.
-    pub refusal_log_interval: Duration,
+    pub refusal_log_interval: CoreDuration,
     /// The address this proc's id carries, and so the one peers dial, when it is not the
     /// bound address: bind `tcp:0.0.0.0:7000` (or `tcp:[::]:0`) and advertise
     /// `tcp:node7.example:7000` or `tcp:10.1.2.3:7000`, or advertise the address of a
@@ -102,10 +105,9 @@ impl Default for ProcOptions {
     fn default() -> Self {
         ProcOptions {
             core: Config::default(),
-            shutdown_timeout: Duration::from_secs(10),
             returned_queue_len: 65_536,
             unix_mode: net::DEFAULT_UNIX_MODE,
-            refusal_log_interval: Duration::from_secs(10),
+            refusal_log_interval: CoreDuration::from_secs(10),
             advertise: None,
         }
     }
@@ -496,7 +498,7 @@ impl<R: Runtime> HostedProc<R> {
             timer: Signal::new(),
             span,
             connect_timeout: options.core.connect_timeout.into(),
-            refusals: Mutex::new(RefusalLog::new(options.refusal_log_interval.into())),
+            refusals: Mutex::new(RefusalLog::new(options.refusal_log_interval)),
             dialed: Arc::new(Mutex::new(HashSet::new())),
             svc: Arc::new(ProcServices {
                 links: Links::new(),
@@ -516,7 +518,7 @@ impl<R: Runtime> HostedProc<R> {
                 driver,
                 addr: bound.addr,
                 file: Mutex::new(bound.file),
-                shutdown_timeout: options.shutdown_timeout,
+                shutdown_timeout: options.core.shutdown_timeout.into(),
             }),
         })
     }
@@ -641,9 +643,11 @@ impl<R: Runtime> HostedProc<R> {
                 tracing::warn!("monitor notifications were not sent in time");
             }
             inner.engine.begin_shutdown();
+            // Core completes on its own once `shutdown_timeout` has passed (returning what
+            // it could not flush); the second more only covers a timer that fires late.
             let drained = timeout(
                 &inner.driver.rt,
-                inner.shutdown_timeout,
+                inner.shutdown_timeout + DRAIN_GRACE,
                 inner.engine.drained(),
             )
             .await
