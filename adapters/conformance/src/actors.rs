@@ -520,3 +520,71 @@ pub async fn a_supervisor_handles_its_child_failure<A: Adapter, B: Adapter>(
     shutdown_clean(&a).await;
     shutdown_clean(&b).await;
 }
+
+/// Rule 4: an instance (no loop) asks its children to stop when it is dropped, and the
+/// failure of its child is not its own (it keeps running). Then a proc shutting down with
+/// a live tree ends every node (no task aborted, watchers told).
+pub async fn instances_stop_their_children_and_shutdown_ends_trees<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    let (a, b) = pair(aa, ba, t).await;
+    let (watcher, _) = a.instance("watcher").expect("watcher");
+    let (events_port, mut events) = watcher.open_port::<Event>();
+    let (boss, boss_handle) = b.instance("boss").expect("boss");
+    let leaf = || Node {
+        plan: Plan::leaf(),
+        events: events_port.port_ref(),
+    };
+    let (failing, failing_handle) = boss.spawn_child(leaf()).expect("child");
+    let (_, kept) = boss.spawn_child(leaf()).expect("child");
+    for _ in 0..2 {
+        assert!(matches!(
+            recv(&mut events, "a child comes up").await,
+            Event::Up { .. }
+        ));
+    }
+    failing
+        .send(&watcher, Fail("boom".to_string()))
+        .await
+        .expect("fail");
+    assert_eq!(
+        within(10, "the child fails", failing_handle.wait()).await,
+        ActorStatus::Failed("boom".into())
+    );
+    assert_eq!(boss_handle.status(), ActorStatus::Running);
+    assert_eq!(kept.status(), ActorStatus::Running);
+    drop(boss);
+    assert_eq!(
+        within(10, "the other child stops", kept.wait()).await,
+        ActorStatus::Stopped
+    );
+    assert_eq!(
+        recv(&mut events, "its stop").await,
+        Event::Stopped(kept.actor_id().clone())
+    );
+
+    let plan = Plan {
+        supervise: false,
+        children: vec![Plan::leaf()],
+    };
+    let mut tree = grow(
+        &b,
+        "live",
+        plan,
+        &watcher,
+        &mut events,
+        events_port.port_ref(),
+    )
+    .await;
+    shutdown_clean(&b).await;
+    // Sends are refused once the proc drains, so the nodes' hooks cannot report; their
+    // watchers hear of the shutdown.
+    assert_eq!(tree.root.status(), ActorStatus::Stopped);
+    for m in &mut tree.monitors {
+        assert_eq!(down(m).await, DownReason::ProcShutDown);
+    }
+    drop(watcher);
+    shutdown_clean(&a).await;
+}

@@ -364,6 +364,7 @@ macro_rules! suite {
                 stopping_a_parent_stops_its_children_first,
                 a_child_failure_fails_its_parent_by_default,
                 a_supervisor_handles_its_child_failure,
+                instances_stop_their_children_and_shutdown_ends_trees,
             );
             $crate::suite!(@single $run, $transport,
                 duplicate_root_names_and_bad_names_are_refused,
