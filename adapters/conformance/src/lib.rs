@@ -355,6 +355,7 @@ macro_rules! suite {
             $crate::suite!(@links $run, $transport,
                 peer_going_away_and_coming_back,
                 dead_addresses_and_refusals_are_reported,
+                peers_that_dial_in_are_reported,
             );
             $crate::suite!(@monitors $run, $transport,
                 monitors_report_each_way_an_actor_goes,

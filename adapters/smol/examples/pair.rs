@@ -67,8 +67,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         upper.send(&me, count.port_ref()).await?;
         println!("upper-cased {} texts", counts.recv().await?);
 
-        // The first link event: the client's proc connected to the server's.
-        if let Some(event) = links.try_recv() {
+        // The client's proc connected to the server's, and the server's (sending the
+        // answers) to the client's.
+        while let Some(event) = links.try_recv() {
             println!("link event: {event}");
         }
         upper_handle.stop();
