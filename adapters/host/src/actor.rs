@@ -20,6 +20,8 @@
 //! `PortRef::<M>::attest(actor_id.port(ACTOR_PORT + i))`. Reordering a mailbox's types moves
 //! their ports: peers built from the old order get their messages refused, never misread.
 //!
+//! Well-known ports past the mailbox's types are free for [`Instance::bind_port`].
+//!
 //! Order is kept per port: messages of one type from one proc are handled in the order they
 //! were sent, but messages of different types are not ordered with each other (the loop
 //! serves the ports in turn). Make two kinds of request one type (an enum) where their
