@@ -121,15 +121,24 @@ pub async fn several_message_types_reach_their_handlers<A: Adapter, B: Adapter>(
     );
 
     wrong_types_come_back(&client, &id).await;
+    // A reference travels in a message too (as the id and the mailbox's fingerprint).
+    let (refs, mut refs_rx) = client.open_port::<ActorRef<Counter>>();
+    let (teller, _) = b.instance("teller").expect("teller");
+    refs.port_ref()
+        .send(&teller, spawned.clone())
+        .await
+        .expect("send the reference");
+    let travelled = recv(&mut refs_rx, "the reference").await;
+    assert_eq!(travelled, counter);
     // Still running, and its state intact.
     let add = Add {
         n: 1,
         reply: totals.port_ref(),
     };
-    counter.send(&client, add).await.expect("add");
+    travelled.send(&client, add).await.expect("add");
     assert_eq!(recv(&mut totals_rx, "total after refusals").await, 8);
     assert_eq!(handle.status(), ActorStatus::Running);
-    drop(client);
+    drop((client, teller));
     shutdown_clean(&a).await;
     shutdown_clean(&b).await;
 }

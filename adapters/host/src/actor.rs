@@ -52,7 +52,8 @@
 //!    not fail), releases its identity and reports its own end (status and monitors). So
 //!    every child is `Stopped` (or `Failed`) before its parent is, and monitors of the
 //!    children hear of it before monitors of the parent. Siblings stop concurrently. A child
-//!    stuck in a handler holds up its parent's end.
+//!    stuck in a handler holds up its parent's end. A child created while its parent is
+//!    already ending (from its `stopped` hook, say) is asked to stop at once.
 //! 3. **A child's failure goes to its parent.** When a child actor fails, its parent's loop
 //!    calls [`Actor::child_failed`] with the child's id and the reason, after the child has
 //!    ended (its status is `Failed`). The default fails the parent too, with
