@@ -29,7 +29,7 @@ use crate::envelope::{decode_envelope_cached, Envelope, Link};
 use crate::frame::{FrameDecoder, FrameKind, Item, RecycledBody, Welcome};
 use crate::id::ProcId;
 use crate::idcache::IdTable;
-use crate::output::{ConnError, ConnId, Violation};
+use crate::output::{ConnError, ConnId, Event, Violation};
 use crate::time::Instant;
 use crate::timer::{timer_keys, Timers};
 
@@ -81,6 +81,8 @@ pub(crate) struct Inbound {
     ids: IdTable,
     conn: Option<(ConnId, FrameDecoder<RecycledBody>)>,
     timers: Timers<InTimer, 4>,
+    /// `Event::InboundSession { connected: true }` was the last one reported.
+    reported_up: bool,
 }
 
 impl Inbound {
@@ -99,6 +101,7 @@ impl Inbound {
             ids: IdTable::new(id_cache),
             conn: None,
             timers: Timers::default(),
+            reported_up: false,
         }
     }
 
@@ -148,6 +151,25 @@ impl Inbound {
         self.timers.set(InTimer::Idle, now + cx.config.idle_timeout);
         self.timers
             .set(InTimer::Heartbeat, now + cx.config.heartbeat_interval);
+        self.reported_up = true;
+        self.report(cx, true);
+    }
+
+    /// Reports the session's connection gained or lost (`Event::InboundSession`).
+    fn report(&mut self, cx: &mut Ctx, connected: bool) {
+        let (peer, incarnation) = (self.peer.clone(), self.incarnation);
+        cx.event(Event::InboundSession {
+            peer,
+            incarnation,
+            connected,
+        });
+    }
+
+    /// Reports the connection lost, once.
+    fn report_down(&mut self, cx: &mut Ctx) {
+        if core::mem::take(&mut self.reported_up) {
+            self.report(cx, false);
+        }
     }
 
     /// Forgets what was received and not routed. It was never acknowledged, so the
@@ -232,6 +254,7 @@ impl Inbound {
                     if let Some((c, _)) = self.conn.take() {
                         cx.close(c);
                     }
+                    self.report_down(cx);
                     return Fate::Ended;
                 }
                 kind => {
@@ -323,6 +346,7 @@ impl Inbound {
     }
 
     fn detached(&mut self, now: Instant, cx: &mut Ctx) {
+        self.report_down(cx);
         self.drop_pending();
         self.timers.clear(InTimer::Ack);
         self.timers.clear(InTimer::Idle);

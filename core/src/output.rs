@@ -140,6 +140,18 @@ pub enum Event {
     },
     /// `handle_shutdown` has finished: everything was delivered or returned.
     ShutdownComplete,
+    /// A session that `peer` dialed to this proc got a connection (`connected`: its hello
+    /// was accepted) or lost it (the connection failed or was closed, by either side, or
+    /// the session ended). Sessions this proc dials are reported by `PeerConnected`.
+    #[non_exhaustive]
+    InboundSession {
+        /// The dialing proc.
+        peer: ProcId,
+        /// Its incarnation.
+        incarnation: u64,
+        /// Whether the session has a connection now.
+        connected: bool,
+    },
 }
 
 /// What kind of failure a dial met, as the driver's OS reported it.

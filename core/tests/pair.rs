@@ -1440,3 +1440,40 @@ fn many_messages_in_one_read_are_not_an_overrun_when_no_port_is_full() {
     assert_eq!(p.payloads(1), ["1", "2", "3", "4"]);
     assert!(p.failures(1).is_empty(), "{:?}", p.failures(1));
 }
+
+/// The acceptor reports each connection of a session a peer dialed to it: gained at the
+/// hello, lost when it is cut, gained again when the dialer resumes; the dialer reports
+/// none of its own sessions this way.
+#[test]
+fn inbound_sessions_report_their_connections() {
+    let mut p = Pair::new(2, quick());
+    let inbound = |p: &Pair, i: usize| -> Vec<(ProcId, bool)> {
+        p.nodes[i]
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::InboundSession {
+                    peer, connected, ..
+                } => Some((peer.clone(), *connected)),
+                _ => None,
+            })
+            .collect()
+    };
+    p.send(0, target(1), b"first").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(inbound(&p, 1), [(pid(0), true)]);
+    p.silent.insert(1);
+    p.send(0, target(1), b"second").unwrap();
+    p.run_for(Duration::from_millis(600));
+    p.silent.clear();
+    p.run_for(Duration::from_secs(1));
+    // Cut, then redialed (maybe more than once while the acceptor stayed silent): gained
+    // and lost alternate, starting and ending with gained.
+    let seen = inbound(&p, 1);
+    assert!(seen.len() >= 3 && seen.len() % 2 == 1, "{seen:?}");
+    for (i, (peer, connected)) in seen.iter().enumerate() {
+        assert_eq!((peer, *connected), (&pid(0), i % 2 == 0), "{seen:?}");
+    }
+    assert!(inbound(&p, 0).is_empty());
+    assert_eq!(p.payloads(1), ["first", "second"]);
+}

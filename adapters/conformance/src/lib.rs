@@ -26,6 +26,7 @@
 //! timers, which work under any executor. Logs go to stderr when `PROCWIRE_LOG` is set.
 #![allow(clippy::result_large_err)]
 
+pub mod actors;
 pub mod adapters;
 pub mod addresses;
 pub mod hostile;
@@ -354,9 +355,17 @@ macro_rules! suite {
             $crate::suite!(@links $run, $transport,
                 peer_going_away_and_coming_back,
                 dead_addresses_and_refusals_are_reported,
+                peers_that_dial_in_are_reported,
             );
             $crate::suite!(@monitors $run, $transport,
                 monitors_report_each_way_an_actor_goes,
+            );
+            $crate::suite!(@actors $run, $transport,
+                several_message_types_reach_their_handlers,
+                stopping_a_parent_stops_its_children_first,
+                a_child_failure_fails_its_parent_by_default,
+                a_supervisor_handles_its_child_failure,
+                instances_stop_their_children_and_shutdown_ends_trees,
             );
             $crate::suite!(@single $run, $transport,
                 duplicate_root_names_and_bad_names_are_refused,
@@ -381,6 +390,12 @@ macro_rules! suite {
         #[test]
         fn $scenario() {
             $run(|x| async move { $crate::monitors::$scenario(&x, &x, $transport).await });
+        }
+    )*};
+    (@actors $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(
+        #[test]
+        fn $scenario() {
+            $run(|x| async move { $crate::actors::$scenario(&x, &x, $transport).await });
         }
     )*};
     (@single $run:path, $transport:expr, $($scenario:ident),* $(,)?) => {$(

@@ -10,11 +10,18 @@ use procwire_smol::{
 use crate::scenarios::shutdown_clean;
 use crate::{fixed_addr, init_logging, options, sleep, within, Adapter, TestProc};
 
-/// The next event, within `secs` seconds.
+/// The next event about a link this proc dialed, within `secs` seconds.
 async fn next(ev: &mut LinkEvents, secs: u64, what: &str) -> LinkEvent {
-    within(secs, what, ev.recv())
-        .await
-        .expect("the proc is running")
+    within(secs, what, async {
+        loop {
+            match ev.recv().await {
+                Some(e) if e.is_inbound() => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the proc is running")
 }
 
 /// Sends one `u64` from a fresh instance of `a` to port 1000 of `receiver` in `to`.
@@ -101,7 +108,11 @@ pub async fn peer_going_away_and_coming_back<A: Adapter, B: Adapter>(
         }
         other => panic!("expected connected, got {other}"),
     }
-    assert!(ev.try_recv().is_none(), "nothing else");
+    let rest: Vec<LinkEvent> = std::iter::from_fn(|| ev.try_recv()).collect();
+    assert!(
+        rest.iter().all(LinkEvent::is_inbound),
+        "nothing else: {rest:?}"
+    );
     assert_eq!(ev.missed(), 0);
     shutdown_clean(&a).await;
     shutdown_clean(&b2).await;
@@ -113,7 +124,15 @@ pub async fn peer_going_away_and_coming_back<A: Adapter, B: Adapter>(
             error: LinkError::ClosedHere
         }
     );
-    assert_eq!(within(10, "subscription ends", ev.recv()).await, None);
+    let rest = within(10, "subscription ends", async {
+        let mut rest = Vec::new();
+        while let Some(e) = ev.recv().await {
+            rest.push(e);
+        }
+        rest
+    })
+    .await;
+    assert!(rest.iter().all(LinkEvent::is_inbound), "{rest:?}");
 }
 
 /// A dial to an address nobody serves is reported within a second, once; a dial to a live
@@ -169,4 +188,56 @@ pub async fn dead_addresses_and_refusals_are_reported<A: Adapter, B: Adapter>(
     drop(watcher);
     shutdown_clean(&a).await;
     shutdown_clean(&b).await;
+}
+
+/// The next event, whatever it is about.
+async fn next_any(ev: &mut LinkEvents, what: &str) -> LinkEvent {
+    within(10, what, ev.recv())
+        .await
+        .expect("the proc is running")
+}
+
+/// `b` sends to `a` (so `b` dials `a`, and `a` never dials `b`), then shuts down; `c` does
+/// the same, then is killed: `a`'s subscriber sees each peer's session connected here and
+/// ended, with the peer's incarnation, and nothing about links of its own.
+pub async fn peers_that_dial_in_are_reported<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    init_logging();
+    let a = aa.start(t.any(), "a", options()).await.expect("a");
+    let mut ev = a.link_events();
+    let (receiver, _) = a.instance("receiver").expect("receiver");
+    let (_, mut rx) = receiver.bind_port::<bytes::Bytes>(1000).expect("port");
+    for (name, kill) in [("b", false), ("c", true)] {
+        let p = ba.start(t.any(), name, options()).await.expect("peer");
+        let peer = p.proc_id().clone();
+        poke(&p, "sender", a.proc_id()).await;
+        within(10, "the poke arrives", rx.recv_envelope())
+            .await
+            .expect("a message");
+        let incarnation = match next_any(&mut ev, "connected here").await {
+            LinkEvent::InboundConnected {
+                peer: from,
+                incarnation,
+            } => {
+                assert_eq!(from, peer);
+                incarnation
+            }
+            other => panic!("expected {peer} connected here, got {other}"),
+        };
+        if kill {
+            within(10, "kill", p.kill()).await;
+        } else {
+            shutdown_clean(&p).await;
+        }
+        assert_eq!(
+            next_any(&mut ev, "ended here").await,
+            LinkEvent::InboundLost { peer, incarnation }
+        );
+    }
+    assert!(ev.try_recv().is_none(), "nothing else");
+    drop((rx, receiver));
+    shutdown_clean(&a).await;
 }

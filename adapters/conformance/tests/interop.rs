@@ -5,7 +5,7 @@
 
 use procwire_conformance::adapters::SmolThread;
 use procwire_conformance::TokioAdapter;
-use procwire_conformance::{addresses, link_events, monitors, scenarios};
+use procwire_conformance::{actors, addresses, link_events, monitors, scenarios};
 use procwire_tokio::ChannelTransport;
 
 macro_rules! both_ways {
@@ -63,8 +63,20 @@ macro_rules! both_ways {
                 let (t, s) = (TokioAdapter::current(), smol.adapter());
                 link_events::peer_going_away_and_coming_back(&t, &s, $transport).await;
                 link_events::peer_going_away_and_coming_back(&s, &t, $transport).await;
+                link_events::peers_that_dial_in_are_reported(&t, &s, $transport).await;
+                link_events::peers_that_dial_in_are_reported(&s, &t, $transport).await;
                 monitors::monitors_report_each_way_an_actor_goes(&t, &s, $transport).await;
                 monitors::monitors_report_each_way_an_actor_goes(&s, &t, $transport).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn typed_actors_and_supervision_across_adapters() {
+                let smol = SmolThread::start();
+                let (t, s) = (TokioAdapter::current(), smol.adapter());
+                actors::several_message_types_reach_their_handlers(&t, &s, $transport).await;
+                actors::several_message_types_reach_their_handlers(&s, &t, $transport).await;
+                actors::a_child_failure_fails_its_parent_by_default(&t, &s, $transport).await;
+                actors::stopping_a_parent_stops_its_children_first(&s, &t, $transport).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,13 @@
 //! `PortRef::<M>::attest(actor_id.port(ACTOR_PORT + i))`. Reordering a mailbox's types moves
 //! their ports: peers built from the old order get their messages refused, never misread.
 //!
+//! Well-known ports past the mailbox's types are free for [`Instance::bind_port`].
+//!
+//! Order is kept per port: messages of one type from one proc are handled in the order they
+//! were sent, but messages of different types are not ordered with each other (the loop
+//! serves the ports in turn). Make two kinds of request one type (an enum) where their
+//! relative order matters.
+//!
 //! # The loop
 //!
 //! In order of priority: a requested stop, then failures of its children
@@ -45,7 +52,8 @@
 //!    not fail), releases its identity and reports its own end (status and monitors). So
 //!    every child is `Stopped` (or `Failed`) before its parent is, and monitors of the
 //!    children hear of it before monitors of the parent. Siblings stop concurrently. A child
-//!    stuck in a handler holds up its parent's end.
+//!    stuck in a handler holds up its parent's end. A child created while its parent is
+//!    already ending (from its `stopped` hook, say) is asked to stop at once.
 //! 3. **A child's failure goes to its parent.** When a child actor fails, its parent's loop
 //!    calls [`Actor::child_failed`] with the child's id and the reason, after the child has
 //!    ended (its status is `Failed`). The default fails the parent too, with

@@ -68,8 +68,13 @@ pub(crate) struct ActorCell {
 }
 
 impl ActorCell {
-    /// Records a child, forgetting those that have ended.
+    /// Records a child, forgetting those that have ended. A child created while this
+    /// identity is already ending (from a `stopped` hook, say) is asked to stop at once.
     fn adopt(&self, child: ActorHandle) {
+        if self.status.get() != ActorStatus::Running {
+            child.stop();
+            return;
+        }
         let mut children = lock(&self.children);
         children.retain(|c| !c.status().is_terminal());
         children.push(child);

@@ -106,6 +106,17 @@
 //! during the handshake are counted per reason ([`HostedProc::refusals`]) and logged at
 //! most once per [`ProcOptions::refusal_log_interval`] per reason.
 //!
+//! ## Actors
+//!
+//! [`HostedProc::spawn`] and [`Instance::spawn_child`] run an [`Actor`] and return a typed
+//! [`ActorRef`]. An actor's mailbox takes one serde type or several, declared with
+//! [`messages!`] (an enum with a variant per type, matched in [`Actor::handle`]); each type
+//! has its own well-known port (`ACTOR_PORT + i`, in declaration order) carrying its
+//! fingerprint, so [`ActorRef::attest`] reaches an actor from its id alone. The port scheme,
+//! the loop's priorities and the **supervision rules** (children end before their parent; a
+//! child's failure goes to [`Actor::child_failed`], which fails the parent by default) are
+//! in one place: the [`actor`] module.
+//!
 //! ## Monitoring
 //!
 //! [`Instance::monitor`] watches an actor (or instance) in this proc or another one; the

@@ -43,10 +43,19 @@ pub const LINK_EVENT_QUEUE: usize = 4096;
 /// * [`LinkEvent::SessionRefused`]: the peer refused the session (wrong proc name, shutting
 ///   down, too many sessions, ...), with its reason.
 ///
+/// Peers also dial this proc to send to it, over sessions of their own. Those are reported
+/// apart, so a proc that only receives from a peer hears of it too:
+///
+/// * [`LinkEvent::InboundConnected`]: a peer's session to this proc got a connection (its
+///   hello was accepted: the first time, again after a loss, or from a new incarnation).
+/// * [`LinkEvent::InboundLost`]: that connection ended: it failed, either side closed it,
+///   or the peer ended the session (a graceful shutdown). A peer that was killed is lost
+///   when the OS reports the connection closed, or at core's `idle_timeout`.
+///
 /// # Known gaps (what core does not say)
 ///
-/// * Only links this proc dials are reported: core emits no event for sessions peers open
-///   *to* this proc, so a proc that only receives from a peer sees nothing about it.
+/// * Inbound sessions report only connected and lost: whether a dialer restarted shows in
+///   its incarnation, and nothing is retried from this side (the dialer redials).
 /// * Core's `Dial` output names an address, not a proc. Events that come before a
 ///   connection succeeded ([`LinkEvent::Unreachable`], [`LinkEvent::SessionRefused`]) carry
 ///   the address, and the peer's id only if this proc learned which proc that address
@@ -110,16 +119,42 @@ pub enum LinkEvent {
         /// The refusal's reason.
         reason: RefuseReason,
     },
+    /// A session `peer` dialed to this proc got a connection.
+    InboundConnected {
+        /// The dialing proc.
+        peer: ProcId,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// The connection of a session `peer` dialed to this proc ended.
+    InboundLost {
+        /// The dialing proc.
+        peer: ProcId,
+        /// Its incarnation.
+        incarnation: u64,
+    },
 }
 
 impl LinkEvent {
+    /// Whether it is about a session a peer dialed to this proc
+    /// ([`InboundConnected`](LinkEvent::InboundConnected),
+    /// [`InboundLost`](LinkEvent::InboundLost)) rather than one this proc dialed.
+    pub fn is_inbound(&self) -> bool {
+        matches!(
+            self,
+            LinkEvent::InboundConnected { .. } | LinkEvent::InboundLost { .. }
+        )
+    }
+
     /// The peer the event is about, when known.
     pub fn peer(&self) -> Option<&ProcId> {
         match self {
             LinkEvent::Connected { peer, .. }
             | LinkEvent::Reconnected { peer, .. }
             | LinkEvent::Lost { peer, .. }
-            | LinkEvent::PeerRestarted { peer, .. } => Some(peer),
+            | LinkEvent::PeerRestarted { peer, .. }
+            | LinkEvent::InboundConnected { peer, .. }
+            | LinkEvent::InboundLost { peer, .. } => Some(peer),
             LinkEvent::Unreachable { peer, .. } | LinkEvent::SessionRefused { peer, .. } => {
                 peer.as_ref()
             }
@@ -143,6 +178,15 @@ impl fmt::Display for LinkEvent {
             }
             LinkEvent::SessionRefused { addr, reason, .. } => {
                 write!(f, "{addr} refused the session: {reason}")
+            }
+            LinkEvent::InboundConnected { peer, incarnation } => {
+                write!(f, "{peer} connected here (incarnation {incarnation:#x})")
+            }
+            LinkEvent::InboundLost { peer, incarnation } => {
+                write!(
+                    f,
+                    "{peer}'s connection here ended (incarnation {incarnation:#x})"
+                )
             }
         }
     }
@@ -386,6 +430,19 @@ impl Links {
             }
             Event::ConnectionFailed { conn, error } => {
                 self.ended(*conn, LinkError::Conn(error.clone()))
+            }
+            Event::InboundSession {
+                peer,
+                incarnation,
+                connected,
+                ..
+            } => {
+                let (peer, incarnation) = (peer.clone(), *incarnation);
+                lock(&self.state).emit(if *connected {
+                    LinkEvent::InboundConnected { peer, incarnation }
+                } else {
+                    LinkEvent::InboundLost { peer, incarnation }
+                });
             }
             _ => {}
         }

@@ -280,3 +280,100 @@ impl<'de, A: Actor> Deserialize<'de> for ActorRef<A> {
         Ok(ActorRef::attest(form.actor))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::{ActorError, Context};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Add(u64);
+
+    crate::messages! {
+        #[derive(Debug, PartialEq)]
+        enum Two {
+            Add(Add),
+            Text(String),
+        }
+    }
+
+    struct Multi;
+
+    impl Actor for Multi {
+        type Message = Two;
+        async fn handle(&mut self, _: &mut Context, _: Two) -> Result<(), ActorError> {
+            Ok(())
+        }
+    }
+
+    struct Single;
+
+    impl Actor for Single {
+        type Message = Add;
+        async fn handle(&mut self, _: &mut Context, _: Add) -> Result<(), ActorError> {
+            Ok(())
+        }
+    }
+
+    fn id() -> ActorId {
+        "local:3,p,svc[2]".parse().expect("actor id")
+    }
+
+    fn envelope<M: Serialize>(msg: &M, to: u64) -> Envelope {
+        let mut env = Envelope::new(id(), id().port(to), crate::encode(msg).expect("encodes"));
+        env.headers.push(TypeFingerprint::of::<M>().header());
+        env
+    }
+
+    #[test]
+    fn ports_follow_declaration_order_and_decode_their_own_type() {
+        let ports = Two::ports();
+        let prints: Vec<TypeFingerprint> = ports.iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            prints,
+            [
+                TypeFingerprint::of::<Add>(),
+                TypeFingerprint::of::<String>()
+            ]
+        );
+        assert_eq!(<Two as Takes<Add>>::INDEX, 0);
+        assert_eq!(<Two as Takes<String>>::INDEX, 1);
+        assert_eq!((ports[0].1)(&envelope(&Add(4), 0)), Ok(Two::Add(Add(4))));
+        assert_eq!(
+            (ports[1].1)(&envelope(&"hi".to_string(), 1)),
+            Ok(Two::Text("hi".into()))
+        );
+        // A `String` to the `Add` port is refused by its fingerprint.
+        assert!(matches!(
+            (ports[0].1)(&envelope(&"hi".to_string(), 0)),
+            Err(DecodeError::WrongType { .. })
+        ));
+        assert_eq!(Two::from(Add(1)), Two::Add(Add(1)));
+        // A single type is the one-port case.
+        assert_eq!(Add::ports().len(), 1);
+        assert_eq!(<Add as Takes<Add>>::INDEX, 0);
+    }
+
+    #[test]
+    fn actor_refs_address_a_port_per_type_and_keep_their_mailbox_type_through_serde() {
+        let multi = ActorRef::<Multi>::attest(id());
+        assert_eq!(multi.port::<Add>().port_id(), &id().port(ACTOR_PORT));
+        assert_eq!(multi.port::<String>().port_id(), &id().port(ACTOR_PORT + 1));
+        assert_eq!(
+            multi.port::<String>().fingerprint(),
+            TypeFingerprint::of::<String>()
+        );
+        let bytes = postcard::to_allocvec(&multi).expect("encodes");
+        let back: ActorRef<Multi> = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, multi);
+        assert_eq!(
+            postcard::from_bytes::<ActorRef<Single>>(&bytes),
+            Err(postcard::Error::SerdeDeCustom)
+        );
+        let single = ActorRef::<Single>::attest(id());
+        assert_eq!(single.port::<Add>().port_id(), &id().port(ACTOR_PORT));
+        assert_eq!(single.to_string(), id().to_string());
+    }
+}

@@ -34,8 +34,8 @@
 //!   ([`Instance::open_port`], [`Instance::open_once_port`]) whose [`PortRef`]s can be sent
 //!   to any proc, sends, children, and the messages that came back undeliverable
 //!   ([`Instance::next_undeliverable`]).
-//! * [`Proc::spawn`] runs an [`Actor`] (a handler per message) and returns an
-//!   [`ActorHandle`] to watch, stop and wait for it.
+//! * [`Proc::spawn`] runs an [`Actor`] (a handler per message) and returns a typed
+//!   [`ActorRef`] and an [`ActorHandle`] to watch, stop and wait for it.
 //! * Sends: `send` waits while the link's window is full, `try_send` reports
 //!   [`SendError::WouldBlock`]; both fail with typed errors such as
 //!   [`SendError::TooLarge`]. Anything accepted is delivered exactly once and in order, or
@@ -69,8 +69,11 @@
 //!
 //! ## Actors
 //!
-//! An actor is a handler per message on an identity of its own; its mailbox is the
-//! well-known port [`ACTOR_PORT`], so any proc that knows its id can address it.
+//! An actor is a handler per message on an identity of its own. Its mailbox takes one
+//! message type, on the well-known port [`ACTOR_PORT`], or several declared with
+//! [`messages!`] (one port per type), so any proc that knows its id can address it
+//! ([`ActorRef::attest`]). Children it spawns end before it does, and their failures go to
+//! its [`Actor::child_failed`]: the rules are in [`procwire_host::actor`].
 //!
 //! ```
 //! use procwire_smol::{Actor, ActorError, Context, PortRef};
