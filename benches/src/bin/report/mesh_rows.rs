@@ -34,6 +34,9 @@ struct Cost {
     rss_after_setup: f64,
     /// Peak resident set of the phase (including the busy pair's runs), bytes.
     peak: f64,
+    /// Peak of the bytes allocated and not freed on this thread during the phase (pages
+    /// touched or not), if the counting allocator is installed.
+    heap_peak: Option<f64>,
     /// CPU time of the whole process while the mesh is idle, fraction of one core.
     idle_cpu: f64,
 }
@@ -75,6 +78,7 @@ fn ok<T>(r: Result<T, Error>) -> T {
 /// Stands up and connects a mesh of `k`, then takes its resident set and, unless `idle` is
 /// zero, its CPU time over `idle` of idle wall time.
 fn stand_up(rt: &Runtime, k: usize, idle: Duration) -> (Mesh, Cost) {
+    alloc_count::reset_thread_heap_peak();
     let t = Instant::now();
     let mut mesh = ok(rt.block_on(Mesh::new(k)));
     let arrived = ok(rt.block_on(mesh.connect_all()));
@@ -91,6 +95,7 @@ fn stand_up(rt: &Runtime, k: usize, idle: Duration) -> (Mesh, Cost) {
         setup_secs,
         rss_after_setup,
         peak: f64::NAN,
+        heap_peak: None,
         idle_cpu,
     };
     (mesh, cost)
@@ -98,6 +103,7 @@ fn stand_up(rt: &Runtime, k: usize, idle: Duration) -> (Mesh, Cost) {
 
 fn end_phase(rt: &Runtime, mesh: Mesh, cost: &mut Cost) {
     cost.peak = rss().map_or(f64::NAN, |(_, peak)| peak as f64);
+    cost.heap_peak = alloc_count::is_counting().then(|| alloc_count::thread_heap().1 as f64);
     rt.block_on(mesh.shutdown());
 }
 
@@ -163,6 +169,21 @@ fn push_rows(
         two.idle_cpu * 100.0,
         "mesh_idle_cpu",
     ));
+    if let Some((m, t)) = many.heap_peak.zip(two.heap_peak) {
+        let mut r = base(
+            format!(
+                "many peers: peak heap (allocated, pages touched or not), {k} procs \
+                 (baseline: 2 procs)"
+            ),
+            Unit::Mib,
+            m / MIB,
+            t / MIB,
+            "",
+        );
+        // Markdown only: not one of the agreed workloads.
+        r.json = None;
+        rows.push(r);
+    }
     let mut r = base(
         format!(
             "many peers: pipelined {PIPELINE_N} × {SMALL} B, a pair of {k} connected procs \
