@@ -238,7 +238,8 @@ fn main() -> Result<(), Error> {
         "Topology: one OS thread drives both ends of every connection: a tokio \
          current-thread runtime for procwire-tokio (two procs in one process) and raw tokio \
          sockets, one async-executor run by the measuring thread for procwire-smol and raw \
-         async-io sockets; the core rows drive two core procs wired in memory with a fake clock. \
+         async-io sockets; the core rows drive two core procs wired in memory with a fake clock; \
+         the many-peers rows run K procwire-tokio procs on one current-thread runtime. \
          Median of {} alternating runs of ~{} ms per figure.",
         plan.reps,
         plan.target.as_millis()
