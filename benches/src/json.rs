@@ -3,8 +3,10 @@
 //! Every object has exactly the fields of [`FIELDS`], in that order:
 //! `adapter` (`"tokio"`, `"smol"`, `"core"`), `transport` (`"unix"`, `"tcp"`, `"memory"`),
 //! `topology` (`"one-thread"`, `"two-process"`), `workload` (`"rtt_p50"`, `"rtt_p99"`,
-//! `"pipelined"`, `"bulk"`, `"codec"`), `payload_bytes`, `value`, `unit`, `raw_value` (the
-//! raw baseline's figure in the same unit), `ratio` (`value / raw_value`) and
+//! `"pipelined"`, `"bulk"`, `"codec"`, and for the many-peers scenario `"mesh_rss"`,
+//! `"mesh_idle_cpu"`, `"mesh_pipelined"`), `payload_bytes`, `value`, `unit`, `raw_value` (the
+//! raw baseline's figure in the same unit; for the many-peers rows the same figure with two
+//! procs, or the busy pair alone), `ratio` (`value / raw_value`) and
 //! `allocs_per_msg` (a number, or `null` when not measured). Numbers that are not finite
 //! are written as `null`.
 
@@ -33,13 +35,14 @@ pub struct JsonRow {
     pub transport: &'static str,
     /// "one-thread" or "two-process".
     pub topology: &'static str,
-    /// "rtt_p50", "rtt_p99", "pipelined", "bulk" or "codec".
+    /// "rtt_p50", "rtt_p99", "pipelined", "bulk", "codec", "mesh_rss", "mesh_idle_cpu" or
+    /// "mesh_pipelined".
     pub workload: &'static str,
     /// Payload of one message.
     pub payload_bytes: u64,
     /// procwire's figure.
     pub value: f64,
-    /// Unit of `value` and `raw_value` (e.g. "us", "msg/s", "MiB/s").
+    /// Unit of `value` and `raw_value` ("us", "msg/s", "MiB/s", "MiB", "%core").
     pub unit: &'static str,
     /// The raw baseline's figure.
     pub raw_value: f64,

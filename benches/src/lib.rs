@@ -19,6 +19,8 @@
 //!   fake clock, against a memcpy of the same wire bytes ([`core_mem::MemcpyTwin`]).
 //! * [`core_idle`]: the same busy link beside thousands of idle sessions, and the cost of
 //!   a timeout round as the number of sessions grows.
+//! * [`mesh`]: many peers, K procwire-tokio procs in one process, all connected: memory,
+//!   idle CPU, and a busy pair beside the idle mesh against the pair alone.
 //! * [`alloc_count`]: a counting global allocator for allocations per message.
 //! * [`json`]: the report's machine-readable rows.
 //!
@@ -36,6 +38,7 @@ pub mod codec;
 pub mod core_idle;
 pub mod core_mem;
 pub mod json;
+pub mod mesh;
 pub mod raw;
 pub mod raw_smol;
 pub mod wire;

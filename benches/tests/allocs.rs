@@ -29,3 +29,20 @@ fn steady_state_messages_allocate_nothing() {
     println!("{allocs} allocations for {MESSAGES} messages");
     assert_eq!(allocs, 0, "allocations in {MESSAGES} steady-state messages");
 }
+
+/// The per-thread heap figures follow what is allocated and freed, and the peak stays.
+#[test]
+fn heap_bytes_and_their_peak_follow_allocations() {
+    use procwire_benches::alloc_count::{reset_thread_heap_peak, thread_heap};
+    reset_thread_heap_peak();
+    let (live0, peak0) = thread_heap();
+    assert_eq!(live0, peak0);
+    let block = std::hint::black_box(vec![1u8; 1 << 20]);
+    let (live1, peak1) = thread_heap();
+    assert!(live1 >= live0 + (1 << 20), "{live0} -> {live1}");
+    assert!(peak1 >= live1);
+    drop(block);
+    let (live2, peak2) = thread_heap();
+    assert!(live2 <= live1 - (1 << 20), "{live1} -> {live2}");
+    assert_eq!(peak2, peak1);
+}

@@ -46,3 +46,38 @@ fn report_writes_the_agreed_fields_for_the_core_row() {
     // The report installs the counting allocator, so the core row measures allocations.
     assert!(row["allocs_per_msg"].as_f64().is_some(), "{text}");
 }
+
+#[test]
+fn report_writes_the_many_peers_rows() {
+    let path = std::env::temp_dir().join(format!("procwire-mesh-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_report"))
+        .args(["--quick", "--only", "mesh", "--mesh", "4", "--json"])
+        .arg(&path)
+        .output()
+        .expect("run the report binary");
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&path).expect("report wrote the JSON file");
+    let _ = std::fs::remove_file(&path);
+    let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let rows = value.as_array().expect("a JSON array");
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["workload"].as_str().unwrap(), r["unit"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("mesh_rss", "MiB"),
+            ("mesh_idle_cpu", "%core"),
+            ("mesh_pipelined", "msg/s")
+        ],
+        "{text}"
+    );
+    for row in rows {
+        assert_eq!(row.as_object().unwrap().len(), FIELDS.len(), "{text}");
+        assert_eq!(row["adapter"], "tokio");
+        assert_eq!(row["transport"], "unix");
+        // Memory and message rates are always positive; idle CPU may round to zero.
+        assert!(row["value"].as_f64().is_some_and(|v| v >= 0.0), "{text}");
+    }
+}

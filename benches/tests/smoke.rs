@@ -1,6 +1,8 @@
 //! Every scenario runs end to end and moves what it claims to (no timing is checked here:
 //! speed is measured by the benches and the report, never by tests).
 
+use std::time::Duration;
+
 use procwire_benches::codec::{CodecBench, UnixCopy};
 use procwire_benches::raw::RawBench;
 use procwire_benches::raw_smol::RawSmolBench;
@@ -75,4 +77,29 @@ fn smol_transport_scenarios_complete_on_both_nets() {
             assert_eq!(raw.net(), net);
         });
     }
+}
+
+#[test]
+fn mesh_connects_every_ordered_pair_and_moves_a_burst() {
+    use procwire_benches::mesh::{process_cpu_ns, rss, Mesh};
+    let rt = runtime();
+    rt.block_on(async {
+        let k = 6;
+        let mut mesh = Mesh::new(k).await.unwrap();
+        assert_eq!(mesh.len(), k);
+        // `connect_all` checks that each node heard from every other exactly once.
+        assert_eq!(mesh.connect_all().await.unwrap(), k * (k - 1));
+        mesh.pipelined(1).await.unwrap();
+        let (delivered, sent) = mesh.delivered_and_sent();
+        assert!(delivered >= (k * (k - 1) + 10_000) as u64, "{delivered}");
+        assert!(sent >= delivered, "{sent} < {delivered}");
+        let idle = mesh
+            .idle_cpu(Duration::ZERO, Duration::from_millis(10))
+            .await;
+        assert!(idle.is_some_and(|f| f >= 0.0));
+        mesh.shutdown().await;
+    });
+    let (now, peak) = rss().expect("/proc/self/status has VmRSS and VmHWM");
+    assert!(now > 0 && peak >= now);
+    assert!(process_cpu_ns().is_some_and(|ns| ns > 0));
 }

@@ -5,9 +5,10 @@
 //! cargo run --release -p procwire-benches --bin report            # full run
 //! cargo run --release -p procwire-benches --bin report -- --quick # quick run
 //! cargo run --release -p procwire-benches --bin report -- --only unix
-//! #   --only: codec, unix, tcp (tokio), smol (or smol-unix, smol-tcp), core, idle
+//! #   --only: codec, unix, tcp (tokio), smol (or smol-unix, smol-tcp), core, idle, mesh
 //! cargo run --release -p procwire-benches --bin report -- --quick --json target/bench-report.json
 //! cargo run --release -p procwire-benches --bin report -- --only idle --idle 10,100,2000
+//! cargo run --release -p procwire-benches --bin report -- --only mesh --mesh 50
 //! ```
 //!
 //! No criterion here: each side of each scenario is calibrated (which warms it up) to a
@@ -19,12 +20,14 @@
 
 mod core_rows;
 mod measure;
+mod mesh_rows;
 mod transport_rows;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use procwire_benches::alloc_count::CountingAlloc;
 use procwire_benches::json::to_json_array;
+use procwire_benches::mesh::MESH_PROCS;
 use procwire_benches::{Error, Net};
 
 use measure::{Row, FULL, QUICK};
@@ -35,7 +38,7 @@ static ALLOC: CountingAlloc = CountingAlloc;
 /// Idle sessions of the many-idle table unless `--idle` says otherwise.
 const DEFAULT_IDLE: [usize; 3] = [10, 100, 2000];
 
-const PARTS: [&str; 8] = [
+const PARTS: [&str; 9] = [
     "codec",
     "unix",
     "tcp",
@@ -44,6 +47,7 @@ const PARTS: [&str; 8] = [
     "smol",
     "smol-unix",
     "smol-tcp",
+    "mesh",
 ];
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -90,8 +94,8 @@ fn today() -> String {
 
 fn usage(why: &str) -> ! {
     eprintln!(
-        "usage: report [--quick] [--only codec|unix|tcp|core|idle|smol|smol-unix|smol-tcp]... \
-         [--json PATH] [--idle K,K,...]   ({why})"
+        "usage: report [--quick] [--only codec|unix|tcp|core|idle|smol|smol-unix|smol-tcp|mesh]... \
+         [--json PATH] [--idle K,K,...] [--mesh K]   ({why})"
     );
     std::process::exit(2);
 }
@@ -101,6 +105,7 @@ struct Args {
     only: Vec<String>,
     json: Option<String>,
     idle: Vec<usize>,
+    mesh: usize,
 }
 
 fn parse_args() -> Args {
@@ -109,6 +114,7 @@ fn parse_args() -> Args {
         only: Vec::new(),
         json: None,
         idle: DEFAULT_IDLE.to_vec(),
+        mesh: MESH_PROCS,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -130,6 +136,10 @@ fn parse_args() -> Args {
                     _ => usage("--idle takes a comma-separated list of session counts"),
                 }
             }
+            "--mesh" => match args.next().and_then(|k| k.parse().ok()) {
+                Some(k) if k >= 2 => a.mesh = k,
+                _ => usage("--mesh takes a number of procs, at least 2"),
+            },
             _ => usage(&format!("unknown argument {arg:?}")),
         }
     }
@@ -188,6 +198,10 @@ fn main() -> Result<(), Error> {
 
     let mut rows = Vec::new();
     let mut notes = Vec::new();
+    // First: its peak RSS and idle CPU are the whole process's.
+    if wanted("mesh") {
+        mesh_rows::mesh_rows(plan, args.mesh, &mut rows, &mut notes);
+    }
     if wanted("core") {
         core_rows::core_row(plan, &mut rows, &mut notes);
     }
@@ -224,7 +238,8 @@ fn main() -> Result<(), Error> {
         "Topology: one OS thread drives both ends of every connection: a tokio \
          current-thread runtime for procwire-tokio (two procs in one process) and raw tokio \
          sockets, one async-executor run by the measuring thread for procwire-smol and raw \
-         async-io sockets; the core rows drive two core procs wired in memory with a fake clock. \
+         async-io sockets; the core rows drive two core procs wired in memory with a fake clock; \
+         the many-peers rows run K procwire-tokio procs on one current-thread runtime. \
          Median of {} alternating runs of ~{} ms per figure.",
         plan.reps,
         plan.target.as_millis()

@@ -14,6 +14,8 @@ pub struct Plan {
     pub rtt_samples: usize,
     /// Timeout rounds timed per number of idle sessions.
     pub timeout_rounds: usize,
+    /// Wall time over which the idle mesh's CPU time is taken.
+    pub mesh_idle: Duration,
 }
 
 pub const FULL: Plan = Plan {
@@ -21,6 +23,7 @@ pub const FULL: Plan = Plan {
     target: Duration::from_millis(200),
     rtt_samples: 20_000,
     timeout_rounds: 2_000,
+    mesh_idle: Duration::from_secs(3),
 };
 
 pub const QUICK: Plan = Plan {
@@ -28,6 +31,7 @@ pub const QUICK: Plan = Plan {
     target: Duration::from_millis(60),
     rtt_samples: 4_000,
     timeout_rounds: 400,
+    mesh_idle: Duration::from_secs(1),
 };
 
 /// How a figure reads.
@@ -39,6 +43,10 @@ pub enum Unit {
     MsgsPerSec,
     /// MiB per second (higher is better).
     MibPerSec,
+    /// MiB of memory (lower is better).
+    Mib,
+    /// Percent of one core's time (lower is better).
+    PercentCore,
 }
 
 impl Unit {
@@ -53,12 +61,14 @@ impl Unit {
                 }
             }
             Unit::MibPerSec => format!("{v:.0} MiB/s"),
+            Unit::Mib => format!("{v:.1} MiB"),
+            Unit::PercentCore => format!("{v:.2} % core"),
         }
     }
 
     pub fn better(self) -> &'static str {
         match self {
-            Unit::MicrosPerOp => "lower",
+            Unit::MicrosPerOp | Unit::Mib | Unit::PercentCore => "lower",
             Unit::MsgsPerSec | Unit::MibPerSec => "higher",
         }
     }
@@ -69,6 +79,8 @@ impl Unit {
             Unit::MicrosPerOp => "us",
             Unit::MsgsPerSec => "msg/s",
             Unit::MibPerSec => "MiB/s",
+            Unit::Mib => "MiB",
+            Unit::PercentCore => "%core",
         }
     }
 }
@@ -128,7 +140,7 @@ pub fn percentile(v: &mut [Duration], p: f64) -> Duration {
 /// CPU time this thread has used, in ns (Linux schedstat). Every task of a current-thread
 /// runtime runs on the thread that calls `block_on`, so this counts all of a scenario's
 /// user and system time except kernel work done on other CPUs (e.g. TCP softirqs).
-fn thread_cpu_ns() -> Option<u64> {
+pub fn thread_cpu_ns() -> Option<u64> {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()?
         .split_whitespace()
@@ -144,7 +156,7 @@ pub struct PerUnit {
 }
 
 /// Warms up, then finds how many units take about `target`.
-fn calibrate(target: Duration, f: &mut dyn FnMut(u64) -> Duration) -> u64 {
+pub fn calibrate(target: Duration, f: &mut dyn FnMut(u64) -> Duration) -> u64 {
     f(1);
     let mut n = 1u64;
     loop {
