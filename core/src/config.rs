@@ -34,7 +34,11 @@ pub struct Config {
     pub ack_every_bytes: usize,
     /// ...or this long after the first unacknowledged message, whichever comes first.
     pub ack_delay: Duration,
-    /// A dialer pings, and an acceptor sends a keepalive, this often on an open connection.
+    /// A dialer pings this often on an open connection, and the acceptor answers; the
+    /// acceptor sends a keepalive of its own only when it answered no ping for this long.
+    /// The default (2 s) is a fifth of `idle_timeout`, so a link survives four lost
+    /// heartbeats; an idle link costs one small frame each way per interval, which with
+    /// thousands of links is what an idle proc spends its CPU on.
     pub heartbeat_interval: Duration,
     /// A connection on which nothing at all arrived for this long is closed. Any byte
     /// counts, so a slowly arriving large frame keeps the link alive.
@@ -106,7 +110,7 @@ impl Default for Config {
             ack_every_msgs: 128,
             ack_every_bytes: 1024 * 1024,
             ack_delay: Duration::from_millis(2),
-            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             backoff_base: Duration::from_millis(5),

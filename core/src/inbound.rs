@@ -309,6 +309,11 @@ impl Inbound {
         if ping {
             if let Some((c, _)) = &self.conn {
                 cx.write_frame(*c, FrameKind::Pong, &[]);
+                // The answer is this side's keepalive too: while the dialer pings, the
+                // acceptor's own heartbeat never has to fire (one frame each way per
+                // interval, not three).
+                self.timers
+                    .set(InTimer::Heartbeat, now + cx.config.heartbeat_interval);
             }
         }
     }

@@ -826,6 +826,32 @@ fn acceptor_sends_keepalives_of_its_own_accord() {
 }
 
 #[test]
+fn an_acceptor_that_answers_pings_sends_no_keepalive_of_its_own() {
+    let mut p = Pair::new(2, quick());
+    let outsider = ProcId::new(ChannelAddr::Local(99), Name::new("outsider").unwrap());
+    let raw = raw_session(&mut p, 1, &outsider);
+    let mut ping = BytesMut::new();
+    append_frame(FrameKind::Ping, 0, &[], &mut ping).unwrap();
+    // A dialer pinging every 90 ms, a little more often than the 100 ms heartbeat.
+    for _ in 0..10 {
+        p.raw_write(raw, &ping);
+        p.run_for(Duration::from_millis(90));
+    }
+    let rx = p.raw_rx[raw].split();
+    let mut d = FrameDecoder::frames_only(1024, BytesMut::new());
+    let (mut at, mut pongs) = (0, 0);
+    while at < rx.len() {
+        let step = d.decode(&rx[at..]).unwrap();
+        at += step.consumed;
+        if matches!(step.item, Some(Item::Frame(h)) if h.kind == FrameKind::Pong) {
+            pongs += 1;
+        }
+    }
+    assert_eq!(pongs, 10, "one answer per ping and no keepalive besides");
+    assert!(!p.raw_closed[raw]);
+}
+
+#[test]
 fn giving_up_splits_transmitted_from_never_sent() {
     let mut p = Pair::new(2, quick());
     p.send(0, target(1), b"acked").unwrap();

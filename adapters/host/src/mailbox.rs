@@ -322,9 +322,12 @@ mod tests {
     }
 
     fn envelope<M: Serialize>(msg: &M, to: u64) -> Envelope {
-        let mut env = Envelope::new(id(), id().port(to), crate::encode(msg).expect("encodes"));
-        env.headers.push(TypeFingerprint::of::<M>().header());
-        env
+        Envelope::typed(
+            id(),
+            id().port(to),
+            TypeFingerprint::of::<M>(),
+            crate::encode(msg).expect("encodes"),
+        )
     }
 
     #[test]
