@@ -70,7 +70,7 @@ pub struct Envelope {
     /// Set when this is a message coming back to its sender, with the reason.
     pub returned: Option<Undeliverable>,
     /// Optional key/value metadata, opaque to procwire.
-    pub headers: Vec<(Name, Bytes)>,
+    pub headers: Headers,
     /// The message itself, opaque to procwire.
     pub payload: Bytes,
 }
@@ -83,7 +83,7 @@ impl Envelope {
             dest,
             ttl: DEFAULT_TTL,
             returned: None,
-            headers: Vec::new(),
+            headers: Headers::new(),
             payload,
         }
     }
@@ -95,6 +95,128 @@ impl Envelope {
             None => self.dest.actor().proc(),
             Some(_) => self.sender.proc(),
         }
+    }
+}
+
+/// An envelope's key/value metadata: a list of `(name, value)` pairs, empty in most
+/// messages, so it takes one word until the first header is added (an [`Envelope`] is 96
+/// bytes, 64 besides its payload's `Bytes`). The first header lives in the same allocation
+/// as the list, so one header (a typed port's fingerprint) costs one allocation, as a
+/// `Vec` would. Read it with [`Headers::iter`] (or `for h in &headers`), `len`, `get`;
+/// grow it with [`Headers::push`] or `extend`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Option<alloc::boxed::Box<HeaderList>>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct HeaderList {
+    first: (Name, Bytes),
+    rest: Vec<(Name, Bytes)>,
+}
+
+impl Headers {
+    /// No headers.
+    pub const fn new() -> Self {
+        Headers(None)
+    }
+
+    /// Appends one header.
+    pub fn push(&mut self, header: (Name, Bytes)) {
+        match &mut self.0 {
+            Some(list) => list.rest.push(header),
+            None => {
+                self.0 = Some(alloc::boxed::Box::new(HeaderList {
+                    first: header,
+                    rest: Vec::new(),
+                }))
+            }
+        }
+    }
+
+    /// The headers, in order.
+    pub fn iter(&self) -> HeadersIter<'_> {
+        match &self.0 {
+            Some(list) => HeadersIter {
+                first: Some(&list.first),
+                rest: list.rest.iter(),
+            },
+            None => HeadersIter {
+                first: None,
+                rest: [].iter(),
+            },
+        }
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |l| 1 + l.rest.len())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Header `i`, in order.
+    pub fn get(&self, i: usize) -> Option<&(Name, Bytes)> {
+        let list = self.0.as_ref()?;
+        match i {
+            0 => Some(&list.first),
+            _ => list.rest.get(i - 1),
+        }
+    }
+}
+
+/// Iterator over [`Headers`].
+#[derive(Clone, Debug)]
+pub struct HeadersIter<'a> {
+    first: Option<&'a (Name, Bytes)>,
+    rest: core::slice::Iter<'a, (Name, Bytes)>,
+}
+
+impl<'a> Iterator for HeadersIter<'a> {
+    type Item = &'a (Name, Bytes);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.first.take().or_else(|| self.rest.next())
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.first.is_some()) + self.rest.len();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for HeadersIter<'_> {}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Extend<(Name, Bytes)> for Headers {
+    fn extend<I: IntoIterator<Item = (Name, Bytes)>>(&mut self, iter: I) {
+        iter.into_iter().for_each(|h| self.push(h));
+    }
+}
+
+impl FromIterator<(Name, Bytes)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (Name, Bytes)>>(iter: I) -> Self {
+        let mut h = Headers::new();
+        h.extend(iter);
+        h
+    }
+}
+
+impl From<Vec<(Name, Bytes)>> for Headers {
+    fn from(v: Vec<(Name, Bytes)>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a (Name, Bytes);
+    type IntoIter = HeadersIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }
 
@@ -387,7 +509,7 @@ pub(crate) fn decode(
     let ttl = r.byte().map_err(m)?;
     let returned = r.returned().map_err(m)?;
     let count = r.varint(10).map_err(m)?;
-    let mut headers = Vec::new();
+    let mut headers = Headers::new();
     for _ in 0..count {
         let k = r.name().map_err(m)?;
         let v = r.bytes().map_err(m)?;
@@ -612,6 +734,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(err, Undeliverable::TooLarge { len: 122, max: 64 });
         assert_eq!(&out[..], b"xyz");
+    }
+
+    #[test]
+    fn an_envelope_is_at_most_64_bytes_besides_its_payload() {
+        let besides = core::mem::size_of::<Envelope>() - core::mem::size_of::<Bytes>();
+        assert!(besides <= 64, "{besides} bytes besides the payload");
+        assert_eq!(core::mem::size_of::<Headers>(), 8);
+    }
+
+    #[test]
+    fn headers_read_like_a_slice_and_grow() {
+        let mut h = Headers::new();
+        assert!(h.is_empty());
+        h.push((Name::new("a").unwrap(), Bytes::from_static(b"1")));
+        h.extend([(Name::new("b").unwrap(), Bytes::from_static(b"2"))]);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.get(1).map(|(_, v)| v), Some(&Bytes::from_static(b"2")));
+        assert_eq!(h.iter().len(), 2);
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(Headers::from(Vec::new()), Headers::new());
     }
 
     #[test]

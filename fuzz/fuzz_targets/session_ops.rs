@@ -1287,7 +1287,7 @@ impl World {
                         1 => Undeliverable::Unreachable,
                         _ => Undeliverable::SessionLost,
                     }),
-                    headers: Vec::new(),
+                    headers: Default::default(),
                     payload: Bytes::copy_from_slice(payload),
                 };
                 let me = proc_id(n);
