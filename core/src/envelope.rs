@@ -52,7 +52,7 @@ use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::id::{ActorId, Name, PortId, ProcId};
 use crate::idcache::{IdCache, IdTable, Slot};
 use crate::meta::{
-    put_actor, put_bytes, put_returned, put_short_meta, put_varint, ReadActor, Reader,
+    put_actor, put_bytes, put_returned, put_varint, short_meta, ReadActor, Reader, SHORT_META,
 };
 
 /// Default hop budget of a new envelope.
@@ -417,13 +417,38 @@ fn encode(
     out: &mut BytesMut,
     mut cache: Option<(&mut IdCache, u64)>,
 ) -> Result<(), Undeliverable> {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; HEADER_LEN]);
     let too_large = |len: usize| Undeliverable::TooLarge {
         len: u32::try_from(len).unwrap_or(u32::MAX),
         max,
     };
-    if put_meta(env, link, out, cache.as_mut().map(|(c, s)| (&mut **c, *s))).is_err() {
+    let mut slot = |a: &ActorId| match cache.as_mut() {
+        Some((c, seq)) => c.slot(a, *seq),
+        None => Slot::Inline,
+    };
+    let (s, d) = (slot(&env.sender), slot(env.dest.actor()));
+    let plain = env.returned.is_none() && env.headers.is_empty();
+    if let Some(meta) = short_meta(s, d, env.dest.index(), env.ttl, plain) {
+        let body = meta.len() + env.payload.len();
+        let len = u32::try_from(body).ok().filter(|l| *l <= max);
+        let len = len.ok_or_else(|| too_large(body))?;
+        let mut head = [0u8; HEADER_LEN + SHORT_META];
+        let mut h = [0u8; HEADER_LEN];
+        let kind = FrameKind::Data;
+        FrameHeader {
+            kind,
+            flags: 0,
+            len,
+        }
+        .write(&mut h);
+        head[..HEADER_LEN].copy_from_slice(&h);
+        head[HEADER_LEN..].copy_from_slice(&meta);
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&env.payload);
+        return Ok(());
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    if put_meta(env, link, out, s, d).is_err() {
         // Serializing into memory has no failure path; should it fail, the message is
         // refused (the caller keeps it), and nothing else in `out` is touched.
         out.truncate(start);
@@ -450,23 +475,15 @@ fn encode(
     }
 }
 
-/// Writes the metadata of `env` (see `meta` for the layout).
+/// Writes the metadata of `env` (see `meta` for the layout), its actors in slots `s` and
+/// `d`.
 fn put_meta(
     env: &Envelope,
     link: Option<Link<'_>>,
     out: &mut BytesMut,
-    mut cache: Option<(&mut IdCache, u64)>,
+    s: Slot,
+    d: Slot,
 ) -> Result<(), postcard::Error> {
-    let mut slot = |a: &ActorId| match cache.as_mut() {
-        Some((c, seq)) => c.slot(a, *seq),
-        None => Slot::Inline,
-    };
-    let s = slot(&env.sender);
-    let d = slot(env.dest.actor());
-    let plain = env.returned.is_none() && env.headers.is_empty();
-    if put_short_meta(out, s, d, env.dest.index(), env.ttl, plain) {
-        return Ok(());
-    }
     put_actor(out, &env.sender, link, s)?;
     put_actor(out, env.dest.actor(), link, d)?;
     put_varint(out, env.dest.index());
@@ -478,6 +495,32 @@ fn put_meta(
         put_bytes(out, v);
     }
     Ok(())
+}
+
+/// The common shape in one step: the metadata `short_meta` writes (both actors by cached
+/// index, port below 128, no return reason, no headers). `None` sends anything else, and
+/// an index this link never defined (to be reported), the long way.
+fn decode_short(body: &Bytes, ids: Option<&dyn IdLookup>) -> Option<Envelope> {
+    let Some(&[s, d, port, ttl, 0, 0]) = body.get(..SHORT_META) else {
+        return None;
+    };
+    if port >= 0x80 {
+        return None;
+    }
+    let ids = ids?;
+    let actor = |tag: u8| match Slot::from_tag(u32::from(tag)) {
+        Some(Slot::Ref(n)) if tag < 0x80 => ids.get(n).cloned(),
+        _ => None,
+    };
+    let (sender, dest) = (actor(s)?, actor(d)?);
+    Some(Envelope {
+        sender,
+        dest: PortId::new(dest, u64::from(port)),
+        ttl,
+        returned: None,
+        headers: Headers::new(),
+        payload: body.slice(SHORT_META..),
+    })
 }
 
 /// Decodes a Data frame body whose ids are all whole. The payload (and header values) are
@@ -501,6 +544,9 @@ pub(crate) fn decode(
     link: Option<Link<'_>>,
     mut ids: Option<&mut dyn IdLookup>,
 ) -> Result<Envelope, EnvelopeError> {
+    if let Some(env) = decode_short(&body, ids.as_deref()) {
+        return Ok(env);
+    }
     let m = EnvelopeError::Malformed;
     let mut r = Reader::new(&body);
     let sender = r.actor(link)?;

@@ -45,31 +45,30 @@ pub(crate) fn put_varint(out: &mut BytesMut, v: u64) {
     out.extend_from_slice(&buf[..n]);
 }
 
-/// The common case in one write: both actors by index, no return reason, no headers.
-/// `false` (nothing written) when the envelope needs the general path.
-pub(crate) fn put_short_meta(
-    out: &mut BytesMut,
+/// Bytes of the common metadata shape (see [`short_meta`]).
+pub(crate) const SHORT_META: usize = 6;
+
+/// The common case in one write: both actors by index (one byte each), a port below 128,
+/// no return reason, no headers: the same bytes the general encoder gives. `None` when the
+/// envelope is not of that shape.
+pub(crate) fn short_meta(
     sender: Slot,
     dest: Slot,
     port: u64,
     ttl: u8,
     plain: bool,
-) -> bool {
+) -> Option<[u8; SHORT_META]> {
     let (Slot::Ref(_), Slot::Ref(_), true) = (sender, dest, plain) else {
-        return false;
+        return None;
     };
-    let mut buf = [0u8; 32];
-    let mut at = varint_at(&mut buf, 0, u64::from(sender.tag()));
-    at = varint_at(&mut buf, at, u64::from(dest.tag()));
-    at = varint_at(&mut buf, at, port);
+    let (s, d) = (sender.tag(), dest.tag());
+    if s >= 0x80 || d >= 0x80 || port >= 0x80 {
+        return None;
+    }
     // ttl, then "no return reason" and "no headers".
-    buf[at] = ttl;
-    at += 3;
-    out.extend_from_slice(&buf[..at]);
-    true
+    Some([s as u8, d as u8, port as u8, ttl, 0, 0])
 }
 
-/// Appends varint length and bytes.
 pub(crate) fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
