@@ -191,7 +191,9 @@ impl Inbound {
     }
 
     /// Bytes arrived on `conn`; decoded envelopes join the pending queue (see
-    /// [`Inbound::front`]).
+    /// [`Inbound::front`]). Runs of whole frames are taken in one copy
+    /// (`FrameDecoder::whole_frames`); a frame cut by the input's end goes through the
+    /// incremental decoder.
     pub(crate) fn on_bytes(
         &mut self,
         now: Instant,
@@ -205,6 +207,15 @@ impl Inbound {
                 Some((c, d)) if *c == conn => d,
                 _ => return Fate::Live,
             };
+            if let Some((n, frames)) = dec.whole_frames(bytes) {
+                bytes = &bytes[n..];
+                for (kind, body) in frames {
+                    if let Some(fate) = self.on_frame(now, cx, kind, body) {
+                        return fate;
+                    }
+                }
+                continue;
+            }
             let progress = match dec.decode(bytes) {
                 Ok(p) => p,
                 Err(e) => {
@@ -218,33 +229,47 @@ impl Inbound {
                 Some(Item::Preamble { .. }) | None => continue,
             };
             let body = dec.take_body();
-            match header.kind {
-                FrameKind::Data => {
-                    if let Err(e) = self.on_data(cx, body) {
-                        self.fail_conn(now, cx, e);
-                        return Fate::Live;
-                    }
-                }
-                FrameKind::Ping => self.pinged = true,
-                FrameKind::Pong => {}
-                FrameKind::Close => {
-                    self.ack(cx);
-                    if let Some((c, _)) = self.conn.take() {
-                        cx.close(c);
-                    }
-                    return Fate::Ended;
-                }
-                kind => {
-                    let v = Violation::UnexpectedFrame {
-                        kind,
-                        dialed: false,
-                    };
-                    self.fail_conn(now, cx, ConnError::Protocol(v));
-                    return Fate::Live;
-                }
+            if let Some(fate) = self.on_frame(now, cx, header.kind, body) {
+                return fate;
             }
         }
         Fate::Live
+    }
+
+    /// One frame; `Some` ends the input (the connection failed or closed).
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx,
+        kind: FrameKind,
+        body: bytes::Bytes,
+    ) -> Option<Fate> {
+        match kind {
+            FrameKind::Data => {
+                if let Err(e) = self.on_data(cx, body) {
+                    self.fail_conn(now, cx, e);
+                    return Some(Fate::Live);
+                }
+            }
+            FrameKind::Ping => self.pinged = true,
+            FrameKind::Pong => {}
+            FrameKind::Close => {
+                self.ack(cx);
+                if let Some((c, _)) = self.conn.take() {
+                    cx.close(c);
+                }
+                return Some(Fate::Ended);
+            }
+            kind => {
+                let v = Violation::UnexpectedFrame {
+                    kind,
+                    dialed: false,
+                };
+                self.fail_conn(now, cx, ConnError::Protocol(v));
+                return Some(Fate::Live);
+            }
+        }
+        None
     }
 
     fn on_data(&mut self, cx: &mut Ctx, body: bytes::Bytes) -> Result<(), ConnError> {
