@@ -114,6 +114,16 @@ impl Inbound {
         self.timers.next()
     }
 
+    /// Makes the next [`Self::deadline_if_changed`] report the deadline.
+    pub(crate) fn reschedule(&mut self) {
+        self.timers.mark_changed();
+    }
+
+    /// The earliest deadline, if any deadline changed since the last call.
+    pub(crate) fn deadline_if_changed(&mut self) -> Option<Option<Instant>> {
+        self.timers.take_changed().then(|| self.timers.next())
+    }
+
     /// Binds a freshly handshaken connection (closing any older one: its unread bytes must
     /// not be delivered after the resume point) and welcomes the dialer.
     pub(crate) fn attach(

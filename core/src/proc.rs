@@ -552,9 +552,19 @@ impl Proc {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         while let Some(owner) = self.schedule.pop_due(now) {
+            // Popping took its deadline off the schedule: record it again whatever the
+            // machine does with its timers.
             match owner {
-                Owner::Out(slot) => self.outbound[slot].on_timeout(now, &mut self.cx),
-                Owner::In(slot) => self.inbound_timeout(now, slot),
+                Owner::Out(slot) => {
+                    self.outbound[slot].reschedule();
+                    self.outbound[slot].on_timeout(now, &mut self.cx)
+                }
+                Owner::In(slot) => {
+                    if let Some(s) = self.inbound[slot].as_mut() {
+                        s.session.reschedule();
+                    }
+                    self.inbound_timeout(now, slot)
+                }
                 Owner::Accept(conn) => self.accept_timeout(conn),
             }
             self.touch(owner);
@@ -734,17 +744,22 @@ impl Proc {
         // Indexed, so the list keeps its capacity: no allocation per input.
         for i in 0..self.touched.len() {
             let owner = self.touched[i];
+            // A session's deadline is recorded again only when one of its timers changed
+            // (most inputs, a send or a run of data frames, change none).
             let at = match owner {
-                Owner::Out(slot) => self.outbound[slot].next_deadline(),
-                Owner::In(slot) => self.inbound[slot]
-                    .as_ref()
-                    .and_then(|s| s.session.next_deadline()),
+                Owner::Out(slot) => self.outbound[slot].deadline_if_changed(),
+                Owner::In(slot) => match self.inbound[slot].as_mut() {
+                    Some(s) => s.session.deadline_if_changed(),
+                    None => Some(None),
+                },
                 Owner::Accept(conn) => match self.conns.get(&conn) {
-                    Some(Role::Accepting { deadline, .. }) => Some(*deadline),
-                    _ => None,
+                    Some(Role::Accepting { deadline, .. }) => Some(Some(*deadline)),
+                    _ => Some(None),
                 },
             };
-            self.schedule.set(owner, at);
+            if let Some(at) = at {
+                self.schedule.set(owner, at);
+            }
         }
         self.touched.clear();
         self.schedule.clean();

@@ -182,8 +182,14 @@ impl Outbound {
         (self.store.len(), self.store.bytes())
     }
 
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next()
+    /// Makes the next [`Self::deadline_if_changed`] report the deadline.
+    pub(crate) fn reschedule(&mut self) {
+        self.timers.mark_changed();
+    }
+
+    /// The earliest deadline, if any deadline changed since the last call.
+    pub(crate) fn deadline_if_changed(&mut self) -> Option<Option<Instant>> {
+        self.timers.take_changed().then(|| self.timers.next())
     }
 
     pub(crate) fn is_closed(&self) -> bool {
