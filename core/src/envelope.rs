@@ -399,6 +399,7 @@ pub fn append_envelope(
 
 /// [`append_envelope`] on a link with an id cache: `seq` is the frame's sequence number in
 /// the session (definitions remember it, see [`IdCache::rewind`]).
+#[inline]
 pub fn append_envelope_cached(
     env: &Envelope,
     link: Link<'_>,
@@ -500,7 +501,8 @@ fn put_meta(
 /// The common shape in one step: the metadata `short_meta` writes (both actors by cached
 /// index, port below 128, no return reason, no headers). `None` sends anything else, and
 /// an index this link never defined (to be reported), the long way.
-fn decode_short(body: &Bytes, ids: Option<&dyn IdLookup>) -> Option<Envelope> {
+#[inline]
+fn decode_short<L: IdLookup + ?Sized>(body: &Bytes, ids: Option<&L>) -> Option<Envelope> {
     let Some(&[s, d, port, ttl, 0, 0]) = body.get(..SHORT_META) else {
         return None;
     };
@@ -531,11 +533,16 @@ pub fn decode_envelope(body: Bytes, link: Option<Link<'_>>) -> Result<Envelope, 
 
 /// Decodes a Data frame body on a link with an id cache: definitions are recorded in
 /// `table`, references looked up there.
+#[inline]
 pub fn decode_envelope_cached(
     body: Bytes,
     link: Link<'_>,
     table: &mut IdTable,
 ) -> Result<Envelope, EnvelopeError> {
+    // The fast path with the table's own type, so its lookups inline.
+    if let Some(env) = decode_short(&body, Some(&*table)) {
+        return Ok(env);
+    }
     decode(body, Some(link), Some(table))
 }
 

@@ -187,11 +187,13 @@ impl Inbound {
     }
 
     /// The first received message not yet routed.
+    #[inline]
     pub(crate) fn front(&self) -> Option<&Envelope> {
         self.pending.front()
     }
 
     /// Takes the first received message for routing.
+    #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Envelope> {
         let env = self.pending.pop_front()?;
         let len = env.payload.len();
@@ -247,6 +249,7 @@ impl Inbound {
     }
 
     /// One frame; `Some` ends the input (the connection failed or closed).
+    #[inline]
     fn on_frame(
         &mut self,
         now: Instant,
@@ -282,6 +285,7 @@ impl Inbound {
         None
     }
 
+    #[inline]
     fn on_data(&mut self, cx: &mut Ctx, body: bytes::Bytes) -> Result<(), ConnError> {
         if self.blocked
             && (self.pending.len() >= cx.config.link_held_msgs

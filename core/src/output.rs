@@ -337,6 +337,7 @@ impl Queued {
     }
 
     /// The output for the driver.
+    #[inline]
     pub(crate) fn into_output(self) -> Output {
         match self {
             Queued::Deliver(env) => Output::Deliver(env),
@@ -414,6 +415,7 @@ impl Outputs {
     }
 
     /// Queues [`Output::Deliver`].
+    #[inline]
     pub(crate) fn deliver(&mut self, env: crate::envelope::Envelope) {
         self.queue.push_back(Slot::Ready(Queued::Deliver(env)));
     }
@@ -462,6 +464,7 @@ impl Outputs {
     }
 
     /// Data for `conn` is waiting in its session: queue a pull marker unless one is queued.
+    #[inline]
     pub(crate) fn pull(&mut self, conn: ConnId) {
         if self.pulls.contains(&conn) {
             return;
@@ -484,6 +487,7 @@ impl Outputs {
         }
     }
 
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<Popped> {
         let slot = self.queue.pop_front()?;
         let abs = self.popped;

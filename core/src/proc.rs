@@ -608,7 +608,19 @@ impl Proc {
 
     // ---- routing ----
 
+    /// Whether `proc` is this proc. Ids on the data path are mostly the very ids this
+    /// proc or its last peer hold, so identity answers before a comparison of values.
     fn is_local(&self, proc: &ProcId) -> bool {
+        if proc.is_same(&self.cx.id) {
+            return true;
+        }
+        if self
+            .last_peer
+            .as_ref()
+            .is_some_and(|(p, _)| p.is_same(proc))
+        {
+            return false;
+        }
         proc == &self.cx.id
     }
 

@@ -309,12 +309,14 @@ impl Registry {
     }
 
     /// [`Registry::contains_actor`] on the data path (memoized, see the module docs).
+    #[inline]
     pub(crate) fn is_live(&mut self, actor: &ActorId) -> bool {
         self.slot(actor).is_some()
     }
 
     /// Offers one message of `bytes` to the local `port` (one lookup): placed and counted
     /// (a once-port is retired), held back because the port is full, or refused.
+    #[inline]
     pub(crate) fn admit(&mut self, port: &PortId, bytes: usize, limits: QueueLimits) -> Admit {
         use crate::envelope::Undeliverable;
         let Some(slot) = self.slot(port.actor()) else {
@@ -339,6 +341,7 @@ impl Registry {
     }
 
     /// The slab slot of a live local actor, through the memo.
+    #[inline]
     fn slot(&mut self, actor: &ActorId) -> Option<usize> {
         match &self.memo {
             [Some((id, slot)), _] if id.is_same(actor) => return Some(*slot),

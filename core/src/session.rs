@@ -203,6 +203,7 @@ impl Outbound {
         }
     }
 
+    #[inline]
     fn has_room(&self, cx: &Ctx, len: usize) -> bool {
         self.store.is_empty()
             || (self.store.len() < cx.config.window_msgs
@@ -217,6 +218,7 @@ impl Outbound {
     /// Takes one message. `force` skips the window check (returns and forwards, which the
     /// proc cannot make wait). `for_incarnation` ties a return to the incarnation of the
     /// peer that sent the original. The window is checked before anything is encoded.
+    #[inline]
     pub(crate) fn send(
         &mut self,
         now: Instant,
@@ -257,6 +259,7 @@ impl Outbound {
     }
 
     /// Encodes `env` once, at the end of the chunk store.
+    #[inline]
     fn encode(&mut self, cx: &mut Ctx, env: &Envelope) -> Result<u64, SendError> {
         let max = cx.config.max_frame_len.min(self.peer_max);
         let link = Link {

@@ -55,6 +55,7 @@ impl<K: TimerKey, const N: usize> Timers<K, N> {
 
     /// Whether any deadline changed since the last call: the owner's earliest deadline
     /// needs recording again only then.
+    #[inline]
     pub fn take_changed(&mut self) -> bool {
         core::mem::take(&mut self.changed)
     }
