@@ -515,6 +515,10 @@ impl FrameDecoder<RecycledBody> {
     /// how many input bytes they took. `None` when there is no whole frame to take: the
     /// caller goes on with [`FrameDecoder::decode`], which also reports any error at the
     /// first frame this stopped at.
+    ///
+    /// Memory: the bodies of one input share one block (as large as the input's whole
+    /// frames, at least 16 KiB), which lives while any of them does; a connection holds at
+    /// most `1 + spare_buffers` such blocks of its own (see `crate::recycle`).
     pub(crate) fn whole_frames(&mut self, input: &[u8]) -> Option<(usize, WholeFrames)> {
         if !matches!(self.state, State::Header) || self.have != 0 {
             return None;
