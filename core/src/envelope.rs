@@ -44,7 +44,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 pub use crate::frame::RefuseReason;
@@ -499,29 +499,33 @@ fn put_meta(
 }
 
 /// The common shape in one step: the metadata `short_meta` writes (both actors by cached
-/// index, port below 128, no return reason, no headers). `None` sends anything else, and
-/// an index this link never defined (to be reported), the long way.
+/// index, port below 128, no return reason, no headers). The body becomes the payload
+/// (advanced past the metadata: no new reference to its buffer). `Err` gives the body
+/// back to go the long way: anything else, and an index this link never defined (to be
+/// reported).
 #[inline]
-fn decode_short<L: IdLookup + ?Sized>(body: &Bytes, ids: Option<&L>) -> Option<Envelope> {
+fn decode_short<L: IdLookup + ?Sized>(mut body: Bytes, ids: Option<&L>) -> Result<Envelope, Bytes> {
     let Some(&[s, d, port, ttl, 0, 0]) = body.get(..SHORT_META) else {
-        return None;
+        return Err(body);
     };
-    if port >= 0x80 {
-        return None;
-    }
-    let ids = ids?;
+    let Some(ids) = ids.filter(|_| port < 0x80) else {
+        return Err(body);
+    };
     let actor = |tag: u8| match Slot::from_tag(u32::from(tag)) {
         Some(Slot::Ref(n)) if tag < 0x80 => ids.get(n).cloned(),
         _ => None,
     };
-    let (sender, dest) = (actor(s)?, actor(d)?);
-    Some(Envelope {
+    let (Some(sender), Some(dest)) = (actor(s), actor(d)) else {
+        return Err(body);
+    };
+    body.advance(SHORT_META);
+    Ok(Envelope {
         sender,
         dest: PortId::new(dest, u64::from(port)),
         ttl,
         returned: None,
         headers: Headers::new(),
-        payload: body.slice(SHORT_META..),
+        payload: body,
     })
 }
 
@@ -540,10 +544,10 @@ pub fn decode_envelope_cached(
     table: &mut IdTable,
 ) -> Result<Envelope, EnvelopeError> {
     // The fast path with the table's own type, so its lookups inline.
-    if let Some(env) = decode_short(&body, Some(&*table)) {
-        return Ok(env);
+    match decode_short(body, Some(&*table)) {
+        Ok(env) => Ok(env),
+        Err(body) => decode(body, Some(link), Some(table)),
     }
-    decode(body, Some(link), Some(table))
 }
 
 pub(crate) fn decode(
@@ -551,9 +555,10 @@ pub(crate) fn decode(
     link: Option<Link<'_>>,
     mut ids: Option<&mut dyn IdLookup>,
 ) -> Result<Envelope, EnvelopeError> {
-    if let Some(env) = decode_short(&body, ids.as_deref()) {
-        return Ok(env);
-    }
+    let body = match decode_short(body, ids.as_deref()) {
+        Ok(env) => return Ok(env),
+        Err(body) => body,
+    };
     let m = EnvelopeError::Malformed;
     let mut r = Reader::new(&body);
     let sender = r.actor(link)?;
