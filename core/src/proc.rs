@@ -90,8 +90,18 @@
 //! Sessions live in slots; connections name their session's slot. Every machine's next
 //! deadline sits in one heap (`schedule`): `poll_timeout` reads its top,
 //! `handle_timeout` visits only the machines that are due, and an input reschedules only
-//! the machines it touched. Idle deadlines are not moved on every byte; they re-arm from
-//! the last byte heard when they fire.
+//! the machines it touched, and only those whose timers changed (a send or a run of data
+//! frames changes none). Idle deadlines are not moved on every byte; they re-arm from the
+//! last byte heard when they fire.
+//!
+//! # The per-message path
+//!
+//! A message costs no allocation in steady state (buffers are reused, see `recycle`) and
+//! no id comparison by value: the registry, the peer table and the id cache each keep a
+//! small memo of the ids last seen, matched by identity (`ActorId::is_same`,
+//! `ProcId::is_same`); a local delivery is one registry call (`admit`: placed, full, or
+//! refused). Outputs wait in the queue in a compact form and become an [`Output`] only
+//! when polled.
 //!
 //! # Data is pulled
 //!
