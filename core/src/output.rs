@@ -425,6 +425,11 @@ impl Outputs {
         self.queue.push_back(Slot::Ready(Queued::Returned(env)));
     }
 
+    /// Whether a connection was closed since the last `take_closed`.
+    pub(crate) fn has_closed(&self) -> bool {
+        !self.closed.is_empty()
+    }
+
     /// The next closed connection since the last call.
     pub(crate) fn take_closed(&mut self) -> Option<ConnId> {
         self.closed.pop()

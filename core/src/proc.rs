@@ -745,7 +745,22 @@ impl Proc {
     /// After every input: route what sessions gave back, bind dialed connections, forget
     /// closed ones, reschedule the machines touched, and finish a shutdown whose links have
     /// all drained. Costs what the input touched, not what the proc holds.
+    #[inline]
     fn settle(&mut self, now: Instant) {
+        if self.cx.has_failed()
+            || self.cx.has_dialed()
+            || self.cx.out.has_closed()
+            || self.life == Lifecycle::Draining
+        {
+            self.settle_effects(now);
+        }
+        self.reschedule_touched();
+    }
+
+    /// The part of [`Proc::settle`] that most inputs (a send, a run of data frames) do not
+    /// need: returns, new and closed connections, the end of a drain.
+    #[inline(never)]
+    fn settle_effects(&mut self, now: Instant) {
         while self.cx.has_failed() {
             for (env, reason) in self.cx.take_failed() {
                 self.bounce(now, env, reason, None);
@@ -763,6 +778,10 @@ impl Proc {
         {
             self.finish_shutdown(now);
         }
+    }
+
+    /// Records the deadlines of the machines the input touched.
+    fn reschedule_touched(&mut self) {
         // Indexed, so the list keeps its capacity: no allocation per input.
         for i in 0..self.touched.len() {
             let owner = self.touched[i];
