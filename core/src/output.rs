@@ -384,8 +384,13 @@ const CTL_BLOCK: usize = 4 * 1024;
 #[derive(Debug)]
 enum Slot {
     Ready(Queued),
-    Building { conn: ConnId, buf: BytesMut },
+    Building {
+        conn: ConnId,
+        buf: BytesMut,
+    },
     Pull(ConnId),
+    /// Writes for a connection the driver reported closed: skipped.
+    Dropped,
 }
 
 impl Outputs {
@@ -468,6 +473,17 @@ impl Outputs {
         BytesMut::with_capacity(len.max(CTL_BLOCK))
     }
 
+    /// The driver reported `conn` closed: control frames queued for it can go nowhere and
+    /// are dropped (a driver may report the close while outputs are still queued).
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        self.close_open(conn);
+        for slot in self.queue.iter_mut() {
+            if matches!(slot, Slot::Building { conn: c, .. } if *c == conn) {
+                *slot = Slot::Dropped;
+            }
+        }
+    }
+
     /// Data for `conn` is waiting in its session: queue a pull marker unless one is queued.
     #[inline]
     pub(crate) fn pull(&mut self, conn: ConnId) {
@@ -494,9 +510,14 @@ impl Outputs {
 
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<Popped> {
-        let slot = self.queue.pop_front()?;
-        let abs = self.popped;
+        let mut slot = self.queue.pop_front()?;
+        let mut abs = self.popped;
         self.popped += 1;
+        while let Slot::Dropped = slot {
+            slot = self.queue.pop_front()?;
+            abs = self.popped;
+            self.popped += 1;
+        }
         Some(match slot {
             Slot::Ready(o) => Popped::Output(o),
             Slot::Pull(conn) => {
@@ -511,6 +532,7 @@ impl Outputs {
                 }
                 Popped::Output(Queued::Transmit { conn, data })
             }
+            Slot::Dropped => return None,
         })
     }
 }
@@ -542,6 +564,19 @@ mod tests {
         // After a drain a new write starts a new transmit.
         q.write(a, &[b"four"]);
         assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"four")));
+    }
+
+    #[test]
+    fn writes_for_a_connection_reported_closed_are_dropped() {
+        let mut q = Outputs::new(64 * 1024, 2);
+        let (a, b) = (ConnId(1), ConnId(2));
+        q.write(a, &[b"ack"]);
+        q.write(b, &[b"keep"]);
+        q.forget(a);
+        q.write(a, &[b"late"]);
+        assert_eq!(transmit(q.pop()), (b, Bytes::from_static(b"keep")));
+        assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"late")));
+        assert!(q.pop().is_none());
     }
 
     #[test]

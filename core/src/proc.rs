@@ -495,6 +495,7 @@ impl Proc {
     /// `conn` was closed by the peer, failed, or could not be dialed.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
+        self.cx.out.forget(conn);
         self.accepted.remove(&conn);
         self.handshaking.remove(&conn);
         match self.conns.remove(&conn) {
