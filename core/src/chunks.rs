@@ -69,19 +69,23 @@ impl ChunkStore {
     }
 
     /// One past the last frame held.
+    #[inline]
     pub(crate) fn end(&self) -> u64 {
         self.base + self.lens.len() as u64
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.lens.len()
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.lens.is_empty()
     }
 
     /// Bytes held.
+    #[inline]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -95,6 +99,7 @@ impl ChunkStore {
     /// Room for a frame of about `hint` bytes at the end of the open chunk: the buffer to
     /// encode the next frame into. Call [`ChunkStore::commit`] after appending one frame,
     /// or truncate what was appended.
+    #[inline]
     pub(crate) fn reserve(&mut self, hint: usize) -> &mut BytesMut {
         if self.open.capacity() - self.open.len() < hint {
             self.seal();
@@ -107,6 +112,7 @@ impl ChunkStore {
 
     /// The frame just appended to the open chunk, starting at byte `start` of it, is
     /// complete: it gets the next sequence number.
+    #[inline]
     pub(crate) fn commit(&mut self, start: usize) -> u64 {
         let len = self.open.len() - start;
         let seq = self.end();

@@ -171,6 +171,10 @@ impl Ctx {
         core::mem::take(&mut self.failed)
     }
 
+    pub(crate) fn has_dialed(&self) -> bool {
+        !self.dialed.is_empty()
+    }
+
     pub(crate) fn has_failed(&self) -> bool {
         !self.failed.is_empty()
     }

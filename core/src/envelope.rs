@@ -14,7 +14,7 @@
 //! whole actor ids ([`crate::idcache`]): an actor starts with a varint tag, `0` for an id
 //! sent whole and not cached, `(n + 1) << 1 | 1` for an id sent whole and cached as index
 //! `n` from now on, and `(n + 1) << 1` for index `n` alone. Between actors that have talked
-//! before, a 64-byte payload costs 77 bytes on the wire.
+//! before, a 64-byte payload costs 76 bytes on the wire (6 of frame header, 6 of metadata).
 //!
 //! # Byte-level example
 //!
@@ -55,7 +55,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::fingerprint::TypeFingerprint;
@@ -64,7 +64,8 @@ use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::id::{ActorId, Name, PortId, ProcId};
 use crate::idcache::{IdCache, IdTable, Slot};
 use crate::meta::{
-    put_actor, put_bytes, put_returned, put_short_meta, put_varint, ReadActor, Reader,
+    put_actor, put_bytes, put_returned, put_varint, short_meta, ReadActor, Reader, SHORT_META,
+    SHORT_META_TYPED,
 };
 
 /// Default hop budget of a new envelope.
@@ -85,7 +86,7 @@ pub struct Envelope {
     /// for another type refuses the message. `None` for untyped payloads.
     pub fingerprint: Option<TypeFingerprint>,
     /// Optional key/value metadata, opaque to procwire.
-    pub headers: Vec<(Name, Bytes)>,
+    pub headers: Headers,
     /// The message itself, opaque to procwire.
     pub payload: Bytes,
 }
@@ -99,7 +100,7 @@ impl Envelope {
             ttl: DEFAULT_TTL,
             returned: None,
             fingerprint: None,
-            headers: Vec::new(),
+            headers: Headers::new(),
             payload,
         }
     }
@@ -124,6 +125,128 @@ impl Envelope {
             None => self.dest.actor().proc(),
             Some(_) => self.sender.proc(),
         }
+    }
+}
+
+/// An envelope's key/value metadata: a list of `(name, value)` pairs, empty in most
+/// messages, so it takes one word until the first header is added (an [`Envelope`] is 96
+/// bytes, 64 besides its payload's `Bytes`). The first header lives in the same allocation
+/// as the list, so one header (a typed port's fingerprint) costs one allocation, as a
+/// `Vec` would. Read it with [`Headers::iter`] (or `for h in &headers`), `len`, `get`;
+/// grow it with [`Headers::push`] or `extend`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Option<alloc::boxed::Box<HeaderList>>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct HeaderList {
+    first: (Name, Bytes),
+    rest: Vec<(Name, Bytes)>,
+}
+
+impl Headers {
+    /// No headers.
+    pub const fn new() -> Self {
+        Headers(None)
+    }
+
+    /// Appends one header.
+    pub fn push(&mut self, header: (Name, Bytes)) {
+        match &mut self.0 {
+            Some(list) => list.rest.push(header),
+            None => {
+                self.0 = Some(alloc::boxed::Box::new(HeaderList {
+                    first: header,
+                    rest: Vec::new(),
+                }))
+            }
+        }
+    }
+
+    /// The headers, in order.
+    pub fn iter(&self) -> HeadersIter<'_> {
+        match &self.0 {
+            Some(list) => HeadersIter {
+                first: Some(&list.first),
+                rest: list.rest.iter(),
+            },
+            None => HeadersIter {
+                first: None,
+                rest: [].iter(),
+            },
+        }
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |l| 1 + l.rest.len())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Header `i`, in order.
+    pub fn get(&self, i: usize) -> Option<&(Name, Bytes)> {
+        let list = self.0.as_ref()?;
+        match i {
+            0 => Some(&list.first),
+            _ => list.rest.get(i - 1),
+        }
+    }
+}
+
+/// Iterator over [`Headers`].
+#[derive(Clone, Debug)]
+pub struct HeadersIter<'a> {
+    first: Option<&'a (Name, Bytes)>,
+    rest: core::slice::Iter<'a, (Name, Bytes)>,
+}
+
+impl<'a> Iterator for HeadersIter<'a> {
+    type Item = &'a (Name, Bytes);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.first.take().or_else(|| self.rest.next())
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.first.is_some()) + self.rest.len();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for HeadersIter<'_> {}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Extend<(Name, Bytes)> for Headers {
+    fn extend<I: IntoIterator<Item = (Name, Bytes)>>(&mut self, iter: I) {
+        iter.into_iter().for_each(|h| self.push(h));
+    }
+}
+
+impl FromIterator<(Name, Bytes)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (Name, Bytes)>>(iter: I) -> Self {
+        let mut h = Headers::new();
+        h.extend(iter);
+        h
+    }
+}
+
+impl From<Vec<(Name, Bytes)>> for Headers {
+    fn from(v: Vec<(Name, Bytes)>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a (Name, Bytes);
+    type IntoIter = HeadersIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }
 
@@ -158,12 +281,11 @@ pub enum Undeliverable {
     /// down) before the peer acknowledged it: it may or may not have been delivered.
     Unconfirmed,
     /// The message carried a type fingerprint other than its port's: refused before it was
-    /// placed, so the receiver never saw it.
+    /// placed, so the receiver never saw it. The message's own type is the returned
+    /// envelope's `fingerprint`.
     WrongType {
         /// The port's type.
-        expected: u64,
-        /// The message's.
-        found: u64,
+        expected: TypeFingerprint,
     },
 }
 
@@ -198,10 +320,9 @@ impl fmt::Display for Undeliverable {
             Undeliverable::Unconfirmed => {
                 f.write_str("link failed before the peer confirmed it; delivery unknown")
             }
-            Undeliverable::WrongType { expected, found } => write!(
-                f,
-                "message type {found:016x} is not the port's type {expected:016x}"
-            ),
+            Undeliverable::WrongType { expected } => {
+                write!(f, "not of the port's message type {expected}")
+            }
         }
     }
 }
@@ -306,6 +427,7 @@ pub fn append_envelope(
 
 /// [`append_envelope`] on a link with an id cache: `seq` is the frame's sequence number in
 /// the session (definitions remember it, see [`IdCache::rewind`]).
+#[inline]
 pub fn append_envelope_cached(
     env: &Envelope,
     link: Link<'_>,
@@ -324,13 +446,39 @@ fn encode(
     out: &mut BytesMut,
     mut cache: Option<(&mut IdCache, u64)>,
 ) -> Result<(), Undeliverable> {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; HEADER_LEN]);
     let too_large = |len: usize| Undeliverable::TooLarge {
         len: u32::try_from(len).unwrap_or(u32::MAX),
         max,
     };
-    if put_meta(env, link, out, cache.as_mut().map(|(c, s)| (&mut **c, *s))).is_err() {
+    let mut slot = |a: &ActorId| match cache.as_mut() {
+        Some((c, seq)) => c.slot(a, *seq),
+        None => Slot::Inline,
+    };
+    let (s, d) = (slot(&env.sender), slot(env.dest.actor()));
+    let plain = env.returned.is_none() && env.headers.is_empty();
+    if let Some(meta) = short_meta(s, d, env.dest.index(), env.ttl, plain, env.fingerprint) {
+        let meta = meta.as_bytes();
+        let body = meta.len() + env.payload.len();
+        let len = u32::try_from(body).ok().filter(|l| *l <= max);
+        let len = len.ok_or_else(|| too_large(body))?;
+        let mut head = [0u8; HEADER_LEN + SHORT_META_TYPED];
+        let mut h = [0u8; HEADER_LEN];
+        let kind = FrameKind::Data;
+        FrameHeader {
+            kind,
+            flags: 0,
+            len,
+        }
+        .write(&mut h);
+        head[..HEADER_LEN].copy_from_slice(&h);
+        head[HEADER_LEN..HEADER_LEN + meta.len()].copy_from_slice(meta);
+        out.extend_from_slice(&head[..HEADER_LEN + meta.len()]);
+        out.extend_from_slice(&env.payload);
+        return Ok(());
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    if put_meta(env, link, out, s, d).is_err() {
         // Serializing into memory has no failure path; should it fail, the message is
         // refused (the caller keeps it), and nothing else in `out` is touched.
         out.truncate(start);
@@ -357,23 +505,15 @@ fn encode(
     }
 }
 
-/// Writes the metadata of `env` (see `meta` for the layout).
+/// Writes the metadata of `env` (see `meta` for the layout), its actors in slots `s` and
+/// `d`.
 fn put_meta(
     env: &Envelope,
     link: Option<Link<'_>>,
     out: &mut BytesMut,
-    mut cache: Option<(&mut IdCache, u64)>,
+    s: Slot,
+    d: Slot,
 ) -> Result<(), postcard::Error> {
-    let mut slot = |a: &ActorId| match cache.as_mut() {
-        Some((c, seq)) => c.slot(a, *seq),
-        None => Slot::Inline,
-    };
-    let s = slot(&env.sender);
-    let d = slot(env.dest.actor());
-    let plain = env.returned.is_none() && env.headers.is_empty();
-    if put_short_meta(out, s, d, env.dest.index(), env.ttl, plain, env.fingerprint) {
-        return Ok(());
-    }
     put_actor(out, &env.sender, link, s)?;
     put_actor(out, env.dest.actor(), link, d)?;
     put_varint(out, env.dest.index());
@@ -393,6 +533,51 @@ fn put_meta(
     Ok(())
 }
 
+/// The common shape in one step: the metadata `short_meta` writes (typed or not; both actors by cached
+/// index, port below 128, no return reason, no headers). The body becomes the payload
+/// (advanced past the metadata: no new reference to its buffer). `Err` gives the body
+/// back to go the long way: anything else, and an index this link never defined (to be
+/// reported).
+#[inline]
+fn decode_short<L: IdLookup + ?Sized>(mut body: Bytes, ids: Option<&L>) -> Result<Envelope, Bytes> {
+    let Some(&[s, d, port, ttl, 0, extras]) = body.get(..SHORT_META) else {
+        return Err(body);
+    };
+    let (fingerprint, meta) = match extras {
+        0 => (None, SHORT_META),
+        1 => match body
+            .get(SHORT_META..SHORT_META_TYPED)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .and_then(TypeFingerprint::from_le_bytes)
+        {
+            Some(f) => (Some(f), SHORT_META_TYPED),
+            // A zero fingerprint is malformed: the long way reports it.
+            None => return Err(body),
+        },
+        _ => return Err(body),
+    };
+    let Some(ids) = ids.filter(|_| port < 0x80) else {
+        return Err(body);
+    };
+    let actor = |tag: u8| match Slot::from_tag(u32::from(tag)) {
+        Some(Slot::Ref(n)) if tag < 0x80 => ids.get(n).cloned(),
+        _ => None,
+    };
+    let (Some(sender), Some(dest)) = (actor(s), actor(d)) else {
+        return Err(body);
+    };
+    body.advance(meta);
+    Ok(Envelope {
+        sender,
+        dest: PortId::new(dest, u64::from(port)),
+        ttl,
+        returned: None,
+        fingerprint,
+        headers: Headers::new(),
+        payload: body,
+    })
+}
+
 /// Decodes a Data frame body whose ids are all whole. The payload (and header values) are
 /// slices of `body`.
 pub fn decode_envelope(body: Bytes, link: Option<Link<'_>>) -> Result<Envelope, EnvelopeError> {
@@ -401,12 +586,17 @@ pub fn decode_envelope(body: Bytes, link: Option<Link<'_>>) -> Result<Envelope, 
 
 /// Decodes a Data frame body on a link with an id cache: definitions are recorded in
 /// `table`, references looked up there.
+#[inline]
 pub fn decode_envelope_cached(
     body: Bytes,
     link: Link<'_>,
     table: &mut IdTable,
 ) -> Result<Envelope, EnvelopeError> {
-    decode(body, Some(link), Some(table))
+    // The fast path with the table's own type, so its lookups inline.
+    match decode_short(body, Some(&*table)) {
+        Ok(env) => Ok(env),
+        Err(body) => decode(body, Some(link), Some(table)),
+    }
 }
 
 pub(crate) fn decode(
@@ -414,6 +604,10 @@ pub(crate) fn decode(
     link: Option<Link<'_>>,
     mut ids: Option<&mut dyn IdLookup>,
 ) -> Result<Envelope, EnvelopeError> {
+    let body = match decode_short(body, ids.as_deref()) {
+        Ok(env) => return Ok(env),
+        Err(body) => body,
+    };
     let m = EnvelopeError::Malformed;
     let mut r = Reader::new(&body);
     let sender = r.actor(link)?;
@@ -426,7 +620,7 @@ pub(crate) fn decode(
         0 => None,
         _ => Some(r.fingerprint().map_err(m)?),
     };
-    let mut headers = Vec::new();
+    let mut headers = Headers::new();
     for _ in 0..extras >> 1 {
         let k = r.name().map_err(m)?;
         let v = r.bytes().map_err(m)?;
@@ -685,6 +879,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(err, Undeliverable::TooLarge { len: 122, max: 64 });
         assert_eq!(&out[..], b"xyz");
+    }
+
+    #[test]
+    fn an_envelope_is_at_most_64_bytes_besides_its_payload() {
+        let besides = core::mem::size_of::<Envelope>() - core::mem::size_of::<Bytes>();
+        assert!(besides <= 64, "{besides} bytes besides the payload");
+        assert_eq!(core::mem::size_of::<Headers>(), 8);
+    }
+
+    #[test]
+    fn headers_read_like_a_slice_and_grow() {
+        let mut h = Headers::new();
+        assert!(h.is_empty());
+        h.push((Name::new("a").unwrap(), Bytes::from_static(b"1")));
+        h.extend([(Name::new("b").unwrap(), Bytes::from_static(b"2"))]);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.get(1).map(|(_, v)| v), Some(&Bytes::from_static(b"2")));
+        assert_eq!(h.iter().len(), 2);
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(Headers::from(Vec::new()), Headers::new());
     }
 
     #[test]

@@ -107,12 +107,19 @@ impl IdCache {
 
     /// How `id` is named in frame `seq`: a reference when defined already, else a
     /// definition while there is room, else inline.
+    #[inline]
     pub(crate) fn slot(&mut self, id: &ActorId, seq: u64) -> Slot {
         for (known, n) in self.recent.iter().flatten() {
             if known.is_same(id) {
                 return Slot::Ref(*n);
             }
         }
+        self.slot_by_value(id, seq)
+    }
+
+    /// [`IdCache::slot`] past the identity memo.
+    #[inline(never)]
+    fn slot_by_value(&mut self, id: &ActorId, seq: u64) -> Slot {
         if let Some(&n) = self.index.get(id) {
             self.recent.rotate_right(1);
             self.recent[0] = Some((id.clone(), n));
@@ -135,6 +142,7 @@ impl IdCache {
     }
 
     /// The id at index `n`, to decode frames this cache encoded.
+    #[inline]
     pub fn get(&self, n: u16) -> Option<&ActorId> {
         self.entries.get(usize::from(n))?.as_ref().map(|e| &e.id)
     }
@@ -178,6 +186,7 @@ impl IdTable {
     }
 
     /// The id at index `n`, if the peer defined it.
+    #[inline]
     pub fn get(&self, n: u16) -> Option<&ActorId> {
         self.ids.get(usize::from(n))?.as_ref()
     }

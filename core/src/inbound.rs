@@ -117,6 +117,16 @@ impl Inbound {
         self.timers.next()
     }
 
+    /// Makes the next [`Self::deadline_if_changed`] report the deadline.
+    pub(crate) fn reschedule(&mut self) {
+        self.timers.mark_changed();
+    }
+
+    /// The earliest deadline, if any deadline changed since the last call.
+    pub(crate) fn deadline_if_changed(&mut self) -> Option<Option<Instant>> {
+        self.timers.take_changed().then(|| self.timers.next())
+    }
+
     /// Binds a freshly handshaken connection (closing any older one: its unread bytes must
     /// not be delivered after the resume point) and welcomes the dialer.
     pub(crate) fn attach(
@@ -199,11 +209,13 @@ impl Inbound {
     }
 
     /// The first received message not yet routed.
+    #[inline]
     pub(crate) fn front(&self) -> Option<&Envelope> {
         self.pending.front()
     }
 
     /// Takes the first received message for routing.
+    #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Envelope> {
         let env = self.pending.pop_front()?;
         let len = env.payload.len();
@@ -213,7 +225,9 @@ impl Inbound {
     }
 
     /// Bytes arrived on `conn`; decoded envelopes join the pending queue (see
-    /// [`Inbound::front`]).
+    /// [`Inbound::front`]). Runs of whole frames are taken in one copy
+    /// (`FrameDecoder::whole_frames`); a frame cut by the input's end goes through the
+    /// incremental decoder.
     pub(crate) fn on_bytes(
         &mut self,
         now: Instant,
@@ -227,6 +241,15 @@ impl Inbound {
                 Some((c, d)) if *c == conn => d,
                 _ => return Fate::Live,
             };
+            if let Some((n, frames)) = dec.whole_frames(bytes) {
+                bytes = &bytes[n..];
+                for (kind, body) in frames {
+                    if let Some(fate) = self.on_frame(now, cx, kind, body) {
+                        return fate;
+                    }
+                }
+                continue;
+            }
             let progress = match dec.decode(bytes) {
                 Ok(p) => p,
                 Err(e) => {
@@ -240,36 +263,52 @@ impl Inbound {
                 Some(Item::Preamble { .. }) | None => continue,
             };
             let body = dec.take_body();
-            match header.kind {
-                FrameKind::Data => {
-                    if let Err(e) = self.on_data(cx, body) {
-                        self.fail_conn(now, cx, e);
-                        return Fate::Live;
-                    }
-                }
-                FrameKind::Ping => self.pinged = true,
-                FrameKind::Pong => {}
-                FrameKind::Close => {
-                    self.ack(cx);
-                    if let Some((c, _)) = self.conn.take() {
-                        cx.close(c);
-                    }
-                    self.report_down(cx);
-                    return Fate::Ended;
-                }
-                kind => {
-                    let v = Violation::UnexpectedFrame {
-                        kind,
-                        dialed: false,
-                    };
-                    self.fail_conn(now, cx, ConnError::Protocol(v));
-                    return Fate::Live;
-                }
+            if let Some(fate) = self.on_frame(now, cx, header.kind, body) {
+                return fate;
             }
         }
         Fate::Live
     }
 
+    /// One frame; `Some` ends the input (the connection failed or closed).
+    #[inline]
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx,
+        kind: FrameKind,
+        body: bytes::Bytes,
+    ) -> Option<Fate> {
+        match kind {
+            FrameKind::Data => {
+                if let Err(e) = self.on_data(cx, body) {
+                    self.fail_conn(now, cx, e);
+                    return Some(Fate::Live);
+                }
+            }
+            FrameKind::Ping => self.pinged = true,
+            FrameKind::Pong => {}
+            FrameKind::Close => {
+                self.ack(cx);
+                if let Some((c, _)) = self.conn.take() {
+                    cx.close(c);
+                }
+                self.report_down(cx);
+                return Some(Fate::Ended);
+            }
+            kind => {
+                let v = Violation::UnexpectedFrame {
+                    kind,
+                    dialed: false,
+                };
+                self.fail_conn(now, cx, ConnError::Protocol(v));
+                return Some(Fate::Live);
+            }
+        }
+        None
+    }
+
+    #[inline]
     fn on_data(&mut self, cx: &mut Ctx, body: bytes::Bytes) -> Result<(), ConnError> {
         if self.blocked
             && (self.pending.len() >= cx.config.link_held_msgs

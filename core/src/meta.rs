@@ -48,38 +48,57 @@ pub(crate) fn put_varint(out: &mut BytesMut, v: u64) {
     out.extend_from_slice(&buf[..n]);
 }
 
-/// The common case in one write: both actors by index, no return reason, no headers,
-/// typed or not. `false` (nothing written) when the envelope needs the general path.
-pub(crate) fn put_short_meta(
-    out: &mut BytesMut,
+/// Bytes of the common metadata shape, untyped (see [`short_meta`]); a typed one adds
+/// the 8 bytes of its fingerprint.
+pub(crate) const SHORT_META: usize = 6;
+/// Bytes of the common metadata shape, typed.
+pub(crate) const SHORT_META_TYPED: usize = SHORT_META + 8;
+
+/// The common metadata shape, ready to write.
+pub(crate) struct ShortMeta {
+    buf: [u8; SHORT_META_TYPED],
+    len: usize,
+}
+
+impl ShortMeta {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// The common case in one write: both actors by index (one byte each), a port below 128,
+/// no return reason, no headers, typed or not: the same bytes the general encoder gives.
+/// `None` when the envelope is not of that shape.
+pub(crate) fn short_meta(
     sender: Slot,
     dest: Slot,
     port: u64,
     ttl: u8,
     plain: bool,
     fingerprint: Option<TypeFingerprint>,
-) -> bool {
+) -> Option<ShortMeta> {
     let (Slot::Ref(_), Slot::Ref(_), true) = (sender, dest, plain) else {
-        return false;
+        return None;
     };
-    let mut buf = [0u8; 48];
-    let mut at = varint_at(&mut buf, 0, u64::from(sender.tag()));
-    at = varint_at(&mut buf, at, u64::from(dest.tag()));
-    at = varint_at(&mut buf, at, port);
-    // ttl, "no return reason", then no headers and whether typed.
-    buf[at] = ttl;
-    at += 2;
-    if let Some(f) = fingerprint {
-        buf[at] = 1;
-        buf[at + 1..at + 9].copy_from_slice(&f.to_le_bytes());
-        at += 8;
+    let (s, d) = (sender.tag(), dest.tag());
+    if s >= 0x80 || d >= 0x80 || port >= 0x80 {
+        return None;
     }
-    at += 1;
-    out.extend_from_slice(&buf[..at]);
-    true
+    // ttl, "no return reason", then "no headers" and whether typed (its fingerprint
+    // follows).
+    let mut buf = [0u8; SHORT_META_TYPED];
+    buf[..SHORT_META].copy_from_slice(&[s as u8, d as u8, port as u8, ttl, 0, 0]);
+    let len = match fingerprint {
+        None => SHORT_META,
+        Some(f) => {
+            buf[SHORT_META - 1] = 1;
+            buf[SHORT_META..].copy_from_slice(&f.to_le_bytes());
+            SHORT_META_TYPED
+        }
+    };
+    Some(ShortMeta { buf, len })
 }
 
-/// Appends varint length and bytes.
 pub(crate) fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);

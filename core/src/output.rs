@@ -349,6 +349,7 @@ impl Queued {
     }
 
     /// The output for the driver.
+    #[inline]
     pub(crate) fn into_output(self) -> Output {
         match self {
             Queued::Deliver(env) => Output::Deliver(env),
@@ -395,8 +396,13 @@ const CTL_BLOCK: usize = 4 * 1024;
 #[derive(Debug)]
 enum Slot {
     Ready(Queued),
-    Building { conn: ConnId, buf: BytesMut },
+    Building {
+        conn: ConnId,
+        buf: BytesMut,
+    },
     Pull(ConnId),
+    /// Writes for a connection the driver reported closed: skipped.
+    Dropped,
 }
 
 impl Outputs {
@@ -426,6 +432,7 @@ impl Outputs {
     }
 
     /// Queues [`Output::Deliver`].
+    #[inline]
     pub(crate) fn deliver(&mut self, env: crate::envelope::Envelope) {
         self.queue.push_back(Slot::Ready(Queued::Deliver(env)));
     }
@@ -433,6 +440,11 @@ impl Outputs {
     /// Queues [`Output::Returned`].
     pub(crate) fn returned(&mut self, env: crate::envelope::Envelope) {
         self.queue.push_back(Slot::Ready(Queued::Returned(env)));
+    }
+
+    /// Whether a connection was closed since the last `take_closed`.
+    pub(crate) fn has_closed(&self) -> bool {
+        !self.closed.is_empty()
     }
 
     /// The next closed connection since the last call.
@@ -473,7 +485,19 @@ impl Outputs {
         BytesMut::with_capacity(len.max(CTL_BLOCK))
     }
 
+    /// The driver reported `conn` closed: control frames queued for it can go nowhere and
+    /// are dropped (a driver may report the close while outputs are still queued).
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        self.close_open(conn);
+        for slot in self.queue.iter_mut() {
+            if matches!(slot, Slot::Building { conn: c, .. } if *c == conn) {
+                *slot = Slot::Dropped;
+            }
+        }
+    }
+
     /// Data for `conn` is waiting in its session: queue a pull marker unless one is queued.
+    #[inline]
     pub(crate) fn pull(&mut self, conn: ConnId) {
         if self.pulls.contains(&conn) {
             return;
@@ -496,10 +520,16 @@ impl Outputs {
         }
     }
 
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<Popped> {
-        let slot = self.queue.pop_front()?;
-        let abs = self.popped;
+        let mut slot = self.queue.pop_front()?;
+        let mut abs = self.popped;
         self.popped += 1;
+        while let Slot::Dropped = slot {
+            slot = self.queue.pop_front()?;
+            abs = self.popped;
+            self.popped += 1;
+        }
         Some(match slot {
             Slot::Ready(o) => Popped::Output(o),
             Slot::Pull(conn) => {
@@ -514,6 +544,7 @@ impl Outputs {
                 }
                 Popped::Output(Queued::Transmit { conn, data })
             }
+            Slot::Dropped => return None,
         })
     }
 }
@@ -545,6 +576,19 @@ mod tests {
         // After a drain a new write starts a new transmit.
         q.write(a, &[b"four"]);
         assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"four")));
+    }
+
+    #[test]
+    fn writes_for_a_connection_reported_closed_are_dropped() {
+        let mut q = Outputs::new(64 * 1024, 2);
+        let (a, b) = (ConnId(1), ConnId(2));
+        q.write(a, &[b"ack"]);
+        q.write(b, &[b"keep"]);
+        q.forget(a);
+        q.write(a, &[b"late"]);
+        assert_eq!(transmit(q.pop()), (b, Bytes::from_static(b"keep")));
+        assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"late")));
+        assert!(q.pop().is_none());
     }
 
     #[test]

@@ -90,8 +90,18 @@
 //! Sessions live in slots; connections name their session's slot. Every machine's next
 //! deadline sits in one heap (`schedule`): `poll_timeout` reads its top,
 //! `handle_timeout` visits only the machines that are due, and an input reschedules only
-//! the machines it touched. Idle deadlines are not moved on every byte; they re-arm from
-//! the last byte heard when they fire.
+//! the machines it touched, and only those whose timers changed (a send or a run of data
+//! frames changes none). Idle deadlines are not moved on every byte; they re-arm from the
+//! last byte heard when they fire.
+//!
+//! # The per-message path
+//!
+//! A message costs no allocation in steady state (buffers are reused, see `recycle`) and
+//! no id comparison by value: the registry, the peer table and the id cache each keep a
+//! small memo of the ids last seen, matched by identity (`ActorId::is_same`,
+//! `ProcId::is_same`); a local delivery is one registry call (`admit`: placed, full, or
+//! refused). Outputs wait in the queue in a compact form and become an [`Output`] only
+//! when polled.
 //!
 //! # Data is pulled
 //!
@@ -517,6 +527,7 @@ impl Proc {
     /// `conn` was closed by the peer, failed, or could not be dialed.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
+        self.cx.out.forget(conn);
         self.accepted.remove(&conn);
         self.handshaking.remove(&conn);
         match self.conns.remove(&conn) {
@@ -584,9 +595,19 @@ impl Proc {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         while let Some(owner) = self.schedule.pop_due(now) {
+            // Popping took its deadline off the schedule: record it again whatever the
+            // machine does with its timers.
             match owner {
-                Owner::Out(slot) => self.outbound[slot].on_timeout(now, &mut self.cx),
-                Owner::In(slot) => self.inbound_timeout(now, slot),
+                Owner::Out(slot) => {
+                    self.outbound[slot].reschedule();
+                    self.outbound[slot].on_timeout(now, &mut self.cx)
+                }
+                Owner::In(slot) => {
+                    if let Some(s) = self.inbound[slot].as_mut() {
+                        s.session.reschedule();
+                    }
+                    self.inbound_timeout(now, slot)
+                }
                 Owner::Accept(conn) => self.accept_timeout(conn),
             }
             self.touch(owner);
@@ -630,7 +651,19 @@ impl Proc {
 
     // ---- routing ----
 
+    /// Whether `proc` is this proc. Ids on the data path are mostly the very ids this
+    /// proc or its last peer hold, so identity answers before a comparison of values.
     fn is_local(&self, proc: &ProcId) -> bool {
+        if proc.is_same(&self.cx.id) {
+            return true;
+        }
+        if self
+            .last_peer
+            .as_ref()
+            .is_some_and(|(p, _)| p.is_same(proc))
+        {
+            return false;
+        }
         proc == &self.cx.id
     }
 
@@ -748,7 +781,22 @@ impl Proc {
     /// After every input: route what sessions gave back, bind dialed connections, forget
     /// closed ones, reschedule the machines touched, and finish a shutdown whose links have
     /// all drained. Costs what the input touched, not what the proc holds.
+    #[inline]
     fn settle(&mut self, now: Instant) {
+        if self.cx.has_failed()
+            || self.cx.has_dialed()
+            || self.cx.out.has_closed()
+            || self.life == Lifecycle::Draining
+        {
+            self.settle_effects(now);
+        }
+        self.reschedule_touched();
+    }
+
+    /// The part of [`Proc::settle`] that most inputs (a send, a run of data frames) do not
+    /// need: returns, new and closed connections, the end of a drain.
+    #[inline(never)]
+    fn settle_effects(&mut self, now: Instant) {
         while self.cx.has_failed() {
             for (env, reason) in self.cx.take_failed() {
                 self.bounce(now, env, reason, None);
@@ -766,20 +814,29 @@ impl Proc {
         {
             self.finish_shutdown(now);
         }
+    }
+
+    /// Records the deadlines of the machines the input touched.
+    fn reschedule_touched(&mut self) {
         // Indexed, so the list keeps its capacity: no allocation per input.
         for i in 0..self.touched.len() {
             let owner = self.touched[i];
+            // A session's deadline is recorded again only when one of its timers changed
+            // (most inputs, a send or a run of data frames, change none).
             let at = match owner {
-                Owner::Out(slot) => self.outbound[slot].next_deadline(),
-                Owner::In(slot) => self.inbound[slot]
-                    .as_ref()
-                    .and_then(|s| s.session.next_deadline()),
+                Owner::Out(slot) => self.outbound[slot].deadline_if_changed(),
+                Owner::In(slot) => match self.inbound[slot].as_mut() {
+                    Some(s) => s.session.deadline_if_changed(),
+                    None => Some(None),
+                },
                 Owner::Accept(conn) => match self.conns.get(&conn) {
-                    Some(Role::Accepting { deadline, .. }) => Some(*deadline),
-                    _ => None,
+                    Some(Role::Accepting { deadline, .. }) => Some(Some(*deadline)),
+                    _ => Some(None),
                 },
             };
-            self.schedule.set(owner, at);
+            if let Some(at) = at {
+                self.schedule.set(owner, at);
+            }
         }
         self.touched.clear();
         self.schedule.clean();

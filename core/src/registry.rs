@@ -154,16 +154,14 @@ impl Port {
         }
     }
 
-    /// Whether a message of type `typed` is of another type than the port takes.
-    fn refuses(&self, typed: Option<TypeFingerprint>) -> bool {
-        matches!((self.accepts, typed), (Some(want), Some(t)) if want != t)
-    }
-
-    /// Why a message of type `typed` is refused.
-    fn wrong_type(&self, typed: Option<TypeFingerprint>) -> crate::envelope::Undeliverable {
-        crate::envelope::Undeliverable::WrongType {
-            expected: self.accepts.map_or(0, TypeFingerprint::get),
-            found: typed.map_or(0, TypeFingerprint::get),
+    /// Why a message of type `typed` is refused, if it is of another type than the port
+    /// takes.
+    fn refuses(&self, typed: Option<TypeFingerprint>) -> Option<crate::envelope::Undeliverable> {
+        match (self.accepts, typed) {
+            (Some(expected), Some(t)) if expected != t => {
+                Some(crate::envelope::Undeliverable::WrongType { expected })
+            }
+            _ => None,
         }
     }
 
@@ -343,6 +341,7 @@ impl Registry {
     }
 
     /// [`Registry::contains_actor`] on the data path (memoized, see the module docs).
+    #[inline]
     pub(crate) fn is_live(&mut self, actor: &ActorId) -> bool {
         self.slot(actor).is_some()
     }
@@ -350,6 +349,7 @@ impl Registry {
     /// Offers one message of `bytes` of type `typed` to the local `port` (one lookup):
     /// placed and counted (a once-port is retired), held back because the port is full, or
     /// refused (no such actor or port, or a port typed otherwise, which is checked first).
+    #[inline]
     pub(crate) fn admit(
         &mut self,
         port: &PortId,
@@ -364,23 +364,26 @@ impl Registry {
         let Some(a) = self.slab.get_mut(slot).and_then(Option::as_mut) else {
             return Admit::Refused(Undeliverable::NoSuchActor);
         };
-        match a.ports.get_mut(&port.index()) {
-            None => Admit::Refused(Undeliverable::NoSuchPort),
-            Some(p) if p.refuses(typed) => Admit::Refused(p.wrong_type(typed)),
-            Some(p) if p.is_full(limits) => Admit::Full,
-            Some(p) if p.kind == PortKind::Once => {
-                a.ports.remove(&port.index());
-                Admit::Placed
-            }
-            Some(p) => {
-                p.msgs += 1;
-                p.bytes += bytes;
-                Admit::Placed
-            }
+        let Some(p) = a.ports.get_mut(&port.index()) else {
+            return Admit::Refused(Undeliverable::NoSuchPort);
+        };
+        if let Some(why) = p.refuses(typed) {
+            return Admit::Refused(why);
         }
+        if p.is_full(limits) {
+            return Admit::Full;
+        }
+        if p.kind == PortKind::Once {
+            a.ports.remove(&port.index());
+        } else {
+            p.msgs += 1;
+            p.bytes += bytes;
+        }
+        Admit::Placed
     }
 
     /// The slab slot of a live local actor, through the memo.
+    #[inline]
     fn slot(&mut self, actor: &ActorId) -> Option<usize> {
         match &self.memo {
             [Some((id, slot)), _] if id.is_same(actor) => return Some(*slot),
@@ -420,19 +423,19 @@ impl Registry {
         let a = self
             .actor_mut(port.actor())
             .map_err(|_| Undeliverable::NoSuchActor)?;
-        match a.ports.get_mut(&port.index()) {
-            None => Err(Undeliverable::NoSuchPort),
-            Some(p) if p.refuses(typed) => Err(p.wrong_type(typed)),
-            Some(p) if p.kind == PortKind::Once => {
-                a.ports.remove(&port.index());
-                Ok(())
-            }
-            Some(p) => {
-                p.msgs += 1;
-                p.bytes += bytes;
-                Ok(())
-            }
+        let Some(p) = a.ports.get_mut(&port.index()) else {
+            return Err(Undeliverable::NoSuchPort);
+        };
+        if let Some(why) = p.refuses(typed) {
+            return Err(why);
         }
+        if p.kind == PortKind::Once {
+            a.ports.remove(&port.index());
+        } else {
+            p.msgs += 1;
+            p.bytes += bytes;
+        }
+        Ok(())
     }
 
     /// Whether `port` exists and its queue is at `limits`: a delivery must wait for
@@ -653,10 +656,7 @@ mod tests {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
         let (want, other) = (TypeFingerprint::of::<u32>(), TypeFingerprint::of::<u64>());
-        let wrong = Err(Undeliverable::WrongType {
-            expected: want.get(),
-            found: other.get(),
-        });
+        let wrong = Err(Undeliverable::WrongType { expected: want });
         let p = r.open_port(&a, PortKind::Stream, Some(want)).unwrap();
         assert_eq!(r.deliver(&p, 4, Some(other)), wrong);
         assert_eq!(r.queued(&p), (0, 0));

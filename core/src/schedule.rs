@@ -37,6 +37,8 @@ pub(crate) struct Schedule {
     accept: BTreeMap<ConnId, Instant>,
     /// Machines with a deadline.
     live: usize,
+    /// Changed since the last [`Schedule::clean`].
+    dirty: bool,
 }
 
 impl Schedule {
@@ -79,6 +81,7 @@ impl Schedule {
             return;
         }
         self.put(owner, at);
+        self.dirty = true;
         if let Some(t) = at {
             self.heap.push(Reverse((t, owner)));
         }
@@ -97,6 +100,7 @@ impl Schedule {
                 return None;
             }
             self.heap.pop();
+            self.dirty = true;
             if self.get(owner) == Some(t) {
                 self.put(owner, None);
                 return Some(owner);
@@ -108,6 +112,9 @@ impl Schedule {
     /// Drops stale entries from the top, so that [`Schedule::peek`] is exact, and rebuilds
     /// the heap when stale entries dominate it.
     pub(crate) fn clean(&mut self) {
+        if !core::mem::take(&mut self.dirty) {
+            return;
+        }
         let live = self.live;
         // Room for the stale entries allowed below and a turn's worth of moved deadlines,
         // reserved once as the number of machines grows, not grown entry by entry.

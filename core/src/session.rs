@@ -182,8 +182,14 @@ impl Outbound {
         (self.store.len(), self.store.bytes())
     }
 
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next()
+    /// Makes the next [`Self::deadline_if_changed`] report the deadline.
+    pub(crate) fn reschedule(&mut self) {
+        self.timers.mark_changed();
+    }
+
+    /// The earliest deadline, if any deadline changed since the last call.
+    pub(crate) fn deadline_if_changed(&mut self) -> Option<Option<Instant>> {
+        self.timers.take_changed().then(|| self.timers.next())
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -197,6 +203,7 @@ impl Outbound {
         }
     }
 
+    #[inline]
     fn has_room(&self, cx: &Ctx, len: usize) -> bool {
         self.store.is_empty()
             || (self.store.len() < cx.config.window_msgs
@@ -211,6 +218,7 @@ impl Outbound {
     /// Takes one message. `force` skips the window check (returns and forwards, which the
     /// proc cannot make wait). `for_incarnation` ties a return to the incarnation of the
     /// peer that sent the original. The window is checked before anything is encoded.
+    #[inline]
     pub(crate) fn send(
         &mut self,
         now: Instant,
@@ -251,6 +259,7 @@ impl Outbound {
     }
 
     /// Encodes `env` once, at the end of the chunk store.
+    #[inline]
     fn encode(&mut self, cx: &mut Ctx, env: &Envelope) -> Result<u64, SendError> {
         let max = cx.config.max_frame_len.min(self.peer_max);
         let link = Link {

@@ -20,6 +20,8 @@ pub trait TimerKey: Copy {
 #[derive(Clone, Debug)]
 pub struct Timers<K, const N: usize> {
     at: [Option<Instant>; N],
+    /// Some deadline changed since the last [`Timers::take_changed`].
+    changed: bool,
     _key: core::marker::PhantomData<K>,
 }
 
@@ -27,6 +29,7 @@ impl<K: TimerKey, const N: usize> Default for Timers<K, N> {
     fn default() -> Self {
         Timers {
             at: [None; N],
+            changed: true,
             _key: core::marker::PhantomData,
         }
     }
@@ -35,17 +38,36 @@ impl<K: TimerKey, const N: usize> Default for Timers<K, N> {
 impl<K: TimerKey, const N: usize> Timers<K, N> {
     /// Arms (or moves) a timer.
     pub fn set(&mut self, key: K, at: Instant) {
-        self.at[key.index()] = Some(at);
+        self.put(key.index(), Some(at));
+    }
+
+    fn put(&mut self, i: usize, at: Option<Instant>) {
+        if self.at[i] != at {
+            self.at[i] = at;
+            self.changed = true;
+        }
+    }
+
+    /// Makes the next [`Timers::take_changed`] true.
+    pub fn mark_changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// Whether any deadline changed since the last call: the owner's earliest deadline
+    /// needs recording again only then.
+    #[inline]
+    pub fn take_changed(&mut self) -> bool {
+        core::mem::take(&mut self.changed)
     }
     /// Arms a timer unless it is armed already.
     pub fn set_if_unset(&mut self, key: K, at: Instant) {
         if self.at[key.index()].is_none() {
-            self.at[key.index()] = Some(at);
+            self.put(key.index(), Some(at));
         }
     }
     /// Disarms a timer.
     pub fn clear(&mut self, key: K) {
-        self.at[key.index()] = None;
+        self.put(key.index(), None);
     }
     /// The deadline of a timer.
     pub fn get(&self, key: K) -> Option<Instant> {
@@ -65,12 +87,14 @@ impl<K: TimerKey, const N: usize> Timers<K, N> {
             .at
             .iter()
             .position(|t| matches!(t, Some(t) if *t <= now))?;
-        self.at[i] = None;
+        self.put(i, None);
         Some(K::from_index(i))
     }
     /// Disarms everything.
     pub fn clear_all(&mut self) {
-        self.at = [None; N];
+        for i in 0..N {
+            self.put(i, None);
+        }
     }
 }
 

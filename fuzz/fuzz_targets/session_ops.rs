@@ -1289,7 +1289,7 @@ impl World {
                         _ => Undeliverable::SessionLost,
                     }),
                     fingerprint: None,
-                    headers: Vec::new(),
+                    headers: Default::default(),
                     payload: Bytes::copy_from_slice(payload),
                 };
                 let me = proc_id(n);

@@ -156,9 +156,12 @@ async fn wrong_types_come_back(client: &Instance, id: &ActorId) {
     assert_eq!(
         back.reason,
         Undeliverable::WrongType {
-            expected: TypeFingerprint::of::<Shout>().get(),
-            found: TypeFingerprint::of::<String>().get(),
+            expected: TypeFingerprint::of::<Shout>(),
         }
+    );
+    assert_eq!(
+        back.envelope.fingerprint,
+        Some(TypeFingerprint::of::<String>())
     );
     PortRef::<u64>::attest(id.port(ACTOR_PORT + 3))
         .send(client, 1)

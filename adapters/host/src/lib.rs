@@ -53,8 +53,8 @@
 //!    message type (`Envelope::fingerprint`; 8 bytes on the wire). Every port opened here
 //!    is bound in core with its type's fingerprint, and core compares the two *as the
 //!    message arrives*, before placing it in the port's queue: a mismatch never reaches the
-//!    receiver and comes back to its sender as [`Undeliverable::WrongType`] naming both
-//!    fingerprints. A once-port is not spent by it. Envelopes without a fingerprint (raw
+//!    receiver and comes back to its sender as [`Undeliverable::WrongType`] naming the
+//!    port's type (the returned envelope's `fingerprint` is the message's). A once-port is not spent by it. Envelopes without a fingerprint (raw
 //!    sends such as [`Instance::send_bytes`], or a peer that does not use typed ports)
 //!    skip this step. Decoding an envelope by hand ([`decode_envelope`]) makes the same
 //!    check ([`DecodeError::WrongType`]).
