@@ -287,6 +287,11 @@ pub enum Undeliverable {
         /// The port's type.
         expected: TypeFingerprint,
     },
+    /// The receiving port took the message, and its payload did not decode exactly as the
+    /// port's message type (malformed, or bytes left over): the receiver was handed no
+    /// value. Reported by the receiving driver through
+    /// [`Proc::handle_undeliverable`](crate::proc::Proc::handle_undeliverable).
+    Undecodable,
 }
 
 impl Undeliverable {
@@ -322,6 +327,9 @@ impl fmt::Display for Undeliverable {
             }
             Undeliverable::WrongType { expected } => {
                 write!(f, "not of the port's message type {expected}")
+            }
+            Undeliverable::Undecodable => {
+                f.write_str("the payload does not decode as the port's message type")
             }
         }
     }

@@ -745,6 +745,12 @@ pub async fn wrong_types_are_refused<A: Adapter, B: Adapter>(aa: &A, ba: &B, t: 
             len: 3
         }))
     );
+    // ... and it goes back to its sender, which learns why.
+    let back = within(10, "undecodable return", sender.next_undeliverable())
+        .await
+        .expect("a return");
+    assert_eq!(back.reason, Undeliverable::Undecodable);
+    assert_eq!(back.envelope.dest, *u64s_port.port_id());
     // A reference to a `Vec<u8>` port cannot be read as a `PortRef<String>`.
     let (refs_port, mut refs_rx) = receiver.open_port::<PortRef<String>>();
     let foreign_ref = encode(&bytes_port.port_ref()).expect("encode");

@@ -34,7 +34,8 @@
 //! ([`Actor::handle_undeliverable`]), then the mailbox ([`Actor::handle`]; its ports are
 //! served in turn, so a busy type does not starve the others). A message that a port refuses
 //! (a payload that does not decode strictly as the port's type; see the crate's
-//! [type checks](crate#type-checks)) is logged and skipped. A handler that returns an error
+//! [type checks](crate#type-checks)) is logged, skipped and returned to its sender as
+//! [`Undeliverable::Undecodable`](crate::Undeliverable::Undecodable). A handler that returns an error
 //! or panics fails the actor ([`ActorStatus::Failed`]); its `stopped` hook is not run then
 //! (its state may be inconsistent).
 //!
@@ -392,6 +393,7 @@ async fn drive<A: Actor>(
                 Ok(msg) => CatchUnwind::new(actor.handle(cx, msg)).await,
                 Err(e) => {
                     tracing::warn!(sender = %env.sender, error = %e, "skipping a refused message");
+                    cx.instance.engine().undecodable(env);
                     continue;
                 }
             },

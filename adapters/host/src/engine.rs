@@ -491,6 +491,15 @@ impl Engine {
         self.consume_batch
     }
 
+    /// A receiver took `env` and it did not decode as its port's type: it goes back to its
+    /// sender as `Undecodable` (the receiver is handed no value).
+    pub(crate) fn undecodable(self: &Arc<Self>, env: Envelope) {
+        self.turn(|st, now| {
+            st.core
+                .handle_undeliverable(now, env, Undeliverable::Undecodable)
+        });
+    }
+
     /// A port's receiver took `msgs` messages of `bytes` payload bytes from its queue.
     pub(crate) fn consumed(self: &Arc<Self>, port: &PortId, msgs: usize, bytes: usize) {
         self.turn(|st, now| st.core.handle_consumed(now, port, msgs, bytes));

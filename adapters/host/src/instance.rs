@@ -267,6 +267,11 @@ impl Instance {
         self.exit = Some(reason);
     }
 
+    /// The engine of its proc.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// The proc it lives in.
     pub fn proc_id(&self) -> &ProcId {
         self.engine.id()

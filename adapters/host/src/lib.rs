@@ -60,9 +60,11 @@
 //!    check ([`DecodeError::WrongType`]).
 //! 2. **Strict decoding.** The payload must be exactly one encoding of the port's type: a
 //!    payload that does not decode is [`DecodeError::Malformed`], one with bytes left over
-//!    is [`DecodeError::TrailingBytes`]. Such a message is consumed and reported to the
-//!    receiver as [`RecvError::Decode`] (an actor's loop logs and skips it); the port stays
-//!    open.
+//!    is [`DecodeError::TrailingBytes`]. Such a message is consumed, reported to the
+//!    receiver as [`RecvError::Decode`] (an actor's loop logs and skips it), and goes back
+//!    to its sender as [`Undeliverable::Undecodable`]; the port stays open. (Only a
+//!    typed receive decodes: envelopes taken with the `*_envelope` receives are the
+//!    caller's to check.)
 //!
 //! The fingerprint travels beside the payload rather than in it, so the payload stays
 //! exactly the postcard encoding of the message (raw receivers and [`Returned::payload`]

@@ -471,24 +471,38 @@ impl<M: DeserializeOwned> PortReceiver<M> {
         decode_checked(env, self.fingerprint)
     }
 
-    /// Waits for the next message. A message of another type, or one that does not decode
-    /// strictly, is reported as [`RecvError::Decode`] and consumed; the port stays open.
+    /// Checks and decodes `env`; one that is refused goes back to its sender
+    /// ([`Undeliverable::Undecodable`], or `WrongType` for a fingerprint core did not
+    /// check) and the error is returned.
+    fn take(&self, env: Envelope) -> Result<(ActorId, M), DecodeError> {
+        match self.decode(&env) {
+            Ok(msg) => Ok((env.sender, msg)),
+            Err(e) => {
+                self.engine.undecodable(env);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the next message. A message that does not decode strictly as `M` is
+    /// reported as [`RecvError::Decode`] and consumed, and goes back to its sender as
+    /// [`Undeliverable::Undecodable`]; the port stays open.
     pub async fn recv(&mut self) -> Result<M, RecvError> {
-        let env = self.recv_envelope().await?;
-        self.decode(&env).map_err(RecvError::Decode)
+        self.recv_from().await.map(|(_, msg)| msg)
     }
 
     /// Waits for the next message and returns it with its sender.
     pub async fn recv_from(&mut self) -> Result<(ActorId, M), RecvError> {
         let env = self.recv_envelope().await?;
-        let msg = self.decode(&env).map_err(RecvError::Decode)?;
-        Ok((env.sender, msg))
+        self.take(env).map_err(RecvError::Decode)
     }
 
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Result<M, TryRecvError> {
         let env = self.try_recv_envelope()?;
-        self.decode(&env).map_err(TryRecvError::Decode)
+        self.take(env)
+            .map(|(_, msg)| msg)
+            .map_err(TryRecvError::Decode)
     }
 }
 
