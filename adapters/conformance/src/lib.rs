@@ -368,6 +368,7 @@ macro_rules! suite {
                 instances_stop_their_children_and_shutdown_ends_trees,
             );
             $crate::suite!(@single $run, $transport,
+                instance_sleep_and_timeout,
                 duplicate_root_names_and_bad_names_are_refused,
                 shutdown_returns_what_cannot_be_delivered,
                 dead_peer_returns_with_the_dial_error,

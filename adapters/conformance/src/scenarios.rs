@@ -596,6 +596,27 @@ pub async fn a_slow_consumer_holds_its_sender_back<A: Adapter, B: Adapter>(
     shutdown_both(&a, &b).await;
 }
 
+/// `Instance::sleep` and `Instance::timeout` run on the proc's runtime, whichever it is.
+pub async fn instance_sleep_and_timeout<A: Adapter>(aa: &A, t: ChannelTransport) {
+    init_logging();
+    let a = aa.start(t.any(), "a", options()).await.expect("a");
+    let (inst, _) = a.instance("timer").expect("instance");
+    let (port, mut rx) = inst.open_port::<u64>();
+    let start = std::time::Instant::now();
+    inst.sleep(Duration::from_millis(30)).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(30),
+        "slept the whole time"
+    );
+    let nothing = inst.timeout(Duration::from_millis(30), rx.recv()).await;
+    assert!(nothing.is_none(), "nothing arrived: {nothing:?}");
+    port.port_ref().send(&inst, 7).await.expect("send");
+    let got = inst.timeout(Duration::from_secs(10), rx.recv()).await;
+    assert_eq!(got, Some(Ok(7)));
+    drop((rx, inst));
+    let _ = a.shutdown().await;
+}
+
 /// A root name can be held once per proc; bad names and taken addresses are refused.
 pub async fn duplicate_root_names_and_bad_names_are_refused<A: Adapter>(
     aa: &A,

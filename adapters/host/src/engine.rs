@@ -44,6 +44,8 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn now(&self) -> Instant;
     /// Runs `fut` as a task of this proc (aborted at the latest when the proc goes away).
     fn spawn(&self, fut: BoxFuture);
+    /// A fresh timer of the runtime, boxed (for users' sleeps and timeouts).
+    fn timer(&self) -> Box<dyn crate::runtime::Timer>;
     /// Connects `conn` to `addr`; on success starts its reader and writer (the writer takes
     /// from `ctl.writes`) and calls [`Engine::connected`], on failure [`Engine::closed`].
     fn dial(&self, engine: &Arc<Engine>, conn: ConnId, addr: ChannelAddr, ctl: Arc<ConnCtl>);

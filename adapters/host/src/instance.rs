@@ -267,6 +267,24 @@ impl Instance {
         self.exit = Some(reason);
     }
 
+    /// Sleeps for `d` on its proc's runtime (tokio or smol alike): the runtime-neutral
+    /// sleep for code written against this API, actors included (`cx.sleep(d)`).
+    pub async fn sleep(&self, d: std::time::Duration) {
+        self.timeout(d, std::future::pending::<()>()).await;
+    }
+
+    /// `fut`, or `None` if `limit` passes first, on its proc's runtime (tokio or smol
+    /// alike).
+    pub async fn timeout<F: std::future::Future>(
+        &self,
+        limit: std::time::Duration,
+        fut: F,
+    ) -> Option<F::Output> {
+        let rt = self.engine.runtime();
+        let deadline = rt.now().saturating_add(limit.into());
+        crate::proc::race_timer(&mut *rt.timer(), deadline, fut).await
+    }
+
     /// The engine of its proc.
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine

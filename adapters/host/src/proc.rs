@@ -137,7 +137,27 @@ pub struct ShutdownReport {
 /// `fut`, or `None` if `limit` passes first (measured with a fresh timer of `rt`).
 pub async fn timeout<R: Runtime, F: Future>(rt: &R, limit: Duration, fut: F) -> Option<F::Output> {
     let mut timer = rt.timer();
-    timer.reset(rt.now().saturating_add(limit.into()));
+    race_timer(&mut timer, rt.now().saturating_add(limit.into()), fut).await
+}
+
+/// Sleeps for `d` on `rt`'s clock.
+pub async fn sleep<R: Runtime>(rt: &R, d: Duration) {
+    let mut timer = rt.timer();
+    race_timer(
+        &mut timer,
+        rt.now().saturating_add(d.into()),
+        std::future::pending::<()>(),
+    )
+    .await;
+}
+
+/// `fut`, or `None` once `timer` reaches `deadline`.
+pub(crate) async fn race_timer<F: Future>(
+    timer: &mut dyn Timer,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    timer.reset(deadline);
     let mut fut = pin!(fut);
     poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
@@ -146,13 +166,6 @@ pub async fn timeout<R: Runtime, F: Future>(rt: &R, limit: Duration, fut: F) -> 
         timer.poll_elapsed(cx).map(|()| None)
     })
     .await
-}
-
-/// Sleeps for `d` on `rt`'s clock.
-pub async fn sleep<R: Runtime>(rt: &R, d: Duration) {
-    let mut timer = rt.timer();
-    timer.reset(rt.now().saturating_add(d.into()));
-    poll_fn(|cx| timer.poll_elapsed(cx)).await
 }
 
 /// The engine's hooks on a runtime: clock, tasks, dialing, timer wake-ups.
@@ -239,6 +252,10 @@ impl<R: Runtime> Driver<R> {
 impl<R: Runtime> Hooks for Driver<R> {
     fn now(&self) -> Instant {
         self.rt.now()
+    }
+
+    fn timer(&self) -> Box<dyn crate::runtime::Timer> {
+        Box::new(self.rt.timer())
     }
 
     fn spawn(&self, fut: BoxFuture) {
