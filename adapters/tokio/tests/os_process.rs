@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use procwire_conformance::{fixed_addr, init_logging, options, within, Echo, EchoMsg, Pong};
 use procwire_tokio::{
-    ActorStatus, ChannelAddr, ChannelTransport, PortId, PortRef, Proc, ProcId, Undeliverable,
+    ActorStatus, ChannelAddr, ChannelTransport, DownReason, PortId, PortRef, Proc, ProcId,
+    Undeliverable,
 };
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
@@ -167,6 +168,21 @@ async fn killed_peer_process_restarts_on_same_address(t: ChannelTransport) {
         );
     }
 
+    // Watch the echo actor in that process; the watch is an ordinary message, so a ping
+    // answered after it shows the peer's monitor service has it.
+    let mut monitor = client.monitor(ready.echo.actor_id());
+    let msg = EchoMsg::Ping {
+        seq: 10,
+        payload: vec![],
+        reply_to: pong_port.port_ref(),
+    };
+    ready.echo.send(&client, msg).await.expect("ping");
+    assert_eq!(
+        within(10, "pong", pongs.recv()).await.expect("pong").seq,
+        10
+    );
+    assert_eq!(monitor.try_down(), None, "alive while its process runs");
+
     // Crash it, and start another on the same address.
     first.start_kill().expect("kill");
     let status = within(10, "killed peer exits", first.wait())
@@ -180,10 +196,20 @@ async fn killed_peer_process_restarts_on_same_address(t: ChannelTransport) {
     assert_eq!(ready2.proc, ready.proc, "same address and name");
     assert_ne!(ready2.os_pid, ready.os_pid);
 
+    // The monitor hears once that the actor went with its process.
+    let down = within(30, "monitor", monitor.down()).await;
+    assert!(
+        matches!(
+            down,
+            Some(DownReason::ProcRestarted | DownReason::ProcUnreachable)
+        ),
+        "{down:?}"
+    );
+
     // The root learns of the restart: its unacknowledged pings come back, with the reason.
     let mut back = Vec::new();
     within(30, "returns", async {
-        while back.len() < 10 {
+        while back.len() < 11 {
             let r = client.next_undeliverable().await.expect("return");
             assert_eq!(r.reason, Undeliverable::PeerRestarted);
             assert_eq!(r.dest(), ready.echo.port_id());
@@ -194,7 +220,8 @@ async fn killed_peer_process_restarts_on_same_address(t: ChannelTransport) {
         }
     })
     .await;
-    assert_eq!(back, (0..10).collect::<Vec<_>>());
+    assert_eq!(back, (0..11).collect::<Vec<_>>());
+    assert_eq!(monitor.try_down(), None, "one notification only");
 
     // The same reference reaches the new incarnation.
     let msg = EchoMsg::Ping {
