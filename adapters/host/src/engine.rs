@@ -279,6 +279,9 @@ impl Engine {
             st.armed = next;
             self.rt.rearm_timer();
         }
+        if matches!(st.flushes, Flushes::None) {
+            return r;
+        }
         let flushes = std::mem::take(&mut st.flushes);
         drop(st);
         flushes.run();

@@ -402,7 +402,7 @@ struct HalfState {
 /// written by the holder and never stranded.
 ///
 /// A connection is *idle* when the engine ran another turn since the last one that queued
-/// bytes on it. Only then does a turn write its bytes inline: a task producing messages in
+/// bytes on it, and its writer task is not already woken to write. Only then does a turn write its bytes inline: a task producing messages in
 /// a row without yielding (pipelining) leaves them to the writer task, which gathers them
 /// into one vectored write once the producer yields, while a request and its reply each go
 /// out inline.
@@ -432,7 +432,8 @@ impl WriteHalf {
     /// left to the writer task.
     pub(crate) fn queued(&self, turn: u64) -> bool {
         let last = self.last_turn.swap(turn, Ordering::Relaxed);
-        last.saturating_add(1) < turn
+        // Once the writer task was woken for this run of bytes, it writes them all.
+        last.saturating_add(1) < turn && !self.nudged.load(Ordering::Relaxed)
     }
 
     /// After bytes were queued on a busy connection: wakes the writer task, unless it was
