@@ -9,9 +9,7 @@
 //!
 //! Each burst is [`PIPELINE_N`] 64 B messages; setup is the same whatever the burst count,
 //! so (Ir(12) - Ir(2)) / (10 × PIPELINE_N) is the instructions per message in steady state.
-//! `host_callgrind <bursts> tcp` runs over TCP instead of Unix. `host_callgrind <bursts>
-//! unix rt` runs round trips instead (1000 per burst, one at a time): then
-//! (Ir(12) - Ir(2)) / 10000 is the instructions per round trip.
+//! `host_callgrind <bursts> tcp` runs over TCP instead of Unix.
 
 use procwire_benches::wire::ProcwireBench;
 use procwire_benches::{runtime, Net, PIPELINE_N};
@@ -30,22 +28,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = args.next().as_deref() == Some("rt");
     let took = runtime().block_on(async {
         let mut bench = ProcwireBench::new(net).await.expect("stand up two procs");
-        let took = if rt {
-            bench.round_trips(bursts * 1000).await.expect("round trips")
-        } else {
-            bench.pipelined(bursts).await.expect("pipelined bursts")
-        };
+        let took = bench.pipelined(bursts).await.expect("pipelined bursts");
         bench.shutdown().await;
         took
     });
-    let n = if rt {
-        bursts * 1000
-    } else {
-        bursts * PIPELINE_N as u64
-    };
+    let n = bursts * PIPELINE_N as u64;
     println!(
         "{n} messages of 64 B delivered in {:.3} ms ({:.2} M msg/s)",
         took.as_secs_f64() * 1e3,
