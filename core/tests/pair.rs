@@ -801,13 +801,8 @@ fn inbound_session_limit_refuses_further_dialers() {
     );
 }
 
-#[test]
-fn acceptor_sends_keepalives_of_its_own_accord() {
-    let mut p = Pair::new(2, quick());
-    // A dialer that never pings (it could be busy writing one huge frame).
-    let outsider = ProcId::new(ChannelAddr::Local(99), Name::new("outsider").unwrap());
-    let raw = raw_session(&mut p, 1, &outsider);
-    p.run_for(Duration::from_millis(450));
+/// Pongs a raw connection received since the handshake (taken from its buffer).
+fn pongs_received(p: &mut Pair, raw: usize) -> usize {
     let rx = p.raw_rx[raw].split();
     let mut d = FrameDecoder::frames_only(1024, BytesMut::new());
     let (mut at, mut pongs) = (0, 0);
@@ -818,6 +813,17 @@ fn acceptor_sends_keepalives_of_its_own_accord() {
             pongs += 1;
         }
     }
+    pongs
+}
+
+#[test]
+fn acceptor_sends_keepalives_of_its_own_accord() {
+    let mut p = Pair::new(2, quick());
+    // A dialer that never pings (it could be busy writing one huge frame).
+    let outsider = ProcId::new(ChannelAddr::Local(99), Name::new("outsider").unwrap());
+    let raw = raw_session(&mut p, 1, &outsider);
+    p.run_for(Duration::from_millis(450));
+    let pongs = pongs_received(&mut p, raw);
     assert_eq!(pongs, 4, "one every 100 ms");
     // Silence from the dialer still ends the connection at the idle timeout.
     p.run_for(Duration::from_millis(100));
@@ -837,16 +843,7 @@ fn an_acceptor_that_answers_pings_sends_no_keepalive_of_its_own() {
         p.raw_write(raw, &ping);
         p.run_for(Duration::from_millis(90));
     }
-    let rx = p.raw_rx[raw].split();
-    let mut d = FrameDecoder::frames_only(1024, BytesMut::new());
-    let (mut at, mut pongs) = (0, 0);
-    while at < rx.len() {
-        let step = d.decode(&rx[at..]).unwrap();
-        at += step.consumed;
-        if matches!(step.item, Some(Item::Frame(h)) if h.kind == FrameKind::Pong) {
-            pongs += 1;
-        }
-    }
+    let pongs = pongs_received(&mut p, raw);
     assert_eq!(pongs, 10, "one answer per ping and no keepalive besides");
     assert!(!p.raw_closed[raw]);
 }
