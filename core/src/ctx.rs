@@ -29,7 +29,7 @@ pub enum SendError {
     /// The proc is shutting down.
     ShuttingDown,
     /// The sender is not a live actor of this proc (failures could not come back to it).
-    ForeignSender,
+    SenderNotLive,
 }
 
 impl fmt::Display for SendError {
@@ -40,7 +40,7 @@ impl fmt::Display for SendError {
             }
             SendError::WouldBlock => f.write_str("link window full; try again when writable"),
             SendError::ShuttingDown => f.write_str("proc is shutting down"),
-            SendError::ForeignSender => f.write_str("sender is not a live actor of this proc"),
+            SendError::SenderNotLive => f.write_str("sender is not a live actor of this proc"),
         }
     }
 }

@@ -404,7 +404,7 @@ impl Proc {
             return Err((SendError::ShuttingDown, env));
         }
         if !self.registry.is_live(&env.sender) {
-            return Err((SendError::ForeignSender, env));
+            return Err((SendError::SenderNotLive, env));
         }
         env.returned = None;
         let result = if self.is_local(env.dest.actor().proc()) {

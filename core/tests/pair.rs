@@ -538,7 +538,7 @@ fn sender_must_be_a_live_local_actor() {
     let env = Envelope::new(actor(1, "a"), target(1), Bytes::new());
     assert_eq!(
         p.nodes[0].proc.handle_send(p.now, env),
-        Err(SendError::ForeignSender)
+        Err(SendError::SenderNotLive)
     );
 }
 

@@ -793,7 +793,7 @@ impl World {
         if shutting {
             assert_eq!(result, Err(SendError::ShuttingDown));
         } else if foreign {
-            assert_eq!(result, Err(SendError::ForeignSender));
+            assert_eq!(result, Err(SendError::SenderNotLive));
         } else if len > max {
             assert!(
                 matches!(result, Err(SendError::TooLarge { .. })),

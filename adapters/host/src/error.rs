@@ -105,8 +105,10 @@ pub enum SendError {
     WouldBlock,
     /// The proc is shutting down.
     ShuttingDown,
-    /// The sending identity does not belong to this proc (or no longer exists in it).
-    ForeignSender,
+    /// The sending identity is not a live actor of this proc: it belongs to another proc,
+    /// or it was stopped (its failures could not come back to it). Formerly
+    /// `ForeignSender`, which named only the first case.
+    SenderNotLive,
     /// The message could not be serialized.
     Encode(postcard::Error),
     /// A refusal from a newer core that this host does not name yet (core's enum is
@@ -121,7 +123,7 @@ impl SendError {
             SendError::TooLarge { len, max } => CoreSendError::TooLarge { len, max },
             SendError::WouldBlock => CoreSendError::WouldBlock,
             SendError::ShuttingDown => CoreSendError::ShuttingDown,
-            SendError::ForeignSender => CoreSendError::ForeignSender,
+            SendError::SenderNotLive => CoreSendError::SenderNotLive,
             SendError::Encode(_) => return None,
             SendError::Core(e) => e,
         })
@@ -146,7 +148,7 @@ impl From<CoreSendError> for SendError {
             CoreSendError::TooLarge { len, max } => SendError::TooLarge { len, max },
             CoreSendError::WouldBlock => SendError::WouldBlock,
             CoreSendError::ShuttingDown => SendError::ShuttingDown,
-            CoreSendError::ForeignSender => SendError::ForeignSender,
+            CoreSendError::SenderNotLive => SendError::SenderNotLive,
             other => SendError::Core(other),
         }
     }
