@@ -3,7 +3,7 @@
 //! Node B (the receiver of the busy link A→B, see [`crate::core_mem`]) also holds `k`
 //! inbound sessions from `k` idle nodes, each established by one message and then quiet
 //! except for heartbeats. The sessions are opened at even intervals over one heartbeat
-//! interval (core's default, 1 s), so their heartbeat deadlines are spread out as they
+//! interval (core's default, `Config::heartbeat_interval`), so their heartbeat deadlines are spread out as they
 //! would be in a real proc rather than all falling on the same instant.
 //!
 //! Two figures:
@@ -26,7 +26,11 @@ use crate::core_mem::adapter::Node;
 use crate::core_mem::{push_payload, CorePipe, A, B};
 
 /// Core's default heartbeat interval, over which idle sessions are spread (µs).
-const SPREAD_MICROS: u64 = 1_000_000;
+fn spread_micros() -> u64 {
+    procwire_core::proc::Config::default()
+        .heartbeat_interval
+        .as_micros()
+}
 
 /// A busy link plus `k` idle sessions at its receiver.
 pub struct IdleNet {
@@ -68,7 +72,7 @@ impl IdleNet {
         let mut deliver = |at: usize, p: Bytes| check.check(at, &p);
         for j in 0..k {
             let node = 2 + j;
-            net.run_until(start + SPREAD_MICROS * j as u64 / k as u64, &mut deliver);
+            net.run_until(start + spread_micros() * j as u64 / k as u64, &mut deliver);
             let mut buf = Vec::with_capacity(payload);
             push_payload(&mut buf, node, 0, payload);
             net.send(node, &dest, buf.into())
