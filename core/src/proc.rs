@@ -463,16 +463,7 @@ impl Proc {
                 RecycledBody::new(self.cx.config.spare_buffers),
             );
             let deadline = now + self.cx.config.connect_timeout;
-            let proving = None;
-            self.conns.insert(
-                conn,
-                Role::Accepting {
-                    decoder,
-                    deadline,
-                    proving,
-                },
-            );
-            self.schedule.set(Owner::Accept(conn), Some(deadline));
+            self.accepting(conn, decoder, deadline, None);
         }
         self.settle(now);
         conn
@@ -1049,14 +1040,23 @@ impl Proc {
         body[NONCE_LEN..].copy_from_slice(&ours);
         self.cx.write_frame(conn, FrameKind::Challenge, &body);
         let proving = Some(Box::new(Proving { hello, expect }));
-        self.conns.insert(
-            conn,
-            Role::Accepting {
-                decoder,
-                deadline,
-                proving,
-            },
-        );
+        self.accepting(conn, decoder, deadline, proving);
+    }
+
+    /// `conn` is (still) in its handshake until `deadline`.
+    fn accepting(
+        &mut self,
+        conn: ConnId,
+        decoder: FrameDecoder<RecycledBody>,
+        deadline: Instant,
+        proving: Option<Box<Proving>>,
+    ) {
+        let role = Role::Accepting {
+            decoder,
+            deadline,
+            proving,
+        };
+        self.conns.insert(conn, role);
         self.schedule.set(Owner::Accept(conn), Some(deadline));
     }
 

@@ -471,9 +471,9 @@ impl<M: DeserializeOwned> PortReceiver<M> {
         decode_checked(env, self.fingerprint)
     }
 
-    /// Checks and decodes `env`; one that is refused goes back to its sender
-    /// ([`Undeliverable::Undecodable`], or `WrongType` for a fingerprint core did not
-    /// check) and the error is returned.
+    /// Checks and decodes `env`; one that is refused goes back to its sender as
+    /// [`Undeliverable::Undecodable`] and the error is returned. (A wrong fingerprint
+    /// never gets here: core refused it on arrival, since every port is bound typed.)
     fn take(&self, env: Envelope) -> Result<(ActorId, M), DecodeError> {
         match self.decode(&env) {
             Ok(msg) => Ok((env.sender, msg)),
