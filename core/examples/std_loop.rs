@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use procwire_core::envelope::Envelope;
 use procwire_core::id::{ChannelAddr, Name, PortId, ProcId, UnixAddr};
-use procwire_core::proc::{Config, ConnId, Output, Proc};
+use procwire_core::proc::{Config, ConnId, LocalPort, Output, Proc};
 use procwire_core::registry::PortKind;
 use procwire_core::time::Instant;
 
@@ -58,7 +58,8 @@ struct Driver {
     /// Connections that failed or ended, reported in the next mutate step.
     closed: Vec<ConnId>,
     /// Messages delivered to this proc's ports.
-    inbox: Vec<Envelope>,
+    /// Delivered messages and the handle of the port each was delivered to.
+    inbox: Vec<(LocalPort, Envelope)>,
 }
 
 impl Driver {
@@ -136,7 +137,7 @@ impl Driver {
     fn drain(&mut self) {
         while let Some(output) = self.proc.poll_output() {
             match output {
-                Output::Deliver(env) => self.inbox.push(env),
+                Output::Deliver { port, env } => self.inbox.push((port, env)),
                 Output::Returned(env) => {
                     println!(
                         "{}: returned to {}: {:?}",
@@ -268,7 +269,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             d.drain(); // 2. drain
         }
         // The server answers each request to the port it came from... here, a fixed one.
-        for req in std::mem::take(&mut b.inbox) {
+        for (port, req) in std::mem::take(&mut b.inbox) {
             let text = String::from_utf8_lossy(&req.payload).replace("ping", "pong");
             println!(
                 "b: {} from {}",
@@ -279,14 +280,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             b.proc.handle_send(now(), pong)?;
             // Tell the machine the message left its port's queue: ports are bounded
             // (`Config::port_queue_msgs`), and a full one holds the links feeding it.
-            b.proc
-                .handle_consumed(now(), &req.dest, 1, req.payload.len());
+            b.proc.handle_consumed(now(), port, 1, req.payload.len());
             b.drain();
         }
-        for reply in std::mem::take(&mut a.inbox) {
+        for (port, reply) in std::mem::take(&mut a.inbox) {
             println!("a: {}", String::from_utf8_lossy(&reply.payload));
-            a.proc
-                .handle_consumed(now(), &reply.dest, 1, reply.payload.len());
+            a.proc.handle_consumed(now(), port, 1, reply.payload.len());
             answered += 1;
         }
         // 3. wait: until the earliest deadline, but (std having no readiness wait) at most

@@ -153,7 +153,10 @@ impl Ctx {
     /// A session in slot `slot` asks the driver to dial `conn`.
     pub(crate) fn dial(&mut self, slot: usize, conn: ConnId, addr: crate::id::ChannelAddr) {
         self.dialed.push((conn, slot));
-        self.out.push(Output::Dial { conn, addr });
+        self.out.push(Output::Dial {
+            conn,
+            addr: alloc::boxed::Box::new(addr),
+        });
     }
 
     /// Dials since the last call, for the proc to bind the connections to their sessions.

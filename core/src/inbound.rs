@@ -12,7 +12,9 @@
 //!
 //! # Holding behind a full port
 //!
-//! Received messages wait in the session's pending queue until the proc routes them; the
+//! A message for a local port that takes it at once is placed as it is decoded, when
+//! nothing waits before it (see `place`; the common case costs no queueing). Every other
+//! received message waits in the session's pending queue until the proc routes them; the
 //! proc stops at the first one whose local port is full, and everything behind it on this
 //! link waits too (head-of-line, so per-link order needs no reordering; other links are not
 //! affected). Only routed messages are acknowledged, so a slow consumer fills its sender's
@@ -30,6 +32,7 @@ use crate::frame::{FrameDecoder, FrameKind, Item, RecycledBody, Welcome};
 use crate::id::ProcId;
 use crate::idcache::IdTable;
 use crate::output::{ConnError, ConnId, Event, Violation};
+use crate::registry::{Admit, Registry};
 use crate::time::Instant;
 use crate::timer::{timer_keys, Timers};
 
@@ -232,6 +235,7 @@ impl Inbound {
         &mut self,
         now: Instant,
         cx: &mut Ctx,
+        reg: &mut Registry,
         conn: ConnId,
         mut bytes: &[u8],
     ) -> Fate {
@@ -244,7 +248,7 @@ impl Inbound {
             if let Some((n, frames)) = dec.whole_frames(bytes) {
                 bytes = &bytes[n..];
                 for (kind, body) in frames {
-                    if let Some(fate) = self.on_frame(now, cx, kind, body) {
+                    if let Some(fate) = self.on_frame(now, cx, reg, kind, body) {
                         return fate;
                     }
                 }
@@ -263,7 +267,7 @@ impl Inbound {
                 Some(Item::Preamble { .. }) | None => continue,
             };
             let body = dec.take_body();
-            if let Some(fate) = self.on_frame(now, cx, header.kind, body) {
+            if let Some(fate) = self.on_frame(now, cx, reg, header.kind, body) {
                 return fate;
             }
         }
@@ -276,12 +280,13 @@ impl Inbound {
         &mut self,
         now: Instant,
         cx: &mut Ctx,
+        reg: &mut Registry,
         kind: FrameKind,
         body: bytes::Bytes,
     ) -> Option<Fate> {
         match kind {
             FrameKind::Data => {
-                if let Err(e) = self.on_data(cx, body) {
+                if let Err(e) = self.on_data(cx, reg, body) {
                     self.fail_conn(now, cx, e);
                     return Some(Fate::Live);
                 }
@@ -309,7 +314,12 @@ impl Inbound {
     }
 
     #[inline]
-    fn on_data(&mut self, cx: &mut Ctx, body: bytes::Bytes) -> Result<(), ConnError> {
+    fn on_data(
+        &mut self,
+        cx: &mut Ctx,
+        reg: &mut Registry,
+        body: bytes::Bytes,
+    ) -> Result<(), ConnError> {
         if self.blocked
             && (self.pending.len() >= cx.config.link_held_msgs
                 || self.pending_bytes + body.len() > cx.config.link_held_bytes)
@@ -322,6 +332,13 @@ impl Inbound {
         };
         let env = decode_envelope_cached(body, link, &mut self.ids).map_err(ConnError::Envelope)?;
         self.next += 1;
+        let env = match self.pending.is_empty() {
+            true => match place(cx, reg, env) {
+                None => return Ok(()),
+                Some(env) => env,
+            },
+            false => env,
+        };
         self.pending_bytes += env.payload.len();
         self.pending.push_back(env);
         Ok(())
@@ -432,5 +449,26 @@ impl Inbound {
             }
         }
         Fate::Live
+    }
+}
+
+/// Delivers `env` at once if it is an ordinary message for a local port that takes it
+/// now, the common case: it then never waits in the pending queue. Anything else (a
+/// return, a forward, a full or missing port) comes back to go through the pending queue
+/// and the proc's routing, which decides it the same way; `admit` changes nothing unless
+/// it places the message.
+#[inline]
+fn place(cx: &mut Ctx, reg: &mut Registry, env: Envelope) -> Option<Envelope> {
+    if env.returned.is_some() || env.dest.actor().proc() != &cx.id {
+        return Some(env);
+    }
+    let limits = cx.config.port_limits();
+    match reg.admit(&env.dest, env.payload.len(), env.fingerprint, limits) {
+        Admit::Placed(port) => {
+            cx.stats.delivered += 1;
+            cx.out.deliver(port, env);
+            None
+        }
+        Admit::Full(_) | Admit::Refused(_) => Some(env),
     }
 }

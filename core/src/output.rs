@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use crate::envelope::{EnvelopeError, RefuseReason, Undeliverable};
 use crate::frame::{FrameError, FrameKind};
 use crate::id::{ActorId, ChannelAddr, PortId, ProcId};
+use crate::registry::LocalPort;
 
 /// A connection, as named between the proc machine and its driver. Small and `Copy`; the
 /// driver owns the socket.
@@ -29,11 +30,18 @@ impl fmt::Display for ConnId {
 #[allow(clippy::large_enum_variant)]
 #[non_exhaustive]
 pub enum Output {
-    /// Place the envelope into the queue of the local port `env.dest`. The registry has
-    /// accepted it (a once-port is already retired); if the driver finds the receiver gone
-    /// it hands the envelope back with `handle_undeliverable`. It counts against the port's
-    /// queue limits until the driver reports it taken with `handle_consumed`.
-    Deliver(crate::envelope::Envelope),
+    /// Place `env` into the queue of the local port `env.dest`, which `port` names (see
+    /// [`LocalPort`]: compare the whole handle, so a delivery for a port closed since
+    /// never reaches a later one). The registry has accepted it (a once-port is already
+    /// retired); if the driver finds the receiver gone it hands the envelope back with
+    /// `handle_undeliverable`. It counts against the port's queue limits until the driver
+    /// reports it taken with `handle_consumed(port, ..)`.
+    Deliver {
+        /// The destination port's handle.
+        port: LocalPort,
+        /// The message.
+        env: crate::envelope::Envelope,
+    },
     /// A message coming back to its local sender `env.sender`; `env.returned` holds why.
     Returned(crate::envelope::Envelope),
     /// Open a connection to `addr`, then report `handle_connected(conn)` or
@@ -41,8 +49,9 @@ pub enum Output {
     Dial {
         /// The handle the proc will use for it.
         conn: ConnId,
-        /// Where to connect.
-        addr: ChannelAddr,
+        /// Where to connect (boxed, like the large parts of [`Event`]s, so that an
+        /// `Output` stays small: one is moved for every delivered message).
+        addr: alloc::boxed::Box<ChannelAddr>,
     },
     /// Write all of `data` to `conn`, after earlier transmits on it.
     Transmit {
@@ -123,9 +132,9 @@ pub enum Event {
         /// The peer proc.
         peer: ProcId,
         /// Where it was dialed.
-        addr: ChannelAddr,
+        addr: alloc::boxed::Box<ChannelAddr>,
         /// What the driver's OS said.
-        error: DialError,
+        error: alloc::boxed::Box<DialError>,
         /// Failed attempts in a row, this one included.
         attempts: u32,
     },
@@ -136,7 +145,7 @@ pub enum Event {
         /// The peer proc.
         peer: ProcId,
         /// The last dial error since the session last connected.
-        last_error: Option<DialError>,
+        last_error: Option<alloc::boxed::Box<DialError>>,
     },
     /// `handle_shutdown` has finished: everything was delivered or returned.
     ShutdownComplete,
@@ -328,7 +337,7 @@ pub(crate) enum Popped {
 /// largest variants, with addresses and error texts, are 256 bytes).
 #[derive(Debug)]
 pub(crate) enum Queued {
-    Deliver(crate::envelope::Envelope),
+    Deliver(LocalPort, crate::envelope::Envelope),
     Returned(crate::envelope::Envelope),
     Transmit { conn: ConnId, data: Bytes },
     Close(ConnId),
@@ -339,7 +348,7 @@ pub(crate) enum Queued {
 impl Queued {
     fn new(o: Output) -> Self {
         match o {
-            Output::Deliver(env) => Queued::Deliver(env),
+            Output::Deliver { port, env } => Queued::Deliver(port, env),
             Output::Returned(env) => Queued::Returned(env),
             Output::Transmit { conn, data } => Queued::Transmit { conn, data },
             Output::Close { conn } => Queued::Close(conn),
@@ -352,7 +361,7 @@ impl Queued {
     #[inline]
     pub(crate) fn into_output(self) -> Output {
         match self {
-            Queued::Deliver(env) => Output::Deliver(env),
+            Queued::Deliver(port, env) => Output::Deliver { port, env },
             Queued::Returned(env) => Output::Returned(env),
             Queued::Transmit { conn, data } => Output::Transmit { conn, data },
             Queued::Close(conn) => Output::Close { conn },
@@ -433,8 +442,9 @@ impl Outputs {
 
     /// Queues [`Output::Deliver`].
     #[inline]
-    pub(crate) fn deliver(&mut self, env: crate::envelope::Envelope) {
-        self.queue.push_back(Slot::Ready(Queued::Deliver(env)));
+    pub(crate) fn deliver(&mut self, port: LocalPort, env: crate::envelope::Envelope) {
+        self.queue
+            .push_back(Slot::Ready(Queued::Deliver(port, env)));
     }
 
     /// Queues [`Output::Returned`].
@@ -605,5 +615,16 @@ mod tests {
         assert!(q.pop().is_none());
         q.pull(a);
         assert!(matches!(q.pop(), Some(Popped::Pull(c)) if c == a));
+    }
+}
+#[cfg(test)]
+mod size {
+    /// An output is moved for every delivered message: it stays a delivery's size (the
+    /// envelope and its port handle), whatever the rare variants carry.
+    #[test]
+    fn an_output_is_no_larger_than_a_delivery() {
+        let delivery = core::mem::size_of::<crate::envelope::Envelope>()
+            + core::mem::size_of::<super::LocalPort>();
+        assert!(core::mem::size_of::<super::Output>() <= delivery + 8);
     }
 }

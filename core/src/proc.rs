@@ -40,7 +40,7 @@
 //! let mut delivered = Vec::new();
 //! while let Some(output) = proc.poll_output() {
 //!     match output {
-//!         Output::Deliver(env) => delivered.push(env.payload),
+//!         Output::Deliver { env, .. } => delivered.push(env.payload),
 //!         Output::Dial { .. } | Output::Transmit { .. } | Output::Close { .. } => {
 //!             // hand to the sockets
 //!         }
@@ -101,7 +101,9 @@
 //! small memo of the ids last seen, matched by identity (`ActorId::is_same`,
 //! `ProcId::is_same`); a local delivery is one registry call (`admit`: placed, full, or
 //! refused). Outputs wait in the queue in a compact form and become an [`Output`] only
-//! when polled.
+//! when polled. [`Proc::handle_send_ref`] sends from a borrowed envelope, so a sender that
+//! reuses one envelope touches no reference count; deliveries name their port by a
+//! [`LocalPort`] handle, so the driver finds the receiver by index.
 //!
 //! # Data is pulled
 //!
@@ -137,6 +139,7 @@ use crate::time::Instant;
 pub use crate::config::Config;
 pub use crate::ctx::{RefusedCounts, SendError, Stats};
 pub use crate::output::{ConnError, ConnId, DialError, DialErrorKind, Event, Output, Violation};
+pub use crate::registry::LocalPort;
 
 #[derive(Debug)]
 enum Role {
@@ -222,7 +225,7 @@ pub struct Proc {
     /// The connection whose data `poll_output` is handing out.
     pulling: Option<ConnId>,
     /// Inbound links waiting for room in a full local port.
-    blocked: Vec<(PortId, usize)>,
+    blocked: Vec<(LocalPort, usize)>,
     /// A local send was refused because its port was full: announce room.
     local_blocked: bool,
     now: Instant,
@@ -333,6 +336,12 @@ impl Proc {
         self.registry.bind_port(port, kind, accepts)
     }
 
+    /// The handle the driver names a bound local port by ([`Output::Deliver`],
+    /// [`Proc::handle_consumed`]); `None` if it is not bound.
+    pub fn local_port(&self, port: &PortId) -> Option<LocalPort> {
+        self.registry.local_port(port)
+    }
+
     /// Unbinds a port. Links waiting on it go on (its messages now come back as
     /// `NoSuchPort`).
     pub fn close_port(&mut self, port: &PortId) {
@@ -400,11 +409,8 @@ impl Proc {
         mut env: Envelope,
     ) -> Result<(), (SendError, Envelope)> {
         self.now = now;
-        if self.life != Lifecycle::Running {
-            return Err((SendError::ShuttingDown, env));
-        }
-        if !self.registry.is_live(&env.sender) {
-            return Err((SendError::SenderNotLive, env));
+        if let Err(e) = self.may_send(&env) {
+            return Err((e, env));
         }
         env.returned = None;
         let result = if self.is_local(env.dest.actor().proc()) {
@@ -417,6 +423,42 @@ impl Proc {
         };
         self.settle(now);
         result
+    }
+
+    /// [`Proc::handle_send`] of a borrowed envelope, which the caller keeps whatever the
+    /// outcome (so there is nothing to hand back). A message for another proc is encoded
+    /// from it at once: neither its ids nor its payload are cloned, and no reference count
+    /// is touched, so a caller that sends many messages from one sender to one port can
+    /// reuse one envelope, replacing only its payload. A message for a port of this proc
+    /// is cloned, since its delivery owns it. `env.returned` is ignored, as by
+    /// `handle_send`.
+    pub fn handle_send_ref(&mut self, now: Instant, env: &Envelope) -> Result<(), SendError> {
+        self.now = now;
+        self.may_send(env)?;
+        let local = self.is_local(env.dest.actor().proc());
+        let result = if local || env.returned.is_some() {
+            let mut env = env.clone();
+            env.returned = None;
+            match local {
+                true => self.send_local(now, env).map_err(|(e, _)| e),
+                false => self.send_remote(now, &env, false, None),
+            }
+        } else {
+            self.send_remote(now, env, false, None)
+        };
+        self.settle(now);
+        result
+    }
+
+    /// Why a send of `env` is refused before it is looked at further, if it is.
+    fn may_send(&mut self, env: &Envelope) -> Result<(), SendError> {
+        if self.life != Lifecycle::Running {
+            return Err(SendError::ShuttingDown);
+        }
+        if !self.registry.is_live(&env.sender) {
+            return Err(SendError::SenderNotLive);
+        }
+        Ok(())
     }
 
     /// A send to a port of this proc: placed at once, refused while the port is full, or
@@ -433,13 +475,13 @@ impl Proc {
             .registry
             .admit(&env.dest, env.payload.len(), env.fingerprint, limits)
         {
-            Admit::Full => {
+            Admit::Full(_) => {
                 self.local_blocked = true;
                 Err((SendError::WouldBlock, env))
             }
-            Admit::Placed => {
+            Admit::Placed(port) => {
                 self.cx.stats.delivered += 1;
-                self.cx.out.deliver(env);
+                self.cx.out.deliver(port, env);
                 Ok(())
             }
             Admit::Refused(reason) => {
@@ -543,10 +585,12 @@ impl Proc {
     /// by one or in batches). Until then they count against the port's limits
     /// (`Config::port_queue_msgs` / `port_queue_bytes`); a full port holds its inbound
     /// links and refuses local sends with `WouldBlock`.
-    pub fn handle_consumed(&mut self, now: Instant, port: &PortId, msgs: usize, bytes: usize) {
+    /// A handle of a port closed since is ignored.
+    pub fn handle_consumed(&mut self, now: Instant, port: LocalPort, msgs: usize, bytes: usize) {
         self.now = now;
         self.registry.consumed(port, msgs, bytes);
-        if self.local_blocked && !self.registry.is_full(port, self.cx.config.port_limits()) {
+        let limits = self.cx.config.port_limits();
+        if self.local_blocked && !self.registry.is_full_at(port, limits) {
             self.local_blocked = false;
             self.cx.event(Event::Writable {
                 peer: self.cx.id.clone(),
@@ -724,9 +768,9 @@ impl Proc {
                 .registry
                 .deliver(&env.dest, env.payload.len(), env.fingerprint)
             {
-                Ok(()) => {
+                Ok(port) => {
                     self.cx.stats.delivered += 1;
-                    self.cx.out.deliver(env);
+                    self.cx.out.deliver(port, env);
                 }
                 Err(reason) => self.bounce(self.now, env, reason, origin),
             },
@@ -1203,7 +1247,9 @@ impl Proc {
         let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let fate = s.session.on_bytes(now, &mut self.cx, conn, bytes);
+        let fate = s
+            .session
+            .on_bytes(now, &mut self.cx, &mut self.registry, conn, bytes);
         self.route_pending(now, slot);
         if fate == Fate::Ended {
             self.end_inbound(slot);
@@ -1242,10 +1288,9 @@ impl Proc {
             self.registry
                 .admit(&env.dest, env.payload.len(), env.fingerprint, limits)
         } else {
-            Admit::Placed
+            Admit::Refused(Undeliverable::NoSuchPort)
         };
-        if admit == Admit::Full {
-            let port = env.dest.clone();
+        if let Admit::Full(port) = admit {
             s.session.set_blocked(true);
             if !self.blocked.iter().any(|(_, b)| *b == slot) {
                 self.blocked.push((port, slot));
@@ -1258,23 +1303,22 @@ impl Proc {
         match admit {
             _ if !local => self.route(now, env, origin),
             Admit::Refused(reason) => self.bounce(now, env, reason, origin),
-            _ => {
+            Admit::Placed(port) | Admit::Full(port) => {
                 self.cx.stats.delivered += 1;
-                self.cx.out.deliver(env);
+                self.cx.out.deliver(port, env);
             }
         }
         true
     }
 
     /// Links waiting on `port` (or on any port, with `None`) try again.
-    fn unblock(&mut self, now: Instant, port: Option<&PortId>) {
+    fn unblock(&mut self, now: Instant, port: Option<LocalPort>) {
         let limits = self.cx.config.port_limits();
         let mut i = 0;
         while i < self.blocked.len() {
-            let (p, slot) = &self.blocked[i];
+            let (p, slot) = self.blocked[i];
             let wanted = port.is_none_or(|port| port == p);
-            if wanted && !self.registry.is_full(p, limits) {
-                let slot = *slot;
+            if wanted && !self.registry.is_full_at(p, limits) {
                 self.blocked.swap_remove(i);
                 self.route_pending(now, slot);
             } else {

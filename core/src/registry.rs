@@ -36,6 +36,16 @@
 //! (`ActorId::is_same`): ids on the data path are the very ids the API handed out or the
 //! link's id cache decoded once, so a hit costs a pointer comparison instead of a name
 //! comparison and two map searches. Removing an actor clears the memo.
+//!
+//! # Port handles
+//!
+//! Bound ports live in a slab of their own, and the driver names them by [`LocalPort`]: a
+//! slot and the generation the slot had when the port was bound. `Output::Deliver` carries
+//! it and `Proc::handle_consumed` takes it, so the driver keeps its receivers in a vector
+//! indexed by [`LocalPort::index`] instead of a map keyed by port ids. A slot is reused
+//! only with a new generation, so a handle of a closed port (a delivery still queued for
+//! it, a late consumption report) never reaches the port bound there after it: the driver
+//! compares the whole handle, and the registry ignores a stale one.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -173,16 +183,41 @@ impl Port {
 
 #[derive(Debug, Default)]
 struct Actor {
-    ports: BTreeMap<u64, Port>,
+    /// Port index to slot in `Registry::ports`.
+    ports: BTreeMap<u64, u32>,
+}
+
+/// A port bound in this proc, as the driver names it: small, `Copy`, and checked by
+/// generation (see the module docs). Handed out by `Proc::local_port` and carried by
+/// `Output::Deliver`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalPort {
+    slot: u32,
+    generation: u32,
+}
+
+impl LocalPort {
+    /// A dense index, for the driver's table of receivers: no two ports bound at the same
+    /// time share one. Compare the whole handle to tell a port from a later one there.
+    pub fn index(self) -> usize {
+        self.slot as usize
+    }
+}
+
+/// A slot of `Registry::ports`.
+#[derive(Debug)]
+struct PortSlot {
+    generation: u32,
+    port: Option<Port>,
 }
 
 /// What becomes of a message offered to a local port ([`Registry::admit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
-    /// Placed: it counts against the port's queue until consumed.
-    Placed,
-    /// The port's queue is at its limits: the message must wait.
-    Full,
+    /// Placed in this port: it counts against the port's queue until consumed.
+    Placed(LocalPort),
+    /// This port's queue is at its limits: the message must wait.
+    Full(LocalPort),
     /// It cannot be delivered, for this reason.
     Refused(crate::envelope::Undeliverable),
 }
@@ -196,6 +231,10 @@ pub struct Registry {
     /// The live actors; `None` in free slots.
     slab: Vec<Option<Actor>>,
     free: Vec<usize>,
+    /// Bound ports, named by [`LocalPort`]; free slots are `None` and listed in
+    /// `free_ports`.
+    ports: Vec<PortSlot>,
+    free_ports: Vec<u32>,
     /// The slots of the last ids looked up on the data path, most recent first.
     memo: [Option<(ActorId, usize)>; 2],
 }
@@ -208,6 +247,8 @@ impl Registry {
             roots: BTreeMap::new(),
             slab: Vec::new(),
             free: Vec::new(),
+            ports: Vec::new(),
+            free_ports: Vec::new(),
             memo: [None, None],
         }
     }
@@ -223,6 +264,56 @@ impl Registry {
                 self.slab.len() - 1
             }
         }
+    }
+
+    /// Binds `port` in a free slot, with a new generation if the slot was used before.
+    fn insert_port(&mut self, port: Port) -> u32 {
+        if let Some(slot) = self.free_ports.pop() {
+            let s = &mut self.ports[slot as usize];
+            s.generation = s.generation.wrapping_add(1);
+            s.port = Some(port);
+            return slot;
+        }
+        let slot = u32::try_from(self.ports.len()).expect("fewer than 2^32 ports");
+        self.ports.push(PortSlot {
+            generation: 0,
+            port: Some(port),
+        });
+        slot
+    }
+
+    fn free_port(&mut self, slot: u32) {
+        if let Some(s) = self.ports.get_mut(slot as usize) {
+            if s.port.take().is_some() {
+                self.free_ports.push(slot);
+            }
+        }
+    }
+
+    fn handle(&self, slot: u32) -> LocalPort {
+        LocalPort {
+            slot,
+            generation: self.ports[slot as usize].generation,
+        }
+    }
+
+    /// The port `handle` names, unless it was closed since.
+    fn by_handle(&mut self, handle: LocalPort) -> Option<&mut Port> {
+        let s = self.ports.get_mut(handle.index())?;
+        (s.generation == handle.generation)
+            .then_some(s.port.as_mut())
+            .flatten()
+    }
+
+    /// The slot of `port`, if it is bound.
+    fn port_slot(&self, port: &PortId) -> Option<u32> {
+        self.actor(port.actor())?.ports.get(&port.index()).copied()
+    }
+
+    /// The handle of a bound local port, for the driver's table of receivers (see the
+    /// module docs).
+    pub fn local_port(&self, port: &PortId) -> Option<LocalPort> {
+        self.port_slot(port).map(|slot| self.handle(slot))
     }
 
     /// The proc this registry belongs to.
@@ -271,23 +362,20 @@ impl Registry {
         kind: PortKind,
         accepts: Option<TypeFingerprint>,
     ) -> Result<PortId, RegistryError> {
-        self.check_local(actor)?;
+        let slot = self.find(actor).ok_or_else(|| no_such(actor))?;
+        if !self.slab.get(slot).is_some_and(Option::is_some) {
+            return Err(no_such(actor));
+        }
         let root = self
             .roots
             .get_mut(actor.name().as_str())
             .ok_or_else(|| no_such(actor))?;
-        let slot = *root
-            .actors
-            .get(&actor.pid())
-            .ok_or_else(|| no_such(actor))?;
-        let a = self
-            .slab
-            .get_mut(slot)
-            .and_then(Option::as_mut)
-            .ok_or_else(|| no_such(actor))?;
         let index = root.next_port;
         root.next_port += 1;
-        a.ports.insert(index, Port::new(kind, accepts));
+        let port = self.insert_port(Port::new(kind, accepts));
+        if let Some(a) = self.slab.get_mut(slot).and_then(Option::as_mut) {
+            a.ports.insert(index, port);
+        }
         Ok(actor.port(index))
     }
 
@@ -302,18 +390,28 @@ impl Registry {
         if port.index() >= FIRST_EPHEMERAL_PORT {
             return Err(RegistryError::NotWellKnown(port.index()));
         }
-        let a = self.actor_mut(port.actor())?;
-        if a.ports.contains_key(&port.index()) {
+        if self
+            .actor_mut(port.actor())?
+            .ports
+            .contains_key(&port.index())
+        {
             return Err(RegistryError::PortInUse(port.index()));
         }
-        a.ports.insert(port.index(), Port::new(kind, accepts));
+        let slot = self.insert_port(Port::new(kind, accepts));
+        self.actor_mut(port.actor())?
+            .ports
+            .insert(port.index(), slot);
         Ok(())
     }
 
     /// Unbinds a port; later messages to it come back as `NoSuchPort`.
     pub fn close_port(&mut self, port: &PortId) {
-        if let Ok(a) = self.actor_mut(port.actor()) {
-            a.ports.remove(&port.index());
+        let slot = match self.actor_mut(port.actor()) {
+            Ok(a) => a.ports.remove(&port.index()),
+            Err(_) => None,
+        };
+        if let Some(slot) = slot {
+            self.free_port(slot);
         }
     }
 
@@ -324,13 +422,17 @@ impl Registry {
             return;
         }
         if let Some(root) = self.roots.get_mut(actor.name().as_str()) {
-            if let Some(slot) = root.actors.remove(&actor.pid()) {
-                self.slab[slot] = None;
-                self.free.push(slot);
-                self.memo = [None, None];
-            }
+            let gone = root.actors.remove(&actor.pid());
             if actor.pid() == 0 {
                 root.held = false;
+            }
+            if let Some(slot) = gone {
+                let gone = self.slab[slot].take();
+                self.free.push(slot);
+                self.memo = [None, None];
+                for port in gone.into_iter().flat_map(|a| a.ports.into_values()) {
+                    self.free_port(port);
+                }
             }
         }
     }
@@ -358,28 +460,40 @@ impl Registry {
         limits: QueueLimits,
     ) -> Admit {
         use crate::envelope::Undeliverable;
-        let Some(slot) = self.slot(port.actor()) else {
+        let Some(actor) = self.slot(port.actor()) else {
             return Admit::Refused(Undeliverable::NoSuchActor);
         };
-        let Some(a) = self.slab.get_mut(slot).and_then(Option::as_mut) else {
-            return Admit::Refused(Undeliverable::NoSuchActor);
+        let Some(slot) = self.slab[actor]
+            .as_ref()
+            .and_then(|a| a.ports.get(&port.index()).copied())
+        else {
+            return Admit::Refused(Undeliverable::NoSuchPort);
         };
-        let Some(p) = a.ports.get_mut(&port.index()) else {
+        let handle = self.handle(slot);
+        let Some(p) = self.ports[slot as usize].port.as_mut() else {
             return Admit::Refused(Undeliverable::NoSuchPort);
         };
         if let Some(why) = p.refuses(typed) {
             return Admit::Refused(why);
         }
         if p.is_full(limits) {
-            return Admit::Full;
+            return Admit::Full(handle);
         }
         if p.kind == PortKind::Once {
-            a.ports.remove(&port.index());
+            self.retire_once(actor, port.index(), slot);
         } else {
             p.msgs += 1;
             p.bytes += bytes;
         }
-        Admit::Placed
+        Admit::Placed(handle)
+    }
+
+    /// A once-port took its one message: unbound, its slot free for a later port.
+    fn retire_once(&mut self, actor: usize, index: u64, slot: u32) {
+        if let Some(a) = self.slab[actor].as_mut() {
+            a.ports.remove(&index);
+        }
+        self.free_port(slot);
     }
 
     /// The slab slot of a live local actor, through the memo.
@@ -418,49 +532,44 @@ impl Registry {
         port: &PortId,
         bytes: usize,
         typed: Option<TypeFingerprint>,
-    ) -> Result<(), crate::envelope::Undeliverable> {
-        use crate::envelope::Undeliverable;
-        let a = self
-            .actor_mut(port.actor())
-            .map_err(|_| Undeliverable::NoSuchActor)?;
-        let Some(p) = a.ports.get_mut(&port.index()) else {
-            return Err(Undeliverable::NoSuchPort);
+    ) -> Result<LocalPort, crate::envelope::Undeliverable> {
+        let unlimited = QueueLimits {
+            msgs: usize::MAX,
+            bytes: usize::MAX,
         };
-        if let Some(why) = p.refuses(typed) {
-            return Err(why);
+        match self.admit(port, bytes, typed, unlimited) {
+            Admit::Placed(handle) | Admit::Full(handle) => Ok(handle),
+            Admit::Refused(why) => Err(why),
         }
-        if p.kind == PortKind::Once {
-            a.ports.remove(&port.index());
-        } else {
-            p.msgs += 1;
-            p.bytes += bytes;
-        }
-        Ok(())
     }
 
     /// Whether `port` exists and its queue is at `limits`: a delivery must wait for
     /// [`Registry::consumed`]. A port holding nothing always takes one message, however
     /// large.
     pub fn is_full(&self, port: &PortId, limits: QueueLimits) -> bool {
-        self.actor(port.actor())
-            .and_then(|a| a.ports.get(&port.index()))
+        self.port_slot(port)
+            .and_then(|slot| self.ports[slot as usize].port.as_ref())
             .is_some_and(|p| p.is_full(limits))
     }
 
+    /// [`Registry::is_full`] by handle: false for a port closed since.
+    pub(crate) fn is_full_at(&mut self, port: LocalPort, limits: QueueLimits) -> bool {
+        self.by_handle(port).is_some_and(|p| p.is_full(limits))
+    }
+
     /// The driver took `msgs` messages of `bytes` payload bytes in all from `port`'s queue.
-    pub fn consumed(&mut self, port: &PortId, msgs: usize, bytes: usize) {
-        if let Ok(a) = self.actor_mut(port.actor()) {
-            if let Some(p) = a.ports.get_mut(&port.index()) {
-                p.msgs = p.msgs.saturating_sub(msgs);
-                p.bytes = p.bytes.saturating_sub(bytes);
-            }
+    /// A handle of a port closed since is ignored.
+    pub fn consumed(&mut self, port: LocalPort, msgs: usize, bytes: usize) {
+        if let Some(p) = self.by_handle(port) {
+            p.msgs = p.msgs.saturating_sub(msgs);
+            p.bytes = p.bytes.saturating_sub(bytes);
         }
     }
 
     /// Messages (and bytes) delivered to `port` and not yet reported consumed.
     pub fn queued(&self, port: &PortId) -> (usize, usize) {
-        self.actor(port.actor())
-            .and_then(|a| a.ports.get(&port.index()))
+        self.port_slot(port)
+            .and_then(|slot| self.ports[slot as usize].port.as_ref())
             .map_or((0, 0), |p| (p.msgs, p.bytes))
     }
 
@@ -555,7 +664,7 @@ mod tests {
         let p2 = r.open_port(&a, PortKind::Stream, None).unwrap();
         assert_eq!(p2.index(), FIRST_EPHEMERAL_PORT + 1);
         assert_eq!(r.deliver(&p1, 0, None), Err(Undeliverable::NoSuchPort));
-        assert_eq!(r.deliver(&p2, 0, None), Ok(()));
+        assert!(r.deliver(&p2, 0, None).is_ok());
     }
 
     #[test]
@@ -576,7 +685,7 @@ mod tests {
             r.deliver(&once_old, 0, None),
             Err(Undeliverable::NoSuchPort)
         );
-        assert_eq!(r.deliver(&p_new, 0, None), Ok(()));
+        assert!(r.deliver(&p_new, 0, None).is_ok());
     }
 
     #[test]
@@ -614,7 +723,7 @@ mod tests {
         let new = r.reserve_root("svc").unwrap();
         assert_eq!(r.deliver(&mailbox, 0, None), Err(Undeliverable::NoSuchPort));
         r.bind_port(&new.port(0), PortKind::Stream, None).unwrap();
-        assert_eq!(r.deliver(&mailbox, 0, None), Ok(()));
+        assert!(r.deliver(&mailbox, 0, None).is_ok());
     }
 
     #[test]
@@ -631,13 +740,13 @@ mod tests {
         assert!(!r.is_full(&p, limits));
         r.deliver(&p, 10, None).unwrap();
         assert!(r.is_full(&p, limits), "two messages");
-        r.consumed(&p, 1, 10);
+        r.consumed(r.local_port(&p).unwrap(), 1, 10);
         assert!(!r.is_full(&p, limits));
         r.deliver(&p, 500, None).unwrap();
         assert!(r.is_full(&p, limits), "over the byte limit");
         assert_eq!(r.queued(&p), (2, 510));
-        r.consumed(&p, 1, 10);
-        r.consumed(&p, 1, 500);
+        r.consumed(r.local_port(&p).unwrap(), 1, 10);
+        r.consumed(r.local_port(&p).unwrap(), 1, 500);
         // An empty port takes one message whatever its size.
         assert!(!r.is_full(&p, QueueLimits { msgs: 1, bytes: 0 }));
     }
@@ -647,7 +756,7 @@ mod tests {
         let mut r = reg();
         let a = r.reserve_root("a").unwrap();
         let p = r.open_port(&a, PortKind::Once, None).unwrap();
-        assert_eq!(r.deliver(&p, 0, None), Ok(()));
+        assert!(r.deliver(&p, 0, None).is_ok());
         assert_eq!(r.deliver(&p, 0, None), Err(Undeliverable::NoSuchPort));
     }
 
@@ -660,20 +769,20 @@ mod tests {
         let p = r.open_port(&a, PortKind::Stream, Some(want)).unwrap();
         assert_eq!(r.deliver(&p, 4, Some(other)), wrong);
         assert_eq!(r.queued(&p), (0, 0));
-        assert_eq!(r.deliver(&p, 4, Some(want)), Ok(()));
+        assert!(r.deliver(&p, 4, Some(want)).is_ok());
         // Untyped envelopes are not checked.
-        assert_eq!(r.deliver(&p, 4, None), Ok(()));
+        assert!(r.deliver(&p, 4, None).is_ok());
         assert_eq!(r.queued(&p), (2, 8));
         let once = r.open_port(&a, PortKind::Once, Some(want)).unwrap();
         assert_eq!(r.deliver(&once, 0, Some(other)), wrong);
-        assert_eq!(r.deliver(&once, 0, Some(want)), Ok(()));
+        assert!(r.deliver(&once, 0, Some(want)).is_ok());
         assert_eq!(
             r.deliver(&once, 0, Some(want)),
             Err(Undeliverable::NoSuchPort)
         );
         // An untyped port takes anything.
         let any = r.open_port(&a, PortKind::Stream, None).unwrap();
-        assert_eq!(r.deliver(&any, 0, Some(other)), Ok(()));
+        assert!(r.deliver(&any, 0, Some(other)).is_ok());
     }
 
     #[test]
@@ -701,5 +810,40 @@ mod tests {
         assert_eq!(r.deliver(&p, 0, None), Err(Undeliverable::NoSuchActor));
         assert!(r.contains_actor(&a));
         assert_eq!(r.actor_count(), 1);
+    }
+
+    #[test]
+    fn a_port_handle_never_reaches_a_later_port_in_its_slot() {
+        let mut r = reg();
+        let a = r.reserve_root("a").unwrap();
+        let limits = QueueLimits {
+            msgs: 1,
+            bytes: 1 << 20,
+        };
+        let old = r.open_port(&a, PortKind::Stream, None).unwrap();
+        let old_h = r.local_port(&old).unwrap();
+        assert_eq!(r.deliver(&old, 3, None), Ok(old_h));
+        r.close_port(&old);
+        assert_eq!(r.local_port(&old), None);
+        let new = r.open_port(&a, PortKind::Stream, None).unwrap();
+        let new_h = r.local_port(&new).unwrap();
+        assert_eq!(new_h.index(), old_h.index(), "the slot is reused");
+        assert_ne!(new_h, old_h, "with a new generation");
+        assert_eq!(r.admit(&new, 5, None, limits), Admit::Placed(new_h));
+        assert_eq!(r.admit(&new, 5, None, limits), Admit::Full(new_h));
+        r.consumed(old_h, 1, 5);
+        assert_eq!(r.queued(&new), (1, 5), "a stale handle is ignored");
+        assert!(!r.is_full_at(old_h, limits));
+        assert!(r.is_full_at(new_h, limits));
+        r.consumed(new_h, 1, 5);
+        assert_eq!(r.queued(&new), (0, 0));
+        // A once-port's slot is free after its delivery; removing an actor frees the rest.
+        let once = r.open_port(&a, PortKind::Once, None).unwrap();
+        let once_h = r.local_port(&once).unwrap();
+        assert_eq!(r.deliver(&once, 1, None), Ok(once_h));
+        assert_eq!(r.local_port(&once), None);
+        r.remove_actor(&a);
+        assert_eq!(r.local_port(&new), None);
+        assert!(!r.is_full_at(new_h, limits));
     }
 }

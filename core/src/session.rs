@@ -684,8 +684,8 @@ impl Outbound {
         }
         cx.event(Event::DialFailed {
             peer: self.peer.clone(),
-            addr: self.addr.clone(),
-            error: error.clone(),
+            addr: alloc::boxed::Box::new(self.addr.clone()),
+            error: alloc::boxed::Box::new(error.clone()),
             attempts: self.attempt.saturating_add(1),
         });
         self.last_dial_error = Some(error);
@@ -767,7 +767,7 @@ impl Outbound {
             // Before the returns, so a driver can attach the cause to them.
             cx.event(Event::Unreachable {
                 peer: self.peer.clone(),
-                last_error: self.last_dial_error.take(),
+                last_error: self.last_dial_error.take().map(alloc::boxed::Box::new),
             });
         }
         self.return_queued(cx, Undeliverable::Unconfirmed, false);

@@ -199,11 +199,14 @@ impl Pair {
     fn carry_out(&mut self, i: usize, o: Output) {
         let now = self.now;
         match o {
-            Output::Deliver(env) => {
+            Output::Deliver { port, env } => {
+                // The handle names the destination (a once-port is retired by now).
+                let bound = self.nodes[i].proc.local_port(&env.dest);
+                assert!(bound.is_none_or(|b| b == port), "{env:?} under {port:?}");
                 // The consumer takes it at once (the slow-consumer tests take over).
                 if !self.hold_deliveries {
                     let len = env.payload.len();
-                    self.nodes[i].proc.handle_consumed(now, &env.dest, 1, len);
+                    self.nodes[i].proc.handle_consumed(now, port, 1, len);
                 }
                 self.nodes[i].delivered.push(env)
             }
@@ -211,7 +214,7 @@ impl Pair {
             Output::Event(e) => self.nodes[i].events.push((now, e)),
             Output::Dial { conn, addr } => {
                 self.nodes[i].dials.push(now);
-                let ChannelAddr::Local(k) = addr else {
+                let ChannelAddr::Local(k) = *addr else {
                     panic!("address {addr}")
                 };
                 let target = k as usize - 1;
@@ -962,14 +965,15 @@ fn a_full_port_holds_its_link_unacknowledged_until_consumed() {
     p.run_for(Duration::from_secs(2));
     assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
     // Consuming one lets one more in, in order; the local sender hears it may retry.
-    p.nodes[1].proc.handle_consumed(p.now, &target(1), 1, 1);
+    let port = p.nodes[1].proc.local_port(&target(1)).unwrap();
+    p.nodes[1].proc.handle_consumed(p.now, port, 1, 1);
     p.drive();
     assert_eq!(p.payloads(1), ["1", "2", "3", "4"]);
     assert!(p.nodes[1]
         .events
         .iter()
         .any(|(_, e)| matches!(e, Event::Writable { peer } if *peer == pid(1))));
-    p.nodes[1].proc.handle_consumed(p.now, &target(1), 4, 4);
+    p.nodes[1].proc.handle_consumed(p.now, port, 4, 4);
     p.run_for(Duration::from_millis(50));
     assert_eq!(p.payloads(1), ["1", "2", "3", "4", "5"]);
     assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0), "all acknowledged");
@@ -1435,12 +1439,12 @@ fn a_failed_dial_is_reported_at_once_and_its_error_comes_back_with_the_returns()
     let first = events
         .iter()
         .position(
-            |e| matches!(e, Event::DialFailed { attempts: 1, error, .. } if *error == refused),
+            |e| matches!(e, Event::DialFailed { attempts: 1, error, .. } if **error == refused),
         )
         .expect("the first failure is an event with the OS error");
     let gave_up = events
         .iter()
-        .position(|e| matches!(e, Event::Unreachable { last_error: Some(e), .. } if *e == refused))
+        .position(|e| matches!(e, Event::Unreachable { last_error: Some(e), .. } if **e == refused))
         .expect("giving up names the last dial error");
     assert!(first < gave_up);
     assert_eq!(

@@ -310,10 +310,13 @@ impl Sim {
 
     fn carry_out(&mut self, p: usize, gen: u32, o: Output) {
         match o {
-            Output::Deliver(env) => self.on_deliver(p, env),
+            Output::Deliver { port, env } => {
+                assert_eq!(Some(port), self.nodes[p].proc.local_port(&env.dest));
+                self.on_deliver(p, env)
+            }
             Output::Returned(env) => self.on_returned(p, env),
             Output::Dial { conn, addr } => {
-                let ChannelAddr::Local(n) = addr else {
+                let ChannelAddr::Local(n) = *addr else {
                     panic!("unexpected address {addr}")
                 };
                 let target = (n - 1) as usize;
@@ -672,8 +675,11 @@ impl Sim {
             msgs += 1;
             bytes += len;
         }
-        let port = node.port.clone();
-        node.proc.handle_consumed(self.now, &port, msgs, bytes);
+        let port = node
+            .proc
+            .local_port(&node.port)
+            .expect("the port stays bound");
+        node.proc.handle_consumed(self.now, port, msgs, bytes);
         let node = &mut self.nodes[p];
         node.consuming = !node.backlog.is_empty();
         if node.consuming {

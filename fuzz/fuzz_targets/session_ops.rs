@@ -50,7 +50,7 @@ use procwire_core::auth::{Cookie, NONCE_LEN};
 use procwire_core::envelope::{append_envelope, Envelope, Link, RefuseReason, Undeliverable};
 use procwire_core::frame::{append_frame, preamble, FrameError, FrameKind, Hello, Welcome};
 use procwire_core::id::{ActorId, ChannelAddr, Name, PortId, ProcId};
-use procwire_core::proc::{Config, ConnError, ConnId, Event, Output, Proc, SendError};
+use procwire_core::proc::{Config, ConnError, ConnId, Event, LocalPort, Output, Proc, SendError};
 use procwire_core::registry::PortKind;
 use procwire_core::time::{Duration, Instant};
 
@@ -381,6 +381,8 @@ struct PortModel {
     id: PortId,
     kind: PortKind,
     open: bool,
+    /// The handle core gave it when it was opened; it goes stale when the port closes.
+    handle: LocalPort,
 }
 
 struct Node {
@@ -415,20 +417,24 @@ impl Node {
             (&y, PortKind::Stream),
         ] {
             let id = proc.open_port(actor, kind, None).expect("actor exists");
+            let handle = proc.local_port(&id).expect("just opened");
             ports.push(PortModel {
                 id,
                 kind,
                 open: true,
+                handle,
             });
         }
         for (index, kind) in [(7, PortKind::Stream), (8, PortKind::Once)] {
             let id = y.port(index);
             proc.bind_port(&id, kind, None)
                 .expect("well-known port is free");
+            let handle = proc.local_port(&id).expect("just bound");
             ports.push(PortModel {
                 id,
                 kind,
                 open: true,
+                handle,
             });
         }
         Node {
@@ -586,7 +592,7 @@ impl World {
             eprintln!("  {} {:?} out {out:?}", ["a", "b"][n], self.now);
         }
         match out {
-            Output::Deliver(env) => {
+            Output::Deliver { port: handle, env } => {
                 assert!(env.returned.is_none(), "delivered a return: {env:?}");
                 assert_eq!(env.dest.actor().proc(), self.nodes[n].proc.id());
                 let port = self.nodes[n]
@@ -594,6 +600,7 @@ impl World {
                     .iter_mut()
                     .find(|p| p.id == env.dest && p.open)
                     .unwrap_or_else(|| panic!("delivered to a port that is not open: {env:?}"));
+                assert_eq!(port.handle, handle, "delivered under another port's handle");
                 if port.kind == PortKind::Once {
                     port.open = false;
                 }
@@ -653,7 +660,7 @@ impl World {
                 self.ends.push(End {
                     node: n,
                     conn,
-                    addr: Some(addr),
+                    addr: Some(*addr),
                     state: EndState::Dialing,
                     live: true,
                     peer: None,
@@ -1072,10 +1079,12 @@ impl World {
                     node.ports.iter().all(|p| p.id != id),
                     "ephemeral port {id:?} reused"
                 );
+                let handle = node.proc.local_port(&id).expect("just opened");
                 node.ports.push(PortModel {
                     id,
                     kind,
                     open: true,
+                    handle,
                 });
             }
             Op::RemoveActor { b, actor } => {
@@ -1108,13 +1117,14 @@ impl World {
                 if ports.is_empty() {
                     return;
                 }
-                let port = ports[usize::from(*pick) % ports.len()].id.clone();
+                // The handle may be stale (its port closed): core must ignore it.
+                let port = ports[usize::from(*pick) % ports.len()].handle;
                 let now = self.now;
                 self.touch(n);
                 let msgs = usize::from(*msgs % 8);
                 self.nodes[n]
                     .proc
-                    .handle_consumed(now, &port, msgs, msgs * 64);
+                    .handle_consumed(now, port, msgs, msgs * 64);
                 self.drain(n);
             }
             Op::Readdress { b, proc, addr } => {
@@ -1366,10 +1376,11 @@ impl World {
             let ports: Vec<PortId> = self.nodes[n].ports.iter().map(|p| p.id.clone()).collect();
             for port in ports {
                 let (msgs, bytes) = self.nodes[n].proc.registry().queued(&port);
-                if msgs > 0 {
+                let handle = self.nodes[n].proc.local_port(&port);
+                if let (true, Some(handle)) = (msgs > 0, handle) {
                     any = true;
                     self.touch(n);
-                    self.nodes[n].proc.handle_consumed(now, &port, msgs, bytes);
+                    self.nodes[n].proc.handle_consumed(now, handle, msgs, bytes);
                     self.drain(n);
                 }
             }

@@ -250,8 +250,8 @@ pub(crate) fn start<A: Actor>(
     for (i, (accepts, decoder)) in (0u64..).zip(A::Message::ports()) {
         let port = id.port(ACTOR_PORT + i);
         // On failure `instance` and the ports bound so far drop here and are released.
-        let queue = engine.bind_port(&port, PortKind::Stream, accepts)?;
-        ports.push((PortReceiver::new(engine.clone(), port, queue), decoder));
+        let bound = engine.bind_port(&port, PortKind::Stream, accepts)?;
+        ports.push((PortReceiver::new(engine.clone(), bound), decoder));
     }
     let mailbox = Ports { ports, next: 0 };
     let handle = instance.handle();

@@ -27,13 +27,15 @@ use bytes::Bytes;
 use procwire_core::envelope::{Envelope, Undeliverable};
 use procwire_core::id::{ActorId, ChannelAddr, PortId, ProcId};
 use procwire_core::proc::{
-    ConnId, DialError, Event, Output, Proc as CoreProc, SendError as CoreSendError, Stats,
+    ConnId, DialError, Event, LocalPort, Output, Proc as CoreProc, SendError as CoreSendError,
+    Stats,
 };
 use procwire_core::registry::{PortKind, RegistryError};
 use procwire_core::time::Instant;
 
 use crate::error::SendError;
 use crate::fasthash::FastMap;
+use crate::ports::{PortEntry, PortTable};
 use crate::runtime::BoxFuture;
 use crate::sync::{lock, PushError, Queue, Watch};
 use crate::typed::{Returned, TypeFingerprint};
@@ -102,6 +104,14 @@ impl ConnCtl {
     }
 }
 
+/// A port just bound: its id, the handle core names it by (`None` if the proc had
+/// stopped: the queue is then closed), and the queue its receiver drains.
+pub(crate) struct Bound {
+    pub(crate) port: PortId,
+    pub(crate) local: Option<LocalPort>,
+    pub(crate) queue: Arc<Queue<Envelope>>,
+}
+
 /// Where a proc is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -115,11 +125,6 @@ pub(crate) enum Phase {
     Stopped,
 }
 
-struct PortEntry {
-    queue: Arc<Queue<Envelope>>,
-    kind: PortKind,
-}
-
 struct ActorEntry {
     returns: Arc<Queue<Returned>>,
 }
@@ -127,7 +132,7 @@ struct ActorEntry {
 /// Everything behind the engine's lock.
 struct State {
     core: CoreProc,
-    ports: FastMap<PortId, PortEntry>,
+    ports: PortTable,
     actors: FastMap<ActorId, ActorEntry>,
     conns: FastMap<ConnId, Arc<ConnCtl>>,
     /// Senders waiting for a link's window to open.
@@ -171,7 +176,7 @@ impl Engine {
             rt,
             state: Mutex::new(State {
                 core,
-                ports: FastMap::default(),
+                ports: PortTable::default(),
                 actors: FastMap::default(),
                 conns: FastMap::default(),
                 writable: FastMap::default(),
@@ -225,13 +230,13 @@ impl Engine {
     fn drain(self: &Arc<Self>, st: &mut State, now: Instant) {
         while let Some(out) = st.core.poll_output() {
             match out {
-                Output::Deliver(env) => self.deliver(st, now, env),
+                Output::Deliver { port, env } => self.deliver(st, now, port, env),
                 Output::Returned(env) => self.return_to_sender(st, env),
                 Output::Dial { conn, addr } => {
                     tracing::debug!(proc = %self.id, %conn, %addr, "dialing");
                     let ctl = ConnCtl::new();
                     st.conns.insert(conn, ctl.clone());
-                    self.rt.dial(self, conn, addr, ctl);
+                    self.rt.dial(self, conn, *addr, ctl);
                 }
                 Output::Transmit { conn, data } => match st.conns.get(&conn) {
                     Some(ctl) => {
@@ -255,9 +260,8 @@ impl Engine {
         }
     }
 
-    fn deliver(&self, st: &mut State, now: Instant, env: Envelope) {
-        let dest = env.dest.clone();
-        let Some(entry) = st.ports.get(&dest) else {
+    fn deliver(&self, st: &mut State, now: Instant, port: LocalPort, env: Envelope) {
+        let Some(entry) = st.ports.get(port) else {
             st.core
                 .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
             return;
@@ -267,13 +271,14 @@ impl Engine {
             Ok(()) => {
                 if once {
                     // Core retired the once-port with this delivery.
-                    st.ports.remove(&dest);
+                    st.ports.remove(port);
                 }
             }
             Err((env, _)) => {
                 // The receiver was dropped between core's check and now.
-                st.ports.remove(&dest);
-                st.core.close_port(&dest);
+                if let Some(entry) = st.ports.remove(port) {
+                    st.core.close_port(&entry.id);
+                }
                 st.core
                     .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
             }
@@ -351,7 +356,7 @@ impl Engine {
                     }
                 }
                 match last_error {
-                    Some(e) => st.unreachable_cause.insert(peer, e),
+                    Some(e) => st.unreachable_cause.insert(peer, *e),
                     None => st.unreachable_cause.remove(&peer),
                 };
             }
@@ -428,10 +433,10 @@ impl Engine {
         actor: &ActorId,
         kind: PortKind,
         accepts: TypeFingerprint,
-    ) -> Result<(PortId, Arc<Queue<Envelope>>), RegistryError> {
+    ) -> Result<Bound, RegistryError> {
         self.turn(|st, _| {
             let port = st.core.open_port(actor, kind, Some(accepts))?;
-            Ok((port.clone(), self.register_port(st, port, kind)))
+            Ok(self.register_port(st, port, kind))
         })
     }
 
@@ -441,41 +446,46 @@ impl Engine {
         port: &PortId,
         kind: PortKind,
         accepts: TypeFingerprint,
-    ) -> Result<Arc<Queue<Envelope>>, RegistryError> {
+    ) -> Result<Bound, RegistryError> {
         self.turn(|st, _| {
             st.core.bind_port(port, kind, Some(accepts))?;
             Ok(self.register_port(st, port.clone(), kind))
         })
     }
 
-    fn register_port(&self, st: &mut State, port: PortId, kind: PortKind) -> Arc<Queue<Envelope>> {
+    fn register_port(&self, st: &mut State, port: PortId, kind: PortKind) -> Bound {
         let queue = Arc::new(Queue::new());
-        if self.phase.get() == Phase::Stopped {
-            queue.close();
-        } else {
-            st.ports.insert(
-                port,
-                PortEntry {
-                    queue: queue.clone(),
-                    kind,
-                },
-            );
+        let local = st.core.local_port(&port);
+        match local {
+            Some(local) if self.phase.get() != Phase::Stopped => st.ports.insert(PortEntry {
+                local,
+                id: port.clone(),
+                queue: queue.clone(),
+                kind,
+            }),
+            _ => queue.close(),
         }
-        queue
+        Bound { port, local, queue }
     }
 
-    /// The receiver of `port` went away: unbind it.
-    pub(crate) fn close_port(self: &Arc<Self>, port: &PortId, queue: &Arc<Queue<Envelope>>) {
+    /// The receiver of the port bound as `local` went away: unbind it.
+    pub(crate) fn close_port(
+        self: &Arc<Self>,
+        local: Option<LocalPort>,
+        queue: &Arc<Queue<Envelope>>,
+    ) {
         queue.consumer_gone();
+        let Some(local) = local else { return };
         self.turn(|st, _| {
             // Only if the entry is still this receiver's (a once-port may be gone already).
             if st
                 .ports
-                .get(port)
+                .get(local)
                 .is_some_and(|e| Arc::ptr_eq(&e.queue, queue))
             {
-                st.ports.remove(port);
-                st.core.close_port(port);
+                if let Some(e) = st.ports.remove(local) {
+                    st.core.close_port(&e.id);
+                }
             }
         });
     }
@@ -503,21 +513,14 @@ impl Engine {
     }
 
     /// A port's receiver took `msgs` messages of `bytes` payload bytes from its queue.
-    pub(crate) fn consumed(self: &Arc<Self>, port: &PortId, msgs: usize, bytes: usize) {
+    pub(crate) fn consumed(self: &Arc<Self>, port: LocalPort, msgs: usize, bytes: usize) {
         self.turn(|st, now| st.core.handle_consumed(now, port, msgs, bytes));
     }
 
     /// The identity went away: unbind its ports and forget it.
     pub(crate) fn remove_actor(self: &Arc<Self>, actor: &ActorId) {
         self.turn(|st, _| {
-            st.ports.retain(|port, entry| {
-                if port.actor() == actor {
-                    entry.queue.close();
-                    false
-                } else {
-                    true
-                }
-            });
+            st.ports.close_actor(actor);
             if let Some(a) = st.actors.remove(actor) {
                 a.returns.close();
             }
@@ -686,9 +689,7 @@ impl Engine {
     pub(crate) fn stop(&self) {
         self.phase.set(Phase::Stopped);
         let mut st = self.lock();
-        for (_, p) in st.ports.drain() {
-            p.queue.close();
-        }
+        st.ports.close_all();
         for (_, a) in st.actors.drain() {
             a.returns.close();
         }

@@ -10,7 +10,7 @@ use procwire_core::id::{ActorId, PortId, ProcId};
 use procwire_core::registry::PortKind;
 
 use crate::actor::{self, Actor};
-use crate::engine::Engine;
+use crate::engine::{Bound, Engine};
 use crate::error::{ProcError, SendError};
 use crate::links::LinkEvents;
 use crate::mailbox::ActorRef;
@@ -298,8 +298,9 @@ impl Instance {
     /// Opens a port taking `M`s. Fails if the identity was stopped.
     pub fn try_open_port<M>(&self) -> Result<(PortHandle<M>, PortReceiver<M>), ProcError> {
         let accepts = TypeFingerprint::of::<M>();
-        let (port, queue) = self.engine.open_port(&self.id, PortKind::Stream, accepts)?;
-        let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
+        let bound = self.engine.open_port(&self.id, PortKind::Stream, accepts)?;
+        let port = bound.port.clone();
+        let rx = PortReceiver::new(self.engine.clone(), bound);
         Ok((PortHandle::new(port), rx))
     }
 
@@ -318,8 +319,9 @@ impl Instance {
         &self,
     ) -> Result<(OncePortHandle<M>, OncePortReceiver<M>), ProcError> {
         let accepts = TypeFingerprint::of::<M>();
-        let (port, queue) = self.engine.open_port(&self.id, PortKind::Once, accepts)?;
-        let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
+        let bound = self.engine.open_port(&self.id, PortKind::Once, accepts)?;
+        let port = bound.port.clone();
+        let rx = PortReceiver::new(self.engine.clone(), bound);
         Ok((OncePortHandle::new(port), OncePortReceiver::new(rx)))
     }
 
@@ -339,9 +341,14 @@ impl Instance {
         let port = self.id.port(u64::MAX);
         let queue = Arc::new(Queue::new());
         queue.close();
+        let bound = Bound {
+            port: port.clone(),
+            local: None,
+            queue,
+        };
         (
-            PortHandle::new(port.clone()),
-            PortReceiver::new(self.engine.clone(), port, queue),
+            PortHandle::new(port),
+            PortReceiver::new(self.engine.clone(), bound),
         )
     }
 
@@ -352,8 +359,8 @@ impl Instance {
     pub fn bind_port<M>(&self, index: u64) -> Result<(PortHandle<M>, PortReceiver<M>), ProcError> {
         let port = self.id.port(index);
         let accepts = TypeFingerprint::of::<M>();
-        let queue = self.engine.bind_port(&port, PortKind::Stream, accepts)?;
-        let rx = PortReceiver::new(self.engine.clone(), port.clone(), queue);
+        let bound = self.engine.bind_port(&port, PortKind::Stream, accepts)?;
+        let rx = PortReceiver::new(self.engine.clone(), bound);
         Ok((PortHandle::new(port), rx))
     }
 

@@ -176,6 +176,7 @@ mod mailbox;
 mod monitor;
 mod net;
 mod pipe;
+mod ports;
 mod proc;
 mod refusals;
 mod runtime;

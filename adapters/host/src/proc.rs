@@ -722,8 +722,8 @@ fn start_monitor_service<R: Runtime>(
     driver.svc.monitors.set_sender(engine, id.clone());
     let inst = Instance::new(engine.clone(), driver.svc.clone(), id, returns, false);
     let accepts = crate::TypeFingerprint::of::<MonitorMsg>();
-    let queue = engine.bind_port(&port, PortKind::Stream, accepts)?;
-    let mailbox = PortReceiver::<MonitorMsg>::new(engine.clone(), port, queue);
+    let bound = engine.bind_port(&port, PortKind::Stream, accepts)?;
+    let mailbox = PortReceiver::<MonitorMsg>::new(engine.clone(), bound);
     let links = driver.svc.links.subscribe();
     let serve = monitor::serve(inst, mailbox, links, driver.svc.monitors.clone());
     driver.spawn_in(

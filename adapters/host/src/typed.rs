@@ -28,10 +28,11 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use procwire_core::envelope::{Envelope, Undeliverable};
 use procwire_core::id::{ActorId, PortId};
+use procwire_core::proc::LocalPort;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::engine::Engine;
+use crate::engine::{Bound, Engine};
 use crate::error::{DecodeError, RecvError, SendError, TryRecvError};
 use crate::instance::Instance;
 use crate::sync::{PopError, Queue};
@@ -383,6 +384,8 @@ impl<M> fmt::Debug for OncePortHandle<M> {
 pub struct PortReceiver<M> {
     engine: Arc<Engine>,
     port: PortId,
+    /// Core's handle of the port; `None` for a receiver that was never bound.
+    local: Option<LocalPort>,
     fingerprint: TypeFingerprint,
     queue: Arc<Queue<Envelope>>,
     /// Taken and not yet reported to core: (messages, payload bytes).
@@ -393,9 +396,11 @@ pub struct PortReceiver<M> {
 }
 
 impl<M> PortReceiver<M> {
-    pub(crate) fn new(engine: Arc<Engine>, port: PortId, queue: Arc<Queue<Envelope>>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>, bound: Bound) -> Self {
+        let Bound { port, local, queue } = bound;
         PortReceiver {
             port,
+            local,
             fingerprint: TypeFingerprint::of::<M>(),
             batch: engine.consume_batch(),
             engine,
@@ -459,7 +464,9 @@ impl<M> PortReceiver<M> {
         self.taken.1 += env.payload.len();
         if self.taken.0 >= self.batch.0 || self.taken.1 >= self.batch.1 {
             let (msgs, bytes) = std::mem::take(&mut self.taken);
-            self.engine.consumed(&self.port, msgs, bytes);
+            if let Some(local) = self.local {
+                self.engine.consumed(local, msgs, bytes);
+            }
         }
     }
 }
@@ -508,7 +515,7 @@ impl<M: DeserializeOwned> PortReceiver<M> {
 
 impl<M> Drop for PortReceiver<M> {
     fn drop(&mut self) {
-        self.engine.close_port(&self.port, &self.queue);
+        self.engine.close_port(self.local, &self.queue);
     }
 }
 
