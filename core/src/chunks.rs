@@ -143,10 +143,14 @@ impl ChunkStore {
         if seq >= self.open_first {
             self.seal();
         }
-        let i = self
-            .runs
-            .partition_point(|r| r.first <= seq)
-            .checked_sub(1)?;
+        // Fresh frames are in the last run (just sealed): no search.
+        let i = match self.runs.back() {
+            Some(last) if last.first <= seq => self.runs.len() - 1,
+            _ => self
+                .runs
+                .partition_point(|r| r.first <= seq)
+                .checked_sub(1)?,
+        };
         let run_end = self.runs.get(i + 1).map_or(self.open_first, |r| r.first);
         let run = &self.runs[i];
         let skip: usize = self.lens_between(run.first, seq);

@@ -64,8 +64,8 @@ use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::id::{ActorId, Name, PortId, ProcId};
 use crate::idcache::{IdCache, IdTable, Slot};
 use crate::meta::{
-    put_actor, put_bytes, put_returned, put_varint, short_meta, ReadActor, Reader, SHORT_META,
-    SHORT_META_TYPED,
+    put_actor, put_bytes, put_returned, put_varint, read_short_meta, short_meta, ReadActor, Reader,
+    SHORT_META_MAX,
 };
 
 /// Default hop budget of a new envelope.
@@ -469,7 +469,7 @@ fn encode(
         let body = meta.len() + env.payload.len();
         let len = u32::try_from(body).ok().filter(|l| *l <= max);
         let len = len.ok_or_else(|| too_large(body))?;
-        let mut head = [0u8; HEADER_LEN + SHORT_META_TYPED];
+        let mut head = [0u8; HEADER_LEN + SHORT_META_MAX];
         let mut h = [0u8; HEADER_LEN];
         let kind = FrameKind::Data;
         FrameHeader {
@@ -541,30 +541,17 @@ fn put_meta(
     Ok(())
 }
 
-/// The common shape in one step: the metadata `short_meta` writes (typed or not; both actors by cached
-/// index, port below 128, no return reason, no headers). The body becomes the payload
+/// The common shape in one step: the metadata `short_meta` writes (typed or not; both
+/// actors by cached index, a port below 2^14, no return reason, no headers). The body becomes the payload
 /// (advanced past the metadata: no new reference to its buffer). `Err` gives the body
 /// back to go the long way: anything else, and an index this link never defined (to be
 /// reported).
 #[inline]
 fn decode_short<L: IdLookup + ?Sized>(mut body: Bytes, ids: Option<&L>) -> Result<Envelope, Bytes> {
-    let Some(&[s, d, port, ttl, 0, extras]) = body.get(..SHORT_META) else {
+    let Some((s, d, port, ttl, fingerprint, meta)) = read_short_meta(&body) else {
         return Err(body);
     };
-    let (fingerprint, meta) = match extras {
-        0 => (None, SHORT_META),
-        1 => match body
-            .get(SHORT_META..SHORT_META_TYPED)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .and_then(TypeFingerprint::from_le_bytes)
-        {
-            Some(f) => (Some(f), SHORT_META_TYPED),
-            // A zero fingerprint is malformed: the long way reports it.
-            None => return Err(body),
-        },
-        _ => return Err(body),
-    };
-    let Some(ids) = ids.filter(|_| port < 0x80) else {
+    let Some(ids) = ids else {
         return Err(body);
     };
     let actor = |tag: u8| match Slot::from_tag(u32::from(tag)) {
@@ -577,7 +564,7 @@ fn decode_short<L: IdLookup + ?Sized>(mut body: Bytes, ids: Option<&L>) -> Resul
     body.advance(meta);
     Ok(Envelope {
         sender,
-        dest: PortId::new(dest, u64::from(port)),
+        dest: PortId::new(dest, port),
         ttl,
         returned: None,
         fingerprint,
@@ -779,6 +766,45 @@ mod tests {
         );
         let got = decode_envelope_cached(out.freeze().slice(HEADER_LEN..), link, &mut table);
         assert_eq!(got.unwrap(), typed);
+    }
+
+    #[test]
+    fn ports_of_one_and_two_varint_bytes_take_the_short_form_with_the_same_bytes() {
+        let (a, b, env) = example();
+        let link = Link {
+            sender: &a,
+            receiver: &b,
+        };
+        for port in [0u64, 127, 128, 1024, (1 << 14) - 1, 1 << 14, 1 << 20] {
+            let env = Envelope {
+                dest: env.dest.actor().port(port),
+                ..env.clone()
+            };
+            let mut cache = IdCache::new(8);
+            let mut table = IdTable::new(8);
+            let mut out = BytesMut::new();
+            append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 0).unwrap();
+            let first = out.split().freeze();
+            append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 1).unwrap();
+            let mut want = BytesMut::from(&[2u8, 4][..]);
+            put_varint(&mut want, port);
+            want.extend_from_slice(&[16, 0, 0, b'h', b'i']);
+            assert_eq!(&out[HEADER_LEN..], &want[..], "port {port}");
+            for frame in [first, out.freeze()] {
+                let got = decode_envelope_cached(frame.slice(HEADER_LEN..), link, &mut table);
+                assert_eq!(got.unwrap(), env, "port {port}");
+            }
+        }
+        // A two-byte varint with a zero high byte is not canonical: the short form leaves it
+        // to the general decoder, which reads the same port.
+        let mut table = IdTable::new(8);
+        let mut cache = IdCache::new(8);
+        let mut out = BytesMut::new();
+        append_envelope_cached(&env, link, u32::MAX, &mut out, &mut cache, 0).unwrap();
+        decode_envelope_cached(out.freeze().slice(HEADER_LEN..), link, &mut table).unwrap();
+        let long = Bytes::from_static(&[2, 4, 0x87, 0x00, 16, 0, 0, b'h', b'i']);
+        assert!(read_short_meta(&long).is_none());
+        assert_eq!(decode_envelope_cached(long, link, &mut table).unwrap(), env);
     }
 
     #[test]

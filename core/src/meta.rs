@@ -48,15 +48,18 @@ pub(crate) fn put_varint(out: &mut BytesMut, v: u64) {
     out.extend_from_slice(&buf[..n]);
 }
 
-/// Bytes of the common metadata shape, untyped (see [`short_meta`]); a typed one adds
-/// the 8 bytes of its fingerprint.
-pub(crate) const SHORT_META: usize = 6;
-/// Bytes of the common metadata shape, typed.
-pub(crate) const SHORT_META_TYPED: usize = SHORT_META + 8;
+/// Most bytes of the common metadata shape (see [`short_meta`]): two actor indices, a port
+/// of up to two varint bytes, the ttl, "no return reason", the extras byte and, typed, the
+/// 8 bytes of the fingerprint.
+pub(crate) const SHORT_META_MAX: usize = 7 + 8;
+
+/// Ports the common shape carries: those whose varint takes at most two bytes (well-known
+/// ports and the first sixteen thousand ephemeral ones of a root name).
+const SHORT_PORT_LIMIT: u64 = 1 << 14;
 
 /// The common metadata shape, ready to write.
 pub(crate) struct ShortMeta {
-    buf: [u8; SHORT_META_TYPED],
+    buf: [u8; SHORT_META_MAX],
     len: usize,
 }
 
@@ -66,9 +69,9 @@ impl ShortMeta {
     }
 }
 
-/// The common case in one write: both actors by index (one byte each), a port below 128,
-/// no return reason, no headers, typed or not: the same bytes the general encoder gives.
-/// `None` when the envelope is not of that shape.
+/// The common case in one write: both actors by index (one byte each), a port below
+/// 2^14, no return reason, no headers, typed or not: the same bytes the general encoder
+/// gives. `None` when the envelope is not of that shape.
 pub(crate) fn short_meta(
     sender: Slot,
     dest: Slot,
@@ -81,22 +84,52 @@ pub(crate) fn short_meta(
         return None;
     };
     let (s, d) = (sender.tag(), dest.tag());
-    if s >= 0x80 || d >= 0x80 || port >= 0x80 {
+    if s >= 0x80 || d >= 0x80 || port >= SHORT_PORT_LIMIT {
         return None;
     }
+    let mut buf = [0u8; SHORT_META_MAX];
+    buf[..2].copy_from_slice(&[s as u8, d as u8]);
+    let mut len = varint_at(&mut buf, 2, port);
     // ttl, "no return reason", then "no headers" and whether typed (its fingerprint
     // follows).
-    let mut buf = [0u8; SHORT_META_TYPED];
-    buf[..SHORT_META].copy_from_slice(&[s as u8, d as u8, port as u8, ttl, 0, 0]);
-    let len = match fingerprint {
-        None => SHORT_META,
-        Some(f) => {
-            buf[SHORT_META - 1] = 1;
-            buf[SHORT_META..].copy_from_slice(&f.to_le_bytes());
-            SHORT_META_TYPED
+    buf[len..len + 3].copy_from_slice(&[ttl, 0, u8::from(fingerprint.is_some())]);
+    len += 3;
+    if let Some(f) = fingerprint {
+        buf[len..len + 8].copy_from_slice(&f.to_le_bytes());
+        len += 8;
+    }
+    Some(ShortMeta { buf, len })
+}
+
+/// The fields of the common metadata shape at the start of `body`, and its length: the
+/// actor tags, port, ttl and fingerprint. `None` for anything else (the general decoder
+/// then reads it, and reports what is malformed).
+pub(crate) fn read_short_meta(
+    body: &[u8],
+) -> Option<(u8, u8, u64, u8, Option<TypeFingerprint>, usize)> {
+    let (&[s, d, p0], rest) = body.split_first_chunk::<3>()?;
+    let (port, rest) = match p0 {
+        0..0x80 => (u64::from(p0), rest),
+        _ => {
+            let (&[p1], rest) = rest.split_first_chunk::<1>()?;
+            // Canonical two-byte varints only; anything longer goes the long way.
+            if !(1..0x80).contains(&p1) {
+                return None;
+            }
+            (u64::from(p0 & 0x7f) | u64::from(p1) << 7, rest)
         }
     };
-    Some(ShortMeta { buf, len })
+    let (&[ttl, 0, extras], rest) = rest.split_first_chunk::<3>()? else {
+        return None;
+    };
+    let fingerprint = match extras {
+        0 => None,
+        // A zero fingerprint is malformed: the long way reports it.
+        1 => Some(TypeFingerprint::from_le_bytes(*rest.first_chunk::<8>()?)?),
+        _ => return None,
+    };
+    let len = body.len() - rest.len() + fingerprint.map_or(0, |_| 8);
+    Some((s, d, port, ttl, fingerprint, len))
 }
 
 pub(crate) fn put_bytes(out: &mut BytesMut, b: &[u8]) {
