@@ -77,6 +77,10 @@ pub struct Config {
     /// (see `recycle`): at most this many blocks per user beyond the one being filled.
     /// With 0, a full buffer is always replaced by a new allocation.
     pub spare_buffers: usize,
+    /// Pairs of actor ids (sender, destination actor) the proc keeps from envelopes the
+    /// driver hands back with `Proc::recycle`, to reuse for the next messages between
+    /// the same actors (see `idcache::IdSpares`). With 0, recycling keeps nothing.
+    pub recycled_ids: usize,
     /// Actor ids one link caches (see `idcache`): the receiver of a session holds at most
     /// this many, and announces it in the welcome; the sender uses the smaller of the two.
     pub id_cache_entries: u16,
@@ -123,6 +127,7 @@ impl Default for Config {
             coalesce_bytes: 64 * 1024,
             chunk_bytes: 64 * 1024,
             spare_buffers: 2,
+            recycled_ids: 256,
             id_cache_entries: 256,
             max_handshaking: 64,
             max_inbound_conns: 4096 + 64,

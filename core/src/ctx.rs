@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::envelope::{Envelope, Undeliverable};
 use crate::frame::{FrameHeader, FrameKind, RefuseReason, HEADER_LEN};
 use crate::id::ProcId;
+use crate::idcache::IdSpares;
 use crate::output::{ConnError, ConnId, Event, Output, Outputs};
 
 /// Why a send was not accepted. Nothing was queued.
@@ -120,6 +121,8 @@ pub(crate) struct Ctx {
     pub(crate) out: Outputs,
     pub(crate) rng: Rng,
     pub(crate) stats: Stats,
+    /// Ids of delivered envelopes the driver handed back, for the next deliveries.
+    pub(crate) spare_ids: IdSpares,
     /// Messages a session gave up on, with why; the proc routes them back.
     failed: Vec<(Envelope, Undeliverable)>,
     /// Connections sessions dialed since the proc last took them, with the session's slot.
@@ -133,6 +136,7 @@ impl Ctx {
     pub(crate) fn new(id: ProcId, config: Config, incarnation: u64, seed: u64) -> Self {
         Ctx {
             out: Outputs::new(config.coalesce_bytes, config.spare_buffers),
+            spare_ids: IdSpares::new(config.recycled_ids),
             id,
             incarnation,
             config,

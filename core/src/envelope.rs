@@ -62,7 +62,7 @@ use crate::fingerprint::TypeFingerprint;
 pub use crate::frame::RefuseReason;
 use crate::frame::{FrameHeader, FrameKind, HEADER_LEN};
 use crate::id::{ActorId, Name, PortId, ProcId};
-use crate::idcache::{IdCache, IdTable, Slot};
+use crate::idcache::{IdCache, IdSpares, IdTable, Slot};
 use crate::meta::{
     put_actor, put_bytes, put_returned, put_varint, read_short_meta, short_meta, ReadActor, Reader,
     SHORT_META_MAX,
@@ -547,7 +547,11 @@ fn put_meta(
 /// back to go the long way: anything else, and an index this link never defined (to be
 /// reported).
 #[inline]
-fn decode_short<L: IdLookup + ?Sized>(mut body: Bytes, ids: Option<&L>) -> Result<Envelope, Bytes> {
+fn decode_short<L: IdLookup + ?Sized>(
+    mut body: Bytes,
+    ids: Option<&L>,
+    spares: Option<&mut IdSpares>,
+) -> Result<Envelope, Bytes> {
     let Some((s, d, port, ttl, fingerprint, meta)) = read_short_meta(&body) else {
         return Err(body);
     };
@@ -555,11 +559,15 @@ fn decode_short<L: IdLookup + ?Sized>(mut body: Bytes, ids: Option<&L>) -> Resul
         return Err(body);
     };
     let actor = |tag: u8| match Slot::from_tag(u32::from(tag)) {
-        Some(Slot::Ref(n)) if tag < 0x80 => ids.get(n).cloned(),
+        Some(Slot::Ref(n)) if tag < 0x80 => ids.get(n),
         _ => None,
     };
     let (Some(sender), Some(dest)) = (actor(s), actor(d)) else {
         return Err(body);
+    };
+    let (sender, dest) = match spares {
+        Some(spares) => spares.take(sender, dest),
+        None => (sender.clone(), dest.clone()),
     };
     body.advance(meta);
     Ok(Envelope {
@@ -587,8 +595,20 @@ pub fn decode_envelope_cached(
     link: Link<'_>,
     table: &mut IdTable,
 ) -> Result<Envelope, EnvelopeError> {
+    decode_reusing(body, link, table, None)
+}
+
+/// [`decode_envelope_cached`] that takes the ids of the common shape from `spares` when
+/// they are the very ids (see `IdSpares`).
+#[inline]
+pub(crate) fn decode_reusing(
+    body: Bytes,
+    link: Link<'_>,
+    table: &mut IdTable,
+    spares: Option<&mut IdSpares>,
+) -> Result<Envelope, EnvelopeError> {
     // The fast path with the table's own type, so its lookups inline.
-    match decode_short(body, Some(&*table)) {
+    match decode_short(body, Some(&*table), spares) {
         Ok(env) => Ok(env),
         Err(body) => decode(body, Some(link), Some(table)),
     }
@@ -599,7 +619,7 @@ pub(crate) fn decode(
     link: Option<Link<'_>>,
     mut ids: Option<&mut dyn IdLookup>,
 ) -> Result<Envelope, EnvelopeError> {
-    let body = match decode_short(body, ids.as_deref()) {
+    let body = match decode_short(body, ids.as_deref(), None) {
         Ok(env) => return Ok(env),
         Err(body) => body,
     };

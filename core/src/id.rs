@@ -1148,6 +1148,11 @@ impl PortId {
     pub fn index(&self) -> u64 {
         self.index
     }
+
+    /// The actor owning the port, taken out of the id (no reference count is touched).
+    pub fn into_actor(self) -> ActorId {
+        self.actor
+    }
 }
 
 impl fmt::Display for PortId {

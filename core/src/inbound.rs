@@ -27,7 +27,7 @@
 use alloc::collections::VecDeque;
 
 use crate::ctx::Ctx;
-use crate::envelope::{decode_envelope_cached, Envelope, Link};
+use crate::envelope::{decode_reusing, Envelope, Link};
 use crate::frame::{FrameDecoder, FrameKind, Item, RecycledBody, Welcome};
 use crate::id::ProcId;
 use crate::idcache::IdTable;
@@ -330,7 +330,8 @@ impl Inbound {
             sender: &self.peer,
             receiver: &cx.id,
         };
-        let env = decode_envelope_cached(body, link, &mut self.ids).map_err(ConnError::Envelope)?;
+        let spares = Some(&mut cx.spare_ids);
+        let env = decode_reusing(body, link, &mut self.ids, spares).map_err(ConnError::Envelope)?;
         self.next += 1;
         let env = match self.pending.is_empty() {
             true => match place(cx, reg, env) {

@@ -397,6 +397,10 @@ impl Sim {
         let (src, gen, dst, n) = parse(&env.payload);
         assert_eq!(dst, p, "delivered to the wrong proc");
         assert_eq!(env.dest, self.nodes[p].port);
+        assert_eq!(
+            env.sender, self.nodes[src].sender,
+            "delivered with another sender"
+        );
         let k = key(src, gen, dst, n);
         assert!(
             self.ledger.accepted.contains_key(&k),
@@ -428,6 +432,10 @@ impl Sim {
         let last = self.ledger.order.entry((src, gen, dst)).or_insert(0);
         assert!(n >= *last, "out of order: {k:?} after {last}");
         *last = n + 1;
+        // Every other delivery's ids go back for reuse, so both paths are exercised.
+        if n % 2 == 0 {
+            self.nodes[p].proc.recycle(env);
+        }
         if let Some(r) = self.ledger.returned.get(&k) {
             assert!(
                 r.iter().all(|r| uncertain(*r)),

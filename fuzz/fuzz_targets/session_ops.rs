@@ -624,6 +624,8 @@ impl World {
                         }
                     }
                 }
+                // Its ids go back for reuse: the checks above then also cover recycling.
+                self.nodes[n].proc.recycle(env);
             }
             Output::Returned(env) => {
                 assert!(env.returned.is_some(), "a return without a reason: {env:?}");

@@ -513,8 +513,21 @@ impl Engine {
     }
 
     /// A port's receiver took `msgs` messages of `bytes` payload bytes from its queue.
-    pub(crate) fn consumed(self: &Arc<Self>, port: LocalPort, msgs: usize, bytes: usize) {
-        self.turn(|st, now| st.core.handle_consumed(now, port, msgs, bytes));
+    /// `spent` holds envelopes it is done with, for core to reuse their ids
+    /// (`Proc::recycle`); it is emptied.
+    pub(crate) fn consumed(
+        self: &Arc<Self>,
+        port: LocalPort,
+        msgs: usize,
+        bytes: usize,
+        spent: &mut Vec<Envelope>,
+    ) {
+        self.turn(|st, now| {
+            for env in spent.drain(..) {
+                st.core.recycle(env);
+            }
+            st.core.handle_consumed(now, port, msgs, bytes)
+        });
     }
 
     /// The identity went away: unbind its ports and forget it.

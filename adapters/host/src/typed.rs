@@ -390,6 +390,9 @@ pub struct PortReceiver<M> {
     queue: Arc<Queue<Envelope>>,
     /// Taken and not yet reported to core: (messages, payload bytes).
     taken: (usize, usize),
+    /// Envelopes of decoded messages, payloads dropped, handed back to core with the next
+    /// report so that it reuses their ids (`Proc::recycle`).
+    spent: Vec<Envelope>,
     /// Report once either reaches this: [`Engine::consume_batch`].
     batch: (usize, usize),
     _m: PhantomData<fn() -> M>,
@@ -406,6 +409,7 @@ impl<M> PortReceiver<M> {
             engine,
             queue,
             taken: (0, 0),
+            spent: Vec::new(),
             _m: PhantomData,
         }
     }
@@ -465,7 +469,7 @@ impl<M> PortReceiver<M> {
         if self.taken.0 >= self.batch.0 || self.taken.1 >= self.batch.1 {
             let (msgs, bytes) = std::mem::take(&mut self.taken);
             if let Some(local) = self.local {
-                self.engine.consumed(local, msgs, bytes);
+                self.engine.consumed(local, msgs, bytes, &mut self.spent);
             }
         }
     }
@@ -491,11 +495,30 @@ impl<M: DeserializeOwned> PortReceiver<M> {
         }
     }
 
+    /// Checks and decodes `env` as [`PortReceiver::take`] does, keeping its envelope to
+    /// hand back to core (see `spent`).
+    fn take_msg(&mut self, mut env: Envelope) -> Result<M, DecodeError> {
+        match self.decode(&env) {
+            Ok(msg) => {
+                if self.spent.len() < self.batch.0 {
+                    env.payload = bytes::Bytes::new();
+                    self.spent.push(env);
+                }
+                Ok(msg)
+            }
+            Err(e) => {
+                self.engine.undecodable(env);
+                Err(e)
+            }
+        }
+    }
+
     /// Waits for the next message. A message that does not decode strictly as `M` is
     /// reported as [`RecvError::Decode`] and consumed, and goes back to its sender as
     /// [`Undeliverable::Undecodable`]; the port stays open.
     pub async fn recv(&mut self) -> Result<M, RecvError> {
-        self.recv_from().await.map(|(_, msg)| msg)
+        let env = self.recv_envelope().await?;
+        self.take_msg(env).map_err(RecvError::Decode)
     }
 
     /// Waits for the next message and returns it with its sender.
@@ -507,9 +530,7 @@ impl<M: DeserializeOwned> PortReceiver<M> {
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Result<M, TryRecvError> {
         let env = self.try_recv_envelope()?;
-        self.take(env)
-            .map(|(_, msg)| msg)
-            .map_err(TryRecvError::Decode)
+        self.take_msg(env).map_err(TryRecvError::Decode)
     }
 }
 

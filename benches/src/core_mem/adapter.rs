@@ -179,12 +179,15 @@ impl Node {
             None => return None,
         };
         Some(match out {
-            Output::Deliver { port, env } => {
+            Output::Deliver { port, mut env } => {
                 debug_assert_eq!(env.dest, actor_port(&self.me));
                 self.port = Some(port);
                 self.taken.0 += 1;
                 self.taken.1 += env.payload.len();
-                Act::Deliver(env.payload)
+                // The consumer keeps the payload; the ids go back for the next message.
+                let payload = std::mem::take(&mut env.payload);
+                self.proc.recycle(env);
+                Act::Deliver(payload)
             }
             Output::Dial { conn, addr } => match *addr {
                 ChannelAddr::Local(k) => Act::Dial {
