@@ -79,3 +79,55 @@ impl PortTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procwire_core::id::{ChannelAddr, Name, ProcId};
+    use procwire_core::registry::Registry;
+
+    use crate::sync::PopError;
+
+    fn entry(reg: &Registry, port: &PortId) -> PortEntry {
+        PortEntry {
+            local: reg.local_port(port).expect("bound"),
+            id: port.clone(),
+            queue: Arc::new(Queue::new()),
+            kind: PortKind::Stream,
+        }
+    }
+
+    #[test]
+    fn a_handle_finds_only_the_port_it_was_bound_with() {
+        let proc = ProcId::new(ChannelAddr::Local(1), Name::new("p").unwrap());
+        let mut reg = Registry::new(proc);
+        let a = reg.reserve_root("a").unwrap();
+        let mut table = PortTable::default();
+        let old = reg.open_port(&a, PortKind::Stream, None).unwrap();
+        let old_entry = entry(&reg, &old);
+        let old_h = old_entry.local;
+        let old_queue = old_entry.queue.clone();
+        table.insert(old_entry);
+        assert_eq!(table.get(old_h).map(|e| &e.id), Some(&old));
+        // The port closes and core gives its slot to a new one: the old handle misses.
+        assert!(table.remove(old_h).is_some());
+        reg.close_port(&old);
+        let new = reg.open_port(&a, PortKind::Stream, None).unwrap();
+        let new_entry = entry(&reg, &new);
+        let new_h = new_entry.local;
+        assert_eq!(new_h.index(), old_h.index());
+        table.insert(new_entry);
+        assert!(table.get(old_h).is_none(), "a stale handle reaches nothing");
+        assert!(table.remove(old_h).is_none(), "nor removes the newer port");
+        assert_eq!(table.get(new_h).map(|e| &e.id), Some(&new));
+        assert!(
+            matches!(old_queue.try_pop(), Err(PopError::Empty)),
+            "not closed"
+        );
+        // Closing an actor's ports closes their queues.
+        let queue = table.get(new_h).map(|e| e.queue.clone()).unwrap();
+        table.close_actor(&a);
+        assert!(table.get(new_h).is_none());
+        assert!(matches!(queue.try_pop(), Err(PopError::Closed)));
+    }
+}
