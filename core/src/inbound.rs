@@ -333,9 +333,14 @@ impl Inbound {
         let spares = Some(&mut cx.spare_ids);
         let env = decode_reusing(body, link, &mut self.ids, spares).map_err(ConnError::Envelope)?;
         self.next += 1;
+        let len = env.payload.len();
         let env = match self.pending.is_empty() {
             true => match place(cx, reg, env) {
-                None => return Ok(()),
+                None => {
+                    // Routed, as `pop_front` counts it.
+                    self.unacked_bytes += len;
+                    return Ok(());
+                }
                 Some(env) => env,
             },
             false => env,

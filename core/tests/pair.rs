@@ -939,6 +939,30 @@ fn messages_between_actors_that_talked_before_name_them_by_index() {
 }
 
 #[test]
+fn acknowledgements_follow_the_bytes_delivered_without_waiting_for_the_timer() {
+    let mut cfg = quick();
+    cfg.ack_every_msgs = 1000;
+    cfg.ack_every_bytes = 1000;
+    cfg.ack_delay = Duration::from_secs(1);
+    let mut p = Pair::new(2, cfg);
+    static BIG: [u8; 600] = [7; 600];
+    let big = &BIG;
+    p.send(0, target(1), big).unwrap();
+    p.drive();
+    assert_eq!(p.payloads(1).len(), 1);
+    assert_eq!(
+        p.nodes[0].proc.queued(&pid(1)).0,
+        1,
+        "600 B: below the byte threshold"
+    );
+    p.send(0, target(1), big).unwrap();
+    p.drive();
+    // 1200 B delivered: acknowledged at once, long before the 1 s ack delay.
+    assert_eq!(p.payloads(1).len(), 2);
+    assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0));
+}
+
+#[test]
 fn a_full_port_holds_its_link_unacknowledged_until_consumed() {
     let mut cfg = quick();
     cfg.port_queue_msgs = 3;
