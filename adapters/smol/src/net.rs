@@ -1,4 +1,4 @@
-//! The smol [`Runtime`]: `std::time::Instant` and async-io timers, tasks on smol's global
+//! The smol [`Runtime`]: `std::time::Instant` and the timer thread's deadlines, tasks on smol's global
 //! executor or on one the caller gives, and async-io sockets behind the runtime-neutral
 //! byte-stream halves procwire-host's reader and writer tasks use.
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::timer::Deadline;
 use async_executor::Executor;
 use async_io::{Async, Timer as IoTimer};
 use futures_io::{AsyncRead, AsyncWrite};
@@ -58,28 +59,42 @@ impl SmolRuntime {
     }
 }
 
-/// An async-io timer, re-armed in place.
-pub(crate) struct SmolTimer {
-    timer: IoTimer,
-    rt: SmolRuntime,
-    /// Fired since the last reset (async-io's one-shot timer is pending again after firing;
-    /// the host's contract is that it stays ready).
-    fired: bool,
+/// A proc's timer: a deadline on the process's timer thread ([`crate::timer`]), so that
+/// async-io's reactor holds no timers; an async-io timer only if that thread cannot start.
+pub(crate) enum SmolTimer {
+    Thread(Deadline, SmolRuntime),
+    Io {
+        timer: IoTimer,
+        rt: SmolRuntime,
+        /// Fired since the last reset (async-io's one-shot timer is pending again after
+        /// firing; the host's contract is that it stays ready).
+        fired: bool,
+    },
 }
 
 impl Timer for SmolTimer {
     fn reset(&mut self, deadline: Instant) {
-        self.timer.set_at(self.rt.deadline(deadline));
-        self.fired = false;
+        match self {
+            SmolTimer::Thread(d, rt) => d.reset(rt.deadline(deadline)),
+            SmolTimer::Io { timer, rt, fired } => {
+                timer.set_at(rt.deadline(deadline));
+                *fired = false;
+            }
+        }
     }
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.fired {
-            return Poll::Ready(());
+        match self {
+            SmolTimer::Thread(d, _) => d.poll_elapsed(cx),
+            SmolTimer::Io { timer, fired, .. } => {
+                if *fired {
+                    return Poll::Ready(());
+                }
+                ready!(Pin::new(timer).poll(cx));
+                *fired = true;
+                Poll::Ready(())
+            }
         }
-        ready!(Pin::new(&mut self.timer).poll(cx));
-        self.fired = true;
-        Poll::Ready(())
     }
 }
 
@@ -98,10 +113,13 @@ impl Runtime for SmolRuntime {
     }
 
     fn timer(&self) -> SmolTimer {
-        SmolTimer {
-            timer: IoTimer::never(),
-            rt: self.clone(),
-            fired: false,
+        match Deadline::new() {
+            Some(d) => SmolTimer::Thread(d, self.clone()),
+            None => SmolTimer::Io {
+                timer: IoTimer::never(),
+                rt: self.clone(),
+                fired: false,
+            },
         }
     }
 
