@@ -74,8 +74,9 @@ pub(crate) enum WriteCmd {
 /// The adapter's handle on one connection's tasks.
 pub(crate) struct ConnCtl {
     /// Bytes to write, in order: queued under the engine lock, taken by whoever holds
-    /// [`ConnCtl::write`]. Pushing does not wake the writer task (nobody waits on this
-    /// queue); the turn that pushed writes the bytes itself, see [`crate::net::flush`].
+    /// [`ConnCtl::write`]. Pushing wakes nobody: the turn that pushed writes the bytes
+    /// itself after the lock is released ([`crate::net::flush`]), or, on a busy connection,
+    /// nudges the writer task once ([`crate::net::WriteHalf::nudge`]).
     pub(crate) writes: Queue<WriteCmd>,
     /// The connection's write half, shared by the writer task and the turns' tasks.
     pub(crate) write: crate::net::WriteHalf,

@@ -662,8 +662,14 @@ fn pump(held: &mut Held, writes: &Queue<WriteCmd>, cx: &mut Context<'_>, inline:
             Poll::Ready(Ok(0)) => return Step::Failed(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
                 advance(&mut held.pending, n);
-                if inline && !held.pending.is_empty() {
-                    return Step::Blocked;
+                if inline {
+                    // Partial: the writer task goes on. Complete: the park that follows
+                    // looks at the queue again anyway, under the write half's lock.
+                    return if held.pending.is_empty() {
+                        Step::Idle
+                    } else {
+                        Step::Blocked
+                    };
                 }
             }
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -129,11 +129,14 @@
 //! As in every procwire adapter (the driver lives in `procwire-host`): the core machine sits
 //! in an engine behind a mutex. Every input (bytes from a connection's reader task, a
 //! finished dial, the timer, an API call such as a send) runs one turn of core's loop on the
-//! task that has the input: `handle_*` with the current time, drain `poll_output` (bytes go
-//! to the connection's writer task, which gathers up to 64 queued buffers into one vectored
-//! write; messages go to port queues), then re-arm the proc's single timer from
-//! `poll_timeout` if the deadline moved earlier. Sends therefore report
-//! `TooLarge`/`WouldBlock` at once, and no message pays for an extra task hop. TCP
+//! task that has the input: `handle_*` with the current time, drain `poll_output` (bytes are
+//! queued for the connection; messages go to port queues), re-arm the proc's single timer
+//! from `poll_timeout` if the deadline moved earlier, then release the lock and write the
+//! queued bytes on the same task if the connection is idle. The connection's writer task
+//! only takes over when the socket would block, a write is partial or fails, or a producer
+//! queues in a row (it then gathers up to 64 buffers into one vectored write). Sends
+//! therefore report `TooLarge`/`WouldBlock` at once, and no message pays for an extra task
+//! hop. TCP
 //! connections use `TCP_NODELAY`. Logs go through `tracing`, with a `proc` span around every
 //! task of a proc, `conn` spans per connection, and `actor` spans per actor.
 //!
