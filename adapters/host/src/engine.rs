@@ -8,10 +8,14 @@
 //!
 //! 1. lock, read the clock, mutate the machine with one `handle_*(now, ...)` call;
 //! 2. drain `poll_output()` until `None`, carrying out each output without blocking
-//!    (bytes are queued to the connection's writer task, messages to port queues, dials are
-//!    spawned);
+//!    (bytes are queued, in order, on the connection's write queue without waking anyone,
+//!    messages to port queues, dials are spawned);
 //! 3. read `poll_timeout()`; if the deadline moved earlier than the one the timer task is
-//!    sleeping on, wake the timer task so it re-arms its single timer.
+//!    sleeping on, wake the timer task so it re-arms its single timer;
+//! 4. release the lock, then write the bytes step 2 queued, on this same task, for each
+//!    connection nobody else is writing on ([`crate::net::flush`]). Only when the socket
+//!    would block (or a write is partial or fails, or a close is queued) does the
+//!    connection's writer task take over, so an idle connection's bytes cost no task hop.
 //!
 //! Turning the loop on the caller's task instead of hopping to a dedicated driver task lets
 //! `try_send` report `TooLarge`/`WouldBlock` synchronously and saves a cross-thread wake-up
@@ -71,8 +75,13 @@ pub(crate) enum WriteCmd {
 
 /// The adapter's handle on one connection's tasks.
 pub(crate) struct ConnCtl {
-    /// Bytes for the writer task, in order.
+    /// Bytes to write, in order: queued under the engine lock, taken by whoever holds
+    /// [`ConnCtl::write`]. Pushing wakes nobody: the turn that pushed writes the bytes
+    /// itself after the lock is released ([`crate::net::flush`]), or, on a busy connection,
+    /// nudges the writer task once ([`crate::net::WriteHalf::nudge`]).
     pub(crate) writes: Queue<WriteCmd>,
+    /// The connection's write half, shared by the writer task and the turns' tasks.
+    pub(crate) write: crate::net::WriteHalf,
     /// Set when the reader must stop (the connection is closing or gone).
     stop_reading: Watch<bool>,
 }
@@ -81,6 +90,7 @@ impl ConnCtl {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(ConnCtl {
             writes: Queue::new(),
+            write: crate::net::WriteHalf::new(),
             stop_reading: Watch::new(false),
         })
     }
@@ -91,15 +101,17 @@ impl ConnCtl {
     }
 
     /// Graceful close: flush queued writes, then close; stop reading now.
-    fn close_after_flush(&self) {
+    pub(crate) fn close_after_flush(&self) {
         let _ = self.writes.push(WriteCmd::Close);
         self.writes.close();
+        self.write.wake_task();
         self.stop_reading.set(true);
     }
 
     /// The connection is gone: stop both tasks.
     pub(crate) fn abandon(&self) {
         self.writes.close();
+        self.write.wake_task();
         self.stop_reading.set(true);
     }
 }
@@ -144,6 +156,10 @@ struct State {
     /// Why each peer that core gave up on was unreachable (its last dial error), for the
     /// returns that follow; forgotten when it connects again.
     unreachable_cause: FastMap<ProcId, DialError>,
+    /// The connections this turn queued bytes for.
+    flushes: crate::net::Flushes,
+    /// Turns run so far (the current one included).
+    turns: u64,
 }
 
 /// The adapter's state around one core proc machine.
@@ -183,6 +199,8 @@ impl Engine {
                 armed: None,
                 returns_dropped: 0,
                 unreachable_cause: FastMap::default(),
+                flushes: crate::net::Flushes::None,
+                turns: 0,
             }),
             phase: Watch::new(Phase::Running),
             returns_cap,
@@ -208,9 +226,11 @@ impl Engine {
         lock(&self.state)
     }
 
-    /// One turn of the loop: mutate with `f`, carry out every output, re-arm the timer.
+    /// One turn of the loop: mutate with `f`, carry out every output, re-arm the timer, then
+    /// (unlocked) write the bytes queued.
     fn turn<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let mut st = self.lock();
+        st.turns += 1;
         let now = self.rt.now();
         let r = f(&mut st, now);
         self.drain(&mut st, now);
@@ -224,6 +244,12 @@ impl Engine {
             st.armed = next;
             self.rt.rearm_timer();
         }
+        if matches!(st.flushes, crate::net::Flushes::None) {
+            return r;
+        }
+        let flushes = std::mem::take(&mut st.flushes);
+        drop(st);
+        flushes.run();
         r
     }
 
@@ -242,6 +268,10 @@ impl Engine {
                     Some(ctl) => {
                         if ctl.writes.push(WriteCmd::Data(data)).is_err() {
                             tracing::trace!(proc = %self.id, %conn, "transmit after close");
+                        } else if ctl.write.queued(st.turns) || st.flushes.is_last(ctl) {
+                            st.flushes.add(ctl);
+                        } else {
+                            ctl.write.nudge();
                         }
                     }
                     None => {

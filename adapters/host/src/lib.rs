@@ -21,7 +21,10 @@
 //!   names for `unix:@`; socket files owner-only by default, see
 //!   [`ProcOptions::unix_mode`], stale ones replaced and removed at the end), the listener
 //!   loop, dial-on-demand bounded by core's `connect_timeout`, per-connection reader and
-//!   writer tasks (the writer gathers up to 64 queued buffers into one vectored write), the
+//!   writer tasks (a turn writes the bytes it queued itself, after releasing the engine lock,
+//!   when the connection is idle and nobody else is writing on it; the writer task takes
+//!   over when the socket would block, a write fails or the connection closes, and gathers
+//!   what a producer queued in a row, up to 64 buffers, into one vectored write), the
 //!   proc's one timer, task bookkeeping (tasks are counted, and aborted by waking them and
 //!   dropping their bodies, which works on any executor), graceful shutdown and kill.
 //! * The in-process `local` transport: a process-wide table of listeners, connections made of

@@ -1,6 +1,22 @@
 //! Binding addresses (runtime-neutral: std sockets, then the runtime registers them), socket
 //! files, and the per-connection reader and writer tasks. No protocol logic: bytes go to the
 //! engine as they come, and the engine's bytes go out in order.
+//!
+//! # Writing
+//!
+//! Engine turns queue a connection's bytes in order under the engine lock
+//! ([`ConnCtl::writes`]), waking nobody. The write half lives in a [`WriteHalf`] behind its
+//! own mutex: parked (nobody writing), taken (someone writing) or handed off (the writer
+//! task must continue). After its turn, a task that queued bytes on an idle connection
+//! ([`flush`]) takes the write half if it is parked and writes from the head of the queue
+//! with the *writer task's* waker, until the queue is empty; it then parks it again after
+//! checking, under that mutex, that nothing was queued meanwhile. If the socket would
+//! block, a write is partial or fails, or a close or abandon comes up, it hands the write
+//! half (with what it took from the queue) to the writer task and wakes it; the writer
+//! task reports failures and closes, as before. Bytes queued on a busy connection (a
+//! producer sending in a row) wake the writer task instead, which gathers them into
+//! vectored writes. So the bytes of a request or a reply cost no task hop, and whoever
+//! writes always takes from the head of the one queue: order holds on every runtime.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -12,8 +28,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use futures_io::{AsyncRead, AsyncWrite};
@@ -25,6 +42,7 @@ use crate::engine::{ConnCtl, Engine, WriteCmd};
 use crate::links::{LinkError, Links};
 use crate::local::LocalListener;
 use crate::runtime::{Reader, StdListener, Writer};
+use crate::sync::{PopError, Queue};
 
 /// Size of a read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -344,12 +362,412 @@ pub(crate) async fn reader_task(
     }
 }
 
-/// Writes what the engine queues for `conn`, gathering queued buffers into vectored writes.
-/// How a dialed connection ended is told to `links` before the engine hears of it.
+/// Who holds a connection's write half (see [`WriteHalf`]).
+enum Holder {
+    /// The writer task has not started yet.
+    Absent,
+    /// Nobody is writing: whoever has bytes to write may take it.
+    Parked(Held),
+    /// Someone is writing with it (the writer task, or a task after its turn).
+    Taken,
+    /// The writer task must continue: the socket would block, a write was partial or
+    /// failed, or the connection is closing or abandoned.
+    Handoff(Held),
+    /// The writer task ended (or was dropped): whoever holds the write half drops it.
+    Gone,
+}
+
+/// The write half with what was taken from the queue but not written yet.
+struct Held {
+    w: Writer,
+    /// Bytes taken from the queue, in order, not (completely) written yet.
+    pending: VecDeque<Bytes>,
+    /// A `Close` was taken: close once `pending` is written.
+    closing: bool,
+    /// An inline write failed with this; the writer task reports it.
+    failed: Option<io::Error>,
+}
+
+struct HalfState {
+    holder: Holder,
+    /// The writer task's waker: inline writes register it with the socket, and a handoff,
+    /// close or abandon wakes it.
+    task: Option<Waker>,
+}
+
+/// A connection's write half, shared by its writer task and the tasks that run engine
+/// turns. Bytes are queued in order under the engine lock ([`ConnCtl::writes`]); whoever
+/// holds the write half always writes from the head of that queue, and parks it again only
+/// after checking, under this mutex, that the queue is empty, so bytes queued meanwhile are
+/// written by the holder and never stranded.
+///
+/// A connection is *idle* when the engine ran another turn since the last one that queued
+/// bytes on it, and its writer task is not already woken to write. Only then does a turn write its bytes inline: a task producing messages in
+/// a row without yielding (pipelining) leaves them to the writer task, which gathers them
+/// into one vectored write once the producer yields, while a request and its reply each go
+/// out inline.
+pub(crate) struct WriteHalf {
+    state: std::sync::Mutex<HalfState>,
+    /// The number of the engine turn that last queued bytes on this connection. Written
+    /// only under the engine lock; a hint only: ordering never depends on it.
+    last_turn: AtomicU64,
+    /// The writer task was woken for queued bytes and has not run since.
+    nudged: AtomicBool,
+}
+
+impl WriteHalf {
+    pub(crate) fn new() -> Self {
+        WriteHalf {
+            state: std::sync::Mutex::new(HalfState {
+                holder: Holder::Absent,
+                task: None,
+            }),
+            last_turn: AtomicU64::new(0),
+            nudged: AtomicBool::new(false),
+        }
+    }
+
+    /// Turn number `turn` (counted from 1) queued bytes (under the engine lock): whether
+    /// the connection was idle, so that the turn writes them itself; otherwise they are
+    /// left to the writer task.
+    pub(crate) fn queued(&self, turn: u64) -> bool {
+        let last = self.last_turn.swap(turn, Ordering::Relaxed);
+        // Once the writer task was woken for this run of bytes, it writes them all.
+        last.saturating_add(1) < turn && !self.nudged.load(Ordering::Relaxed)
+    }
+
+    /// After bytes were queued on a busy connection: wakes the writer task, unless it was
+    /// woken so already and has not run since (it clears `nudged` before it looks at the
+    /// queue, under the queue's lock, so it sees these bytes or this call sees it cleared).
+    pub(crate) fn nudge(&self) {
+        if self.nudged.load(Ordering::SeqCst) || self.nudged.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let task = crate::sync::lock(&self.state).task.clone();
+        if let Some(t) = task {
+            t.wake();
+        }
+    }
+
+    /// Wakes the writer task (a close or abandon was queued).
+    pub(crate) fn wake_task(&self) {
+        let task = crate::sync::lock(&self.state).task.clone();
+        if let Some(t) = task {
+            t.wake();
+        }
+    }
+
+    /// Parks `held` unless `writes` has something (or was closed): then it is given back.
+    fn park(&self, held: Held, writes: &Queue<WriteCmd>) -> Result<(), Held> {
+        let mut st = crate::sync::lock(&self.state);
+        if writes.has_work() && !matches!(st.holder, Holder::Gone) {
+            return Err(held);
+        }
+        if matches!(st.holder, Holder::Taken) {
+            st.holder = Holder::Parked(held);
+        }
+        Ok(())
+    }
+
+    /// Leaves `held` to the writer task and wakes it.
+    fn hand_off(&self, held: Held) {
+        let task = {
+            let mut st = crate::sync::lock(&self.state);
+            if !matches!(st.holder, Holder::Taken) {
+                return; // the writer task is gone: drop the write half
+            }
+            st.holder = Holder::Handoff(held);
+            st.task.clone()
+        };
+        if let Some(t) = task {
+            t.wake();
+        }
+    }
+
+    /// For the writer task: installs `w` on the first call, then takes the write half
+    /// once there is work for the writer task (a handoff, or queued commands nobody else
+    /// writes: the ones queued before it started, a close, an abandon).
+    fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        w: &mut Option<Writer>,
+        writes: &Queue<WriteCmd>,
+    ) -> Poll<Held> {
+        self.nudged.store(false, Ordering::SeqCst);
+        let mut st = crate::sync::lock(&self.state);
+        match &st.task {
+            Some(t) if t.will_wake(cx.waker()) => {}
+            _ => st.task = Some(cx.waker().clone()),
+        }
+        if matches!(st.holder, Holder::Absent) {
+            if let Some(w) = w.take() {
+                st.holder = Holder::Parked(Held {
+                    w,
+                    pending: VecDeque::new(),
+                    closing: false,
+                    failed: None,
+                });
+            }
+        }
+        match std::mem::replace(&mut st.holder, Holder::Taken) {
+            Holder::Handoff(held) => Poll::Ready(held),
+            Holder::Parked(held) if writes.has_work() => Poll::Ready(held),
+            other => {
+                st.holder = other;
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The writer task ended: drop the write half wherever it is.
+    fn retire(&self) {
+        let dropped = {
+            let mut st = crate::sync::lock(&self.state);
+            st.task = None;
+            std::mem::replace(&mut st.holder, Holder::Gone)
+        };
+        drop(dropped);
+    }
+}
+
+/// The connections a turn queued bytes for, written after the engine lock is released.
+/// Most turns queue for one connection, which needs no allocation.
+#[derive(Default)]
+pub(crate) enum Flushes {
+    #[default]
+    None,
+    One(Arc<ConnCtl>),
+    Many(Vec<Arc<ConnCtl>>),
+}
+
+impl Flushes {
+    pub(crate) fn add(&mut self, ctl: &Arc<ConnCtl>) {
+        match self {
+            Flushes::None => *self = Flushes::One(ctl.clone()),
+            Flushes::One(c) if Arc::ptr_eq(c, ctl) => {}
+            Flushes::One(c) => *self = Flushes::Many(vec![c.clone(), ctl.clone()]),
+            // Only the last is compared: a repeat costs one look at an idle connection.
+            Flushes::Many(v) => {
+                if !v.last().is_some_and(|c| Arc::ptr_eq(c, ctl)) {
+                    v.push(ctl.clone());
+                }
+            }
+        }
+    }
+
+    /// Whether `ctl` is the connection added last.
+    pub(crate) fn is_last(&self, ctl: &Arc<ConnCtl>) -> bool {
+        match self {
+            Flushes::None => false,
+            Flushes::One(c) => Arc::ptr_eq(c, ctl),
+            Flushes::Many(v) => v.last().is_some_and(|c| Arc::ptr_eq(c, ctl)),
+        }
+    }
+
+    pub(crate) fn run(self) {
+        match self {
+            Flushes::None => {}
+            Flushes::One(c) => flush(&c),
+            Flushes::Many(v) => v.iter().for_each(|c| flush(c)),
+        }
+    }
+}
+
+/// After an engine turn queued bytes for `ctl`'s idle connection (see [`WriteHalf`]):
+/// writes them on this task if nobody else is writing, with the writer task's waker. If the
+/// socket would block, a write is partial or fails, or a close or abandon comes up, the
+/// writer task takes over.
+pub(crate) fn flush(ctl: &ConnCtl) {
+    let (mut held, waker) = {
+        let mut st = crate::sync::lock(&ctl.write.state);
+        match std::mem::replace(&mut st.holder, Holder::Taken) {
+            Holder::Parked(held) => match &st.task {
+                Some(t) => (held, t.clone()),
+                None => {
+                    st.holder = Holder::Parked(held);
+                    return;
+                }
+            },
+            other => {
+                st.holder = other;
+                return;
+            }
+        }
+    };
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match pump(&mut held, &ctl.writes, &mut cx, true) {
+            Step::Idle => match ctl.write.park(held, &ctl.writes) {
+                Ok(()) => return,
+                Err(back) => held = back,
+            },
+            Step::Failed(e) => {
+                held.failed = Some(e);
+                return ctl.write.hand_off(held);
+            }
+            Step::Blocked | Step::Close | Step::Abandoned => return ctl.write.hand_off(held),
+        }
+    }
+}
+
+/// Where [`pump`] stopped.
+enum Step {
+    /// Everything queued is written.
+    Idle,
+    /// The socket would block, or (inline) a write was partial.
+    Blocked,
+    /// A close was queued and everything before it is written.
+    Close,
+    /// The queue was closed without a close command (the connection is gone), and is empty.
+    Abandoned,
+    /// A write failed.
+    Failed(io::Error),
+}
+
+/// Takes queued commands into `held.pending` (up to [`MAX_IOV`] buffers, stopping at a
+/// close). True if the queue is closed and empty.
+fn refill(held: &mut Held, writes: &Queue<WriteCmd>) -> bool {
+    while held.pending.len() < MAX_IOV && !held.closing {
+        match writes.try_pop() {
+            Ok(WriteCmd::Data(b)) => {
+                if !b.is_empty() {
+                    held.pending.push_back(b);
+                }
+            }
+            Ok(WriteCmd::Close) => held.closing = true,
+            Err(PopError::Empty) => break,
+            Err(PopError::Closed) => return true,
+        }
+    }
+    false
+}
+
+/// Writes from the head of `writes` (through `held.pending`), gathering queued buffers into
+/// vectored writes, until there is nothing more to write or it cannot go on.
+fn pump(held: &mut Held, writes: &Queue<WriteCmd>, cx: &mut Context<'_>, inline: bool) -> Step {
+    if let Some(e) = held.failed.take() {
+        return Step::Failed(e);
+    }
+    loop {
+        let closed = refill(held, writes);
+        if held.pending.is_empty() {
+            return match (held.closing, closed) {
+                (true, _) => Step::Close,
+                (false, true) => Step::Abandoned,
+                (false, false) => Step::Idle,
+            };
+        }
+        match write_some(&mut held.w, &held.pending, cx) {
+            Poll::Pending => return Step::Blocked,
+            Poll::Ready(Ok(0)) => return Step::Failed(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => {
+                advance(&mut held.pending, n);
+                if inline {
+                    // Partial: the writer task goes on. Complete: the park that follows
+                    // looks at the queue again anyway, under the write half's lock.
+                    return if held.pending.is_empty() {
+                        Step::Idle
+                    } else {
+                        Step::Blocked
+                    };
+                }
+            }
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Poll::Ready(Err(e)) => return Step::Failed(e),
+        }
+    }
+}
+
+/// One write of the head of `pending` (not empty): a plain write for one buffer (a request
+/// or a reply, the common case, without building the slice array), else a vectored write
+/// of up to [`MAX_IOV`] buffers.
+fn write_some(
+    w: &mut Writer,
+    pending: &VecDeque<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if let [one] = pending.as_slices().0 {
+        if pending.len() == 1 {
+            return Pin::new(w).poll_write(cx, one);
+        }
+    }
+    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+    let n = pending.len().min(MAX_IOV);
+    for (s, b) in slices.iter_mut().zip(pending) {
+        *s = IoSlice::new(b);
+    }
+    Pin::new(w).poll_write_vectored(cx, &slices[..n])
+}
+
+/// Drops the first `n` written bytes of `pending`.
+fn advance(pending: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = pending.front_mut() else {
+            break;
+        };
+        if n >= front.len() {
+            n -= front.len();
+            pending.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
+/// Drops the write half when the writer task ends or is dropped.
+struct Retire<'a>(&'a WriteHalf);
+
+impl Drop for Retire<'_> {
+    fn drop(&mut self) {
+        self.0.retire();
+    }
+}
+
+/// How the writer task's service of a connection ended.
+enum End {
+    /// A close was queued and everything before it is written.
+    Close(Held),
+    /// The connection is gone.
+    Abandoned,
+    /// A write failed.
+    Failed(io::Error),
+}
+
+/// Takes the write half whenever there is work for the writer task, writes until there is
+/// none (then parks it), and repeats until the connection closes, is abandoned or fails.
+async fn serve(ctl: &ConnCtl, w: Writer) -> End {
+    let mut w = Some(w);
+    loop {
+        let mut held = poll_fn(|cx| ctl.write.poll_take(cx, &mut w, &ctl.writes)).await;
+        loop {
+            let step = poll_fn(|cx| match pump(&mut held, &ctl.writes, cx, false) {
+                Step::Blocked => Poll::Pending,
+                step => Poll::Ready(step),
+            })
+            .await;
+            match step {
+                Step::Idle | Step::Blocked => match ctl.write.park(held, &ctl.writes) {
+                    Ok(()) => break,
+                    Err(back) => held = back, // more came meanwhile
+                },
+                Step::Close => return End::Close(held),
+                Step::Abandoned => return End::Abandoned,
+                Step::Failed(e) => return End::Failed(e),
+            }
+        }
+    }
+}
+
+/// Writes what the engine queues for `conn` whenever the tasks that ran the turns could not
+/// (see [`flush`]): the bytes queued before it started, and whenever the socket would
+/// block, a write failed or was partial, or the connection closes. Gathers queued buffers
+/// into vectored writes. How a dialed connection ended is told to `links` before the engine
+/// hears of it.
 pub(crate) async fn writer_task(
     engine: Arc<Engine>,
     conn: ConnId,
-    mut w: Writer,
+    w: Writer,
     ctl: Arc<ConnCtl>,
     links: Option<Arc<Links>>,
 ) {
@@ -358,79 +776,24 @@ pub(crate) async fn writer_task(
             links.ended(conn, error);
         }
     };
-    let mut pending: VecDeque<Bytes> = VecDeque::new();
-    let mut closing = false;
-    loop {
-        if pending.is_empty() {
-            if closing {
-                break;
-            }
-            match ctl.writes.pop().await {
-                None => return, // abandoned: the connection is gone
-                Some(WriteCmd::Close) => {
-                    closing = true;
-                    continue;
-                }
-                Some(WriteCmd::Data(b)) => {
-                    if !b.is_empty() {
-                        pending.push_back(b);
-                    }
-                    continue;
-                }
-            }
-        }
-        while pending.len() < MAX_IOV && !closing {
-            match ctl.writes.try_pop() {
-                Ok(WriteCmd::Data(b)) => {
-                    if !b.is_empty() {
-                        pending.push_back(b);
-                    }
-                }
-                Ok(WriteCmd::Close) => closing = true,
-                Err(_) => break,
-            }
-        }
-        let res = {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = pending.len().min(MAX_IOV);
-            for (s, b) in slices.iter_mut().zip(&pending) {
-                *s = IoSlice::new(b);
-            }
-            poll_fn(|cx| Pin::new(&mut w).poll_write_vectored(cx, &slices[..n])).await
-        };
-        match res {
-            Ok(0) => {
+    let _retire = Retire(&ctl.write);
+    let mut held = match serve(&ctl, w).await {
+        End::Close(held) => held,
+        End::Abandoned => return,
+        End::Failed(e) => {
+            if e.kind() == io::ErrorKind::WriteZero {
                 tracing::debug!("write returned zero");
-                ended(LinkError::io(&io::ErrorKind::WriteZero.into()));
-                engine.closed(conn);
-                return;
-            }
-            Ok(mut n) => {
-                while n > 0 {
-                    let Some(front) = pending.front_mut() else {
-                        break;
-                    };
-                    if n >= front.len() {
-                        n -= front.len();
-                        pending.pop_front();
-                    } else {
-                        front.advance(n);
-                        n = 0;
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
+            } else {
                 tracing::debug!(error = %e, "write failed");
-                ended(LinkError::io(&e));
-                engine.closed(conn);
-                return;
             }
+            ended(LinkError::io(&e));
+            engine.closed(conn);
+            return;
         }
-    }
+    };
     ended(LinkError::ClosedHere);
-    let _ = poll_fn(|cx| Pin::new(&mut w).poll_flush(cx)).await;
-    let _ = poll_fn(|cx| Pin::new(&mut w).poll_close(cx)).await;
+    let _ = poll_fn(|cx| Pin::new(&mut held.w).poll_flush(cx)).await;
+    let _ = poll_fn(|cx| Pin::new(&mut held.w).poll_close(cx)).await;
     tracing::debug!("connection closed");
 }
 
@@ -456,7 +819,6 @@ mod tests {
     #[test]
     fn an_idle_connection_holds_no_read_buffer() {
         use futures_io::AsyncWrite;
-        use std::task::{Context, Waker};
         let (r, mut w) = crate::pipe::pipe(1024);
         let mut r: Reader = Box::new(r);
         let ctl = ConnCtl::new();
@@ -485,6 +847,208 @@ mod tests {
         ctl.abandon();
         let read = std::pin::pin!(read_some(&mut r, &ctl, &bufs, &mut held));
         assert!(matches!(read.poll(&mut cx), Poll::Ready(None)));
+    }
+
+    /// The `i`th chunk: its number, then `i % 13` bytes of `i as u8`.
+    fn chunk(i: u64) -> Bytes {
+        let mut v = i.to_be_bytes().to_vec();
+        v.resize(8 + (i % 13) as usize, i as u8);
+        Bytes::from(v)
+    }
+
+    /// Reads chunks from `r` until end-of-stream, checking they come in order; tells `all`
+    /// once `total` came; returns how many came.
+    fn read_chunks(
+        mut r: crate::pipe::PipeReader,
+        slow: bool,
+        total: u64,
+        all: std::sync::mpsc::Sender<()>,
+    ) -> u64 {
+        use futures_io::AsyncRead;
+        let mut buf = Vec::new();
+        let mut next = 0u64;
+        let mut tmp = [0u8; 97];
+        loop {
+            let n = crate::sync::block_on(poll_fn(|cx| Pin::new(&mut r).poll_read(cx, &mut tmp)))
+                .expect("read");
+            if n == 0 {
+                assert!(buf.is_empty(), "a partial chunk at the end");
+                return next;
+            }
+            buf.extend_from_slice(&tmp[..n]);
+            while buf.len() >= 8 {
+                let seq = u64::from_be_bytes(buf[..8].try_into().expect("8 bytes"));
+                let len = 8 + (seq % 13) as usize;
+                if buf.len() < len {
+                    break;
+                }
+                assert_eq!(seq, next, "chunks out of order");
+                assert!(
+                    buf[8..len].iter().all(|b| *b == seq as u8),
+                    "chunk {seq} mangled"
+                );
+                buf.drain(..len);
+                next += 1;
+                if next == total {
+                    let _ = all.send(());
+                }
+            }
+            if slow && next % 64 == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// Runs the writer task's service of `ctl` on a thread, closing the stream at the end.
+    fn writer_thread(
+        ctl: &Arc<ConnCtl>,
+        w: crate::pipe::PipeWriter,
+    ) -> std::thread::JoinHandle<()> {
+        let ctl = ctl.clone();
+        let w: Writer = Box::new(w);
+        std::thread::spawn(move || match crate::sync::block_on(serve(&ctl, w)) {
+            End::Close(mut held) => {
+                crate::sync::block_on(poll_fn(|cx| Pin::new(&mut held.w).poll_close(cx)))
+                    .expect("close");
+            }
+            End::Abandoned => panic!("abandoned"),
+            End::Failed(e) => panic!("write failed: {e}"),
+        })
+    }
+
+    /// One engine turn of a producer: numbers and queues a chunk under `engine` (the engine
+    /// lock: turns so far, chunks so far), then writes it inline if the connection was idle
+    /// (or always, with `always_inline`), else leaves it to the writer task.
+    fn produce(ctl: &ConnCtl, engine: &std::sync::Mutex<(u64, u64)>, always_inline: bool) {
+        let idle = {
+            let mut st = crate::sync::lock(engine);
+            st.0 += 1;
+            assert!(ctl.writes.push(WriteCmd::Data(chunk(st.1))).is_ok());
+            st.1 += 1;
+            let idle = ctl.write.queued(st.0) || always_inline;
+            if !idle {
+                ctl.write.nudge();
+            }
+            idle
+        };
+        if idle {
+            flush(ctl);
+        }
+    }
+
+    /// `threads` producers each run `per_thread` turns (see [`produce`]) into a pipe of
+    /// `cap` bytes. Every chunk must arrive, in order, before the connection is closed (a
+    /// close would wake the writer task, which would write stranded bytes).
+    fn producers_through_pipe(
+        threads: u64,
+        per_thread: u64,
+        cap: usize,
+        slow: bool,
+        always_inline: bool,
+    ) {
+        let total = threads * per_thread;
+        let (r, w) = crate::pipe::pipe(cap);
+        let ctl = ConnCtl::new();
+        let writer = writer_thread(&ctl, w);
+        let (all_tx, all_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || read_chunks(r, slow, total, all_tx));
+        let engine = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+        let producers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (ctl, engine) = (ctl.clone(), engine.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..per_thread {
+                        produce(&ctl, &engine, always_inline);
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().expect("producer");
+        }
+        all_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("every chunk arrives before the close (none stranded)");
+        ctl.close_after_flush();
+        assert_eq!(reader.join().expect("reader"), total);
+        writer.join().expect("writer task");
+    }
+
+    #[test]
+    fn concurrent_turns_write_in_queue_order_and_strand_nothing() {
+        producers_through_pipe(4, 5_000, 64 * 1024, false, true);
+        producers_through_pipe(4, 5_000, 64 * 1024, false, false);
+    }
+
+    #[test]
+    fn a_full_pipe_hands_writing_over_to_the_writer_task() {
+        // 7 bytes of room: nearly every write is partial or pending.
+        producers_through_pipe(3, 1_000, 7, true, true);
+        producers_through_pipe(3, 1_000, 7, true, false);
+    }
+
+    #[test]
+    fn a_single_idle_producer_writes_inline_without_the_writer_task() {
+        let (mut r, w) = crate::pipe::pipe(1024);
+        let ctl = ConnCtl::new();
+        let mut w = Some(Box::new(w) as Writer);
+        // The writer task's first poll installs the write half, then waits: nothing queued.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(ctl
+            .write
+            .poll_take(&mut cx, &mut w, &ctl.writes)
+            .is_pending());
+        assert!(ctl.writes.push(WriteCmd::Data(chunk(0))).is_ok());
+        assert!(ctl.write.queued(2));
+        flush(&ctl);
+        // Written by this thread: the bytes are in the pipe, the queue is empty and the
+        // write half is parked again.
+        let mut buf = [0u8; 64];
+        let n = Pin::new(&mut r).poll_read(&mut cx, &mut buf);
+        assert!(matches!(n, Poll::Ready(Ok(8))));
+        assert!(!ctl.writes.has_work());
+        let parked = matches!(
+            crate::sync::lock(&ctl.write.state).holder,
+            Holder::Parked(_)
+        );
+        assert!(parked);
+        // The next turn in a row finds the connection busy.
+        assert!(!ctl.write.queued(3));
+    }
+
+    #[test]
+    fn bytes_queued_while_someone_writes_are_written_by_them() {
+        let (mut r, w) = crate::pipe::pipe(1024);
+        let ctl = ConnCtl::new();
+        let mut w = Some(Box::new(w) as Writer);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(ctl
+            .write
+            .poll_take(&mut cx, &mut w, &ctl.writes)
+            .is_pending());
+        // Someone takes the write half (as `flush` does) and finds the queue empty...
+        let held = match std::mem::replace(
+            &mut crate::sync::lock(&ctl.write.state).holder,
+            Holder::Taken,
+        ) {
+            Holder::Parked(held) => held,
+            _ => panic!("the write half is parked"),
+        };
+        // ...meanwhile a turn queues bytes; its flush finds the write half taken.
+        assert!(ctl.writes.push(WriteCmd::Data(chunk(0))).is_ok());
+        flush(&ctl);
+        // The holder may not park it: the bytes would be stranded.
+        let Err(mut held) = ctl.write.park(held, &ctl.writes) else {
+            panic!("parked over queued bytes");
+        };
+        assert!(matches!(
+            pump(&mut held, &ctl.writes, &mut cx, true),
+            Step::Idle
+        ));
+        assert!(ctl.write.park(held, &ctl.writes).is_ok());
+        let mut buf = [0u8; 64];
+        let n = Pin::new(&mut r).poll_read(&mut cx, &mut buf);
+        assert!(matches!(n, Poll::Ready(Ok(8))));
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub type Reader = Box<dyn futures_io::AsyncRead + Send + Unpin>;
 
 /// The write half of a connection. `poll_write_vectored` should gather all the slices it is
-/// given (the writer task hands it up to 64 queued buffers at once), and `poll_close` should
+/// given (up to 64 queued buffers at once). It is called from the connection's writer task
+/// and, with that task's waker, from tasks running engine turns. `poll_close` should
 /// flush and then shut the write direction down so the peer sees end-of-stream.
 pub type Writer = Box<dyn futures_io::AsyncWrite + Send + Unpin>;
 

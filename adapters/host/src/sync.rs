@@ -140,6 +140,12 @@ impl<T> Queue<T> {
         std::future::poll_fn(|cx| self.poll_pop(cx)).await
     }
 
+    /// Whether there is something to take now, or the queue is closed.
+    pub(crate) fn has_work(&self) -> bool {
+        let st = lock(&self.state);
+        !st.items.is_empty() || st.closed
+    }
+
     /// Items queued now.
     pub(crate) fn len(&self) -> usize {
         lock(&self.state).items.len()

@@ -71,6 +71,7 @@ impl TaskSet {
         }
         Some(Box::pin(Tracked {
             fut: Some(fut),
+            seen: None,
             slot,
             key,
             set: self.clone(),
@@ -110,6 +111,8 @@ impl TaskSet {
 /// A task body with an abort switch; reports a panic instead of unwinding into the executor.
 struct Tracked {
     fut: Option<BoxFuture>,
+    /// The waker last given to `slot`.
+    seen: Option<Waker>,
     slot: Arc<Slot>,
     key: u64,
     set: Arc<TaskSet>,
@@ -119,12 +122,11 @@ impl Future for Tracked {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        {
-            let mut w = lock(&self.slot.waker);
-            match &*w {
-                Some(old) if old.will_wake(cx.waker()) => {}
-                _ => *w = Some(cx.waker().clone()),
-            }
+        // The abort switch needs the task's waker; it rarely changes, so the copy kept here
+        // spares the lock on nearly every poll.
+        if !self.seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *lock(&self.slot.waker) = Some(cx.waker().clone());
+            self.seen = Some(cx.waker().clone());
         }
         if self.slot.aborted.load(Ordering::SeqCst) {
             self.fut = None;

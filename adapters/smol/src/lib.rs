@@ -2,7 +2,7 @@
 //!
 //! procwire on smol: stands up a [`Proc`] on a real address (Unix socket, TCP, or the
 //! in-process `local` transport), and drives procwire-core's sans-IO proc machine with
-//! async-io sockets and timers and smol tasks. The protocol (framing, sessions,
+//! async-io sockets, smol tasks and a timer thread. The protocol (framing, sessions,
 //! acknowledgements, resends, undeliverable returns) lives entirely in core; this crate moves
 //! bytes, time and connection events in and carries the machine's outputs out. There is no
 //! tokio anywhere in its dependency tree.
@@ -111,19 +111,32 @@
 //!   cross-thread wake-up. The executor must keep running while the proc lives, including
 //!   during [`Proc::shutdown`] and [`Proc::kill`], which wait for the tasks to end.
 //!
-//! Sockets and timers are registered with async-io's reactor (its `async-io` thread, or
-//! whichever thread is inside `async_io::block_on`), so no runtime context is needed at all.
+//! Sockets are registered with async-io's reactor (its `async-io` thread, or whichever
+//! thread is inside `async_io::block_on`), so no runtime context is needed at all.
+//!
+//! Timers (each proc's one timer, and [`Instance`] sleeps and timeouts) are *not* async-io
+//! timers: one process-wide thread, `procwire-smol-timer`, sleeps until the earliest armed
+//! deadline and wakes its task. A proc nearly always has a deadline a few milliseconds away
+//! (core's ack delay); as an async-io timer it made the reactor program and clear a kernel
+//! timer every time the executor went idle, which inside a VM cost more than the round trip
+//! itself (a one-thread 64 B round trip between two procs took 2.2x the CPU time). With the
+//! timer thread the reactor holds no timers, and arming a deadline costs a heap push (and a
+//! wake of that thread when it is the new earliest). If the thread cannot be started, the
+//! timers fall back to async-io's.
 //!
 //! ## How it drives core
 //!
 //! As in every procwire adapter (the driver lives in `procwire-host`): the core machine sits
 //! in an engine behind a mutex. Every input (bytes from a connection's reader task, a
 //! finished dial, the timer, an API call such as a send) runs one turn of core's loop on the
-//! task that has the input: `handle_*` with the current time, drain `poll_output` (bytes go
-//! to the connection's writer task, which gathers up to 64 queued buffers into one vectored
-//! write; messages go to port queues), then re-arm the proc's single async-io timer from
-//! `poll_timeout` if the deadline moved earlier. Sends therefore report
-//! `TooLarge`/`WouldBlock` at once, and no message pays for an extra task hop. TCP
+//! task that has the input: `handle_*` with the current time, drain `poll_output` (bytes are
+//! queued for the connection; messages go to port queues), re-arm the proc's single timer
+//! from `poll_timeout` if the deadline moved earlier, then release the lock and write the
+//! queued bytes on the same task if the connection is idle. The connection's writer task
+//! only takes over when the socket would block, a write is partial or fails, or a producer
+//! queues in a row (it then gathers up to 64 buffers into one vectored write). Sends
+//! therefore report `TooLarge`/`WouldBlock` at once, and no message pays for an extra task
+//! hop. TCP
 //! connections use `TCP_NODELAY`. Logs go through `tracing`, with a `proc` span around every
 //! task of a proc, `conn` spans per connection, and `actor` spans per actor.
 //!
@@ -164,6 +177,7 @@
 
 mod net;
 mod proc;
+mod timer;
 
 pub use proc::Proc;
 pub use procwire_host::api::*;

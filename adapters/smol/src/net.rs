@@ -1,4 +1,4 @@
-//! The smol [`Runtime`]: `std::time::Instant` and async-io timers, tasks on smol's global
+//! The smol [`Runtime`]: `std::time::Instant` and the timer thread's deadlines, tasks on smol's global
 //! executor or on one the caller gives, and async-io sockets behind the runtime-neutral
 //! byte-stream halves procwire-host's reader and writer tasks use.
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::timer::Deadline;
 use async_executor::Executor;
 use async_io::{Async, Timer as IoTimer};
 use futures_io::{AsyncRead, AsyncWrite};
@@ -58,28 +59,42 @@ impl SmolRuntime {
     }
 }
 
-/// An async-io timer, re-armed in place.
-pub(crate) struct SmolTimer {
-    timer: IoTimer,
-    rt: SmolRuntime,
-    /// Fired since the last reset (async-io's one-shot timer is pending again after firing;
-    /// the host's contract is that it stays ready).
-    fired: bool,
+/// A proc's timer: a deadline on the process's timer thread ([`crate::timer`]), so that
+/// async-io's reactor holds no timers; an async-io timer only if that thread cannot start.
+pub(crate) enum SmolTimer {
+    Thread(Deadline, SmolRuntime),
+    Io {
+        timer: IoTimer,
+        rt: SmolRuntime,
+        /// Fired since the last reset (async-io's one-shot timer is pending again after
+        /// firing; the host's contract is that it stays ready).
+        fired: bool,
+    },
 }
 
 impl Timer for SmolTimer {
     fn reset(&mut self, deadline: Instant) {
-        self.timer.set_at(self.rt.deadline(deadline));
-        self.fired = false;
+        match self {
+            SmolTimer::Thread(d, rt) => d.reset(rt.deadline(deadline)),
+            SmolTimer::Io { timer, rt, fired } => {
+                timer.set_at(rt.deadline(deadline));
+                *fired = false;
+            }
+        }
     }
 
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.fired {
-            return Poll::Ready(());
+        match self {
+            SmolTimer::Thread(d, _) => d.poll_elapsed(cx),
+            SmolTimer::Io { timer, fired, .. } => {
+                if *fired {
+                    return Poll::Ready(());
+                }
+                ready!(Pin::new(timer).poll(cx));
+                *fired = true;
+                Poll::Ready(())
+            }
         }
-        ready!(Pin::new(&mut self.timer).poll(cx));
-        self.fired = true;
-        Poll::Ready(())
     }
 }
 
@@ -98,10 +113,13 @@ impl Runtime for SmolRuntime {
     }
 
     fn timer(&self) -> SmolTimer {
-        SmolTimer {
-            timer: IoTimer::never(),
-            rt: self.clone(),
-            fired: false,
+        match Deadline::new() {
+            Some(d) => SmolTimer::Thread(d, self.clone()),
+            None => SmolTimer::Io {
+                timer: IoTimer::never(),
+                rt: self.clone(),
+                fired: false,
+            },
         }
     }
 
@@ -185,26 +203,57 @@ where
 {
     let s = Arc::new(s);
     Connection {
-        reader: Box::new(Half(s.clone())),
-        writer: Box::new(Half(s)),
+        reader: Box::new(Half::new(s.clone())),
+        writer: Box::new(Half::new(s)),
         peer,
     }
 }
 
 /// One half of a socket shared by its reader and writer tasks (async-io reads and writes
 /// through `&Async<T>`, so the halves need no lock).
-struct Half<T>(Arc<Async<T>>);
+struct Half<T> {
+    io: Arc<Async<T>>,
+    /// The last read came back short of the buffer: the socket is most likely empty.
+    drained: bool,
+}
 
+impl<T> Half<T> {
+    fn new(io: Arc<Async<T>>) -> Self {
+        Half { io, drained: false }
+    }
+}
+
+/// Reads as async-io does (a `read`, and on `WouldBlock` a wait for readiness), except that
+/// after a read that came back short of the buffer the next one waits for readiness first,
+/// as tokio does. async-io alone asks the kernel twice more before it waits (the readiness
+/// event that led to the short read is still pending, so the first wait returns at once):
+/// in a one-thread round trip between two procs that was 6 `recvfrom` calls where 2 do.
+/// No wake-up is lost: readiness is registered in one-shot mode, and registering checks
+/// the socket as it is then, so bytes that came after the short read are reported.
 impl<T> AsyncRead for Half<T>
 where
     for<'a> &'a T: Read,
 {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.drained {
+            ready!(this.io.poll_readable(cx))?;
+            this.drained = false;
+        }
+        let res = ready!(Pin::new(&mut &*this.io).poll_read(cx, buf));
+        if let Ok(n) = res {
+            if n > 0 && n < buf.len() {
+                this.drained = true;
+                // Take the readiness event that led here, so the next wait registers
+                // interest instead of returning at once. An error shows up on that wait.
+                let _ = this.io.poll_readable(cx);
+            }
+        }
+        Poll::Ready(res)
     }
 }
 
@@ -217,7 +266,7 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
+        Pin::new(&mut &*self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -225,17 +274,17 @@ where
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut &*self.io).poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
+        Pin::new(&mut &*self.io).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(Pin::new(&mut &*self.0).poll_flush(cx))?;
+        ready!(Pin::new(&mut &*self.io).poll_flush(cx))?;
         // The peer sees end-of-stream. A peer that is already gone is not an error here.
-        match self.0.get_ref().shutdown_write() {
+        match self.io.get_ref().shutdown_write() {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
             _ => Poll::Ready(Ok(())),
         }
@@ -272,6 +321,58 @@ mod tests {
             let mut got = String::new();
             b.read_to_string(&mut got).await.expect("read to end");
             assert_eq!(got, "hello world");
+        });
+    }
+
+    #[test]
+    fn a_short_read_waits_for_readiness_and_loses_no_bytes() {
+        async_io::block_on(async {
+            let (a, b) = UnixStream::pair().expect("pair");
+            let conn = connection(Async::new(a).expect("async a"), "test".to_string());
+            let mut r = conn.reader;
+            let mut b = Async::new(b).expect("async b");
+            let mut buf = [0u8; 64];
+            futures_lite::AsyncWriteExt::write_all(&mut b, b"abc")
+                .await
+                .expect("write");
+            let n = poll_fn(|cx| Pin::new(&mut r).poll_read(cx, &mut buf))
+                .await
+                .expect("read");
+            assert_eq!(&buf[..n], b"abc");
+            // Short: the next read waits for readiness first, and reports nothing yet.
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(Pin::new(&mut r).poll_read(&mut cx, &mut buf).is_pending());
+            // Bytes that come after the short read are still reported and read.
+            futures_lite::AsyncWriteExt::write_all(&mut b, b"defg")
+                .await
+                .expect("write");
+            let read = async { Some(poll_fn(|cx| Pin::new(&mut r).poll_read(cx, &mut buf)).await) };
+            let late = async {
+                IoTimer::after(Duration::from_secs(5)).await;
+                None
+            };
+            let n = future::or(read, late)
+                .await
+                .expect("the reader is woken for the bytes")
+                .expect("read");
+            assert_eq!(&buf[..n], b"defg");
+            // A read that fills the buffer reads again at once.
+            let big = [7u8; 100];
+            futures_lite::AsyncWriteExt::write_all(&mut b, &big)
+                .await
+                .expect("write");
+            let mut got = 0;
+            while got < big.len() {
+                got += poll_fn(|cx| Pin::new(&mut r).poll_read(cx, &mut buf))
+                    .await
+                    .expect("read");
+            }
+            assert_eq!(got, big.len());
+            drop(b);
+            let n = poll_fn(|cx| Pin::new(&mut r).poll_read(cx, &mut buf))
+                .await
+                .expect("eof");
+            assert_eq!(n, 0, "end of stream");
         });
     }
 

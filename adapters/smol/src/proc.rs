@@ -11,9 +11,10 @@ use crate::net::SmolRuntime;
 
 procwire_host::adapter_proc! {
     runtime: SmolRuntime = SmolRuntime::global(),
-    /// The proc's tasks run on smol's global executor (`smol::spawn`); sockets and timers
-    /// on async-io's reactor. Call it from any executor (typically inside `smol::block_on`);
-    /// use [`Proc::direct_on`] to run the tasks on an executor of your own.
+    /// The proc's tasks run on smol's global executor (`smol::spawn`); sockets on
+    /// async-io's reactor, timers on the process's timer thread. Call it from any executor
+    /// (typically inside `smol::block_on`); use [`Proc::direct_on`] to run the tasks on an
+    /// executor of your own.
 }
 
 impl Proc {

@@ -95,10 +95,14 @@
 //! core machine sits in an engine behind a mutex. Every input (bytes from a connection's
 //! reader task, a finished dial, the timer, an API call such as a send) runs one turn of
 //! core's loop on the task that has the input: `handle_*` with the current time, drain
-//! `poll_output` (bytes go to the connection's writer task, which gathers queued buffers into
-//! vectored writes; messages go to port queues), then re-arm the single timer task from
-//! `poll_timeout` if the deadline moved earlier. Sends therefore report
-//! `TooLarge`/`WouldBlock` at once, and no message pays for an extra task hop.
+//! `poll_output` (bytes are queued for the connection; messages go to port queues), then
+//! re-arm the single timer task from `poll_timeout` if the deadline moved earlier, release
+//! the lock and write the queued bytes on the same task if the connection is idle. The
+//! connection's writer task only takes over when the socket would block, a write is partial
+//! or fails, or a producer queues in a row (it then gathers up to 64 buffers into one
+//! vectored write). Sends therefore report `TooLarge`/`WouldBlock` at once, and neither a
+//! request nor its reply pays for an extra task hop: in one thread a 64 B round trip
+//! between two procs takes 3 task polls (reader, echo actor, reader) where it took 5.
 //! TCP connections use `TCP_NODELAY`. Logs go through `tracing`, with a `proc` span around
 //! every task of a proc, `conn` spans per connection, and `actor` spans per actor.
 //!
