@@ -610,6 +610,36 @@ impl Engine {
         })
     }
 
+    /// For `conn` in the middle of a large frame's body: a buffer of the body's length
+    /// from `bufs`, starting with the body bytes received so far, and how many those are;
+    /// the rest is to be read into it and handed over with [`Engine::body`] (see
+    /// `Proc::large_body`).
+    pub(crate) fn large_body(
+        &self,
+        conn: ConnId,
+        bufs: &crate::net::ReadBufs,
+    ) -> Option<(bytes::BytesMut, usize)> {
+        let st = self.lock();
+        let (len, held) = st.core.large_body(conn)?;
+        let mut body = bufs.take_body(len);
+        body[..held.len()].copy_from_slice(held);
+        Some((body, held.len()))
+    }
+
+    /// The whole body of the large frame `conn` is in, read into a buffer from
+    /// [`Engine::large_body`] after its first `have` bytes. False if the connection is no
+    /// longer wanted (stop reading).
+    pub(crate) fn body(self: &Arc<Self>, conn: ConnId, body: bytes::Bytes, have: usize) -> bool {
+        self.turn(|st, now| {
+            if st.conns.contains_key(&conn) {
+                st.core.handle_body(now, conn, body, have);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
     /// Dialing `conn` failed with `error`.
     pub(crate) fn dial_failed(self: &Arc<Self>, conn: ConnId, error: DialError) {
         self.turn(|st, now| {
