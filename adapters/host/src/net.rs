@@ -433,8 +433,9 @@ pub(crate) async fn reader_task(
 ) {
     let bufs = engine.read_bufs().clone();
     let mut held = None;
+    let mut large = None;
     loop {
-        if let Some(body) = engine.large_body(conn, &bufs) {
+        if let Some(body) = large.take() {
             match body_step(&engine, conn, &mut r, &ctl, body).await {
                 Step::More => continue,
                 Step::Stop => break,
@@ -453,12 +454,13 @@ pub(crate) async fn reader_task(
                 tracing::debug!("connection closed by peer");
                 LinkError::ClosedByPeer
             }
-            Some(Ok(bytes)) => {
-                if !engine.bytes(conn, bytes) {
-                    break;
+            Some(Ok(bytes)) => match engine.bytes_then_body(conn, bytes, &bufs) {
+                None => break,
+                Some(body) => {
+                    large = body;
+                    continue;
                 }
-                continue;
-            }
+            },
             Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
