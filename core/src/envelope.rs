@@ -430,7 +430,7 @@ pub fn append_envelope(
     max: u32,
     out: &mut BytesMut,
 ) -> Result<(), Undeliverable> {
-    encode(env, link, max, out, None)
+    encode(env, link, max, out, None, true)
 }
 
 /// [`append_envelope`] on a link with an id cache: `seq` is the frame's sequence number in
@@ -444,7 +444,22 @@ pub fn append_envelope_cached(
     cache: &mut IdCache,
     seq: u64,
 ) -> Result<(), Undeliverable> {
-    encode(env, Some(link), max, out, Some((cache, seq)))
+    encode(env, Some(link), max, out, Some((cache, seq)), true)
+}
+
+/// [`append_envelope_cached`] without the payload: appends the frame's header (its length
+/// counts the payload) and the metadata, and the payload is written after them by other
+/// means (the chunk store keeps a large one apart, see `crate::chunks`).
+#[inline]
+pub(crate) fn append_envelope_head_cached(
+    env: &Envelope,
+    link: Link<'_>,
+    max: u32,
+    out: &mut BytesMut,
+    cache: &mut IdCache,
+    seq: u64,
+) -> Result<(), Undeliverable> {
+    encode(env, Some(link), max, out, Some((cache, seq)), false)
 }
 
 fn encode(
@@ -453,6 +468,7 @@ fn encode(
     max: u32,
     out: &mut BytesMut,
     mut cache: Option<(&mut IdCache, u64)>,
+    with_payload: bool,
 ) -> Result<(), Undeliverable> {
     let too_large = |len: usize| Undeliverable::TooLarge {
         len: u32::try_from(len).unwrap_or(u32::MAX),
@@ -481,7 +497,9 @@ fn encode(
         head[..HEADER_LEN].copy_from_slice(&h);
         head[HEADER_LEN..HEADER_LEN + meta.len()].copy_from_slice(meta);
         out.extend_from_slice(&head[..HEADER_LEN + meta.len()]);
-        out.extend_from_slice(&env.payload);
+        if with_payload {
+            out.extend_from_slice(&env.payload);
+        }
         return Ok(());
     }
     let start = out.len();
@@ -495,7 +513,9 @@ fn encode(
     let body = out.len() - start - HEADER_LEN + env.payload.len();
     match u32::try_from(body) {
         Ok(len) if len <= max => {
-            out.extend_from_slice(&env.payload);
+            if with_payload {
+                out.extend_from_slice(&env.payload);
+            }
             let mut h = [0u8; HEADER_LEN];
             FrameHeader {
                 kind: FrameKind::Data,

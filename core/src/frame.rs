@@ -546,6 +546,47 @@ impl FrameDecoder<RecycledBody> {
     }
 }
 
+/// Frames with bodies of at least this many bytes can be read by the driver straight into
+/// a buffer of its own ([`FrameDecoder::large_body`]).
+#[cfg(feature = "alloc")]
+pub(crate) const DIRECT_BODY_MIN: usize = 64 * 1024;
+
+#[cfg(feature = "alloc")]
+impl FrameDecoder<RecycledBody> {
+    /// While the body of a large frame (at least [`DIRECT_BODY_MIN`] bytes) is being
+    /// collected: the body's length and the bytes of it held so far. The driver may then
+    /// read the rest straight into a buffer of that length that starts with those bytes,
+    /// and hand it over with [`FrameDecoder::adopt_body`], so nothing copies the body again.
+    pub(crate) fn large_body(&self) -> Option<(usize, &[u8])> {
+        let State::Body(header) = self.state else {
+            return None;
+        };
+        let len = header.len as usize;
+        let have = self.body.as_slice();
+        (len >= DIRECT_BODY_MIN && have.len() < len).then_some((len, have))
+    }
+
+    /// The whole body of the frame being collected, in the driver's buffer (see
+    /// [`FrameDecoder::large_body`]): the frame is complete, its body is `body` itself.
+    /// `Err` gives `body` back when it is not that (another length, or not starting with
+    /// the bytes held); the decoder is then unchanged.
+    pub(crate) fn adopt_body(
+        &mut self,
+        body: bytes::Bytes,
+    ) -> Result<(FrameHeader, bytes::Bytes), bytes::Bytes> {
+        let State::Body(header) = self.state else {
+            return Err(body);
+        };
+        let held = self.body.as_slice();
+        if body.len() != header.len as usize || body.get(..held.len()) != Some(held) {
+            return Err(body);
+        }
+        self.body.begin(0);
+        self.state = State::Header;
+        Ok((header, body))
+    }
+}
+
 /// Whole frames taken at once by [`FrameDecoder::whole_frames`], already checked: each
 /// item is a frame's kind and body.
 #[cfg(feature = "alloc")]
@@ -1055,6 +1096,46 @@ mod tests {
     }
 
     #[cfg(feature = "alloc")]
+    #[test]
+    fn a_large_body_read_by_the_driver_is_adopted_without_a_copy() {
+        let len = DIRECT_BODY_MIN + 10;
+        let body: std::vec::Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut wire = bytes::BytesMut::new();
+        append_frame(FrameKind::Data, 0, &[&body], &mut wire).unwrap();
+        let mut d = FrameDecoder::frames_only(1 << 20, RecycledBody::new(2));
+        assert_eq!(d.large_body(), None, "no frame yet");
+        let p = d.decode(&wire[..HEADER_LEN + 100]).unwrap();
+        assert_eq!((p.consumed, p.item), (HEADER_LEN + 100, None));
+        let (want, held) = d.large_body().expect("in a large body");
+        assert_eq!((want, held), (len, &body[..100]));
+        // Not the body: another length, or other leading bytes. The decoder is unchanged.
+        let short = bytes::Bytes::copy_from_slice(&body[..len - 1]);
+        assert_eq!(d.adopt_body(short.clone()), Err(short));
+        let mut other = body.clone();
+        other[0] ^= 1;
+        let other = bytes::Bytes::from(other);
+        assert_eq!(d.adopt_body(other.clone()), Err(other));
+        assert_eq!(d.large_body().map(|(l, h)| (l, h.len())), Some((len, 100)));
+        let mine = bytes::Bytes::from(body.clone());
+        let (header, got) = d.adopt_body(mine.clone()).expect("the body");
+        assert_eq!((header.kind, header.len as usize), (FrameKind::Data, len));
+        assert_eq!(got.as_ptr(), mine.as_ptr(), "the driver's buffer itself");
+        assert!(d.is_idle());
+        // The next frame decodes as usual.
+        let p = d.decode(&wire).unwrap();
+        assert!(matches!(p.item, Some(Item::Frame(_))));
+        assert_eq!(&d.take_body()[..], &body[..]);
+    }
+
+    #[test]
+    fn small_bodies_are_not_offered_to_the_driver() {
+        let mut wire = bytes::BytesMut::new();
+        append_frame(FrameKind::Data, 0, &[&[7u8; 1000]], &mut wire).unwrap();
+        let mut d = FrameDecoder::frames_only(1 << 20, RecycledBody::new(2));
+        d.decode(&wire[..HEADER_LEN + 10]).unwrap();
+        assert_eq!(d.large_body(), None);
+    }
+
     #[test]
     fn append_matches_encode_and_take_body_is_the_body() {
         let mut out = bytes::BytesMut::new();

@@ -274,6 +274,40 @@ impl Inbound {
         Fate::Live
     }
 
+    /// For `conn` in the middle of a large frame's body: its length and the bytes of it
+    /// held (see `FrameDecoder::large_body`).
+    pub(crate) fn large_body(&self, conn: ConnId) -> Option<(usize, &[u8])> {
+        match &self.conn {
+            Some((c, d)) if *c == conn => d.large_body(),
+            _ => None,
+        }
+    }
+
+    /// The whole body of the large frame `conn` is in, read by the driver into `body`
+    /// after the `have` bytes [`Inbound::large_body`] gave: the frame is taken without a
+    /// copy. Should it not fit the frame, the bytes after `have` go through
+    /// [`Inbound::on_bytes`], in stream order.
+    pub(crate) fn on_body(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx,
+        conn: ConnId,
+        body: bytes::Bytes,
+        have: usize,
+    ) -> Fate {
+        self.heard = now;
+        let dec = match &mut self.conn {
+            Some((c, d)) if *c == conn => d,
+            _ => return Fate::Live,
+        };
+        match dec.adopt_body(body) {
+            Ok((header, body)) => self
+                .on_frame(now, cx, header.kind, body)
+                .unwrap_or(Fate::Live),
+            Err(body) => self.on_bytes(now, cx, conn, body.get(have..).unwrap_or_default()),
+        }
+    }
+
     /// One frame; `Some` ends the input (the connection failed or closed).
     #[inline]
     fn on_frame(

@@ -546,6 +546,41 @@ impl Proc {
         self.settle(now);
     }
 
+    /// For `conn` in the middle of a large data frame's body: the body's length and the
+    /// bytes of it received so far. The driver may read the rest of the body straight into
+    /// a buffer of that length that starts with those bytes, and hand the whole body over
+    /// with [`Proc::handle_body`]: the payload is then a slice of that buffer, never copied.
+    /// No other bytes of `conn` may come in between. `None` when `conn` is not in such a
+    /// body: read into any buffer and call [`Proc::handle_bytes`].
+    ///
+    /// The length was checked against `Config::max_frame_len` when the header arrived.
+    pub fn large_body(&self, conn: ConnId) -> Option<(usize, &[u8])> {
+        let Some(&Role::In(slot)) = self.conns.get(&conn) else {
+            return None;
+        };
+        let s = self.inbound.get(slot).and_then(Option::as_ref)?;
+        s.session.large_body(conn)
+    }
+
+    /// The whole body of the large frame `conn` is in (see [`Proc::large_body`]): its first
+    /// `have` bytes are those `large_body` gave, the rest was read after them. A `body` that
+    /// does not fit the frame is taken as bytes read (those after `have`), as by
+    /// [`Proc::handle_bytes`].
+    pub fn handle_body(&mut self, now: Instant, conn: ConnId, body: Bytes, have: usize) {
+        let Some(&Role::In(slot)) = self.conns.get(&conn) else {
+            return self.handle_bytes(now, conn, body.get(have..).unwrap_or_default());
+        };
+        self.now = now;
+        if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {
+            let fate = s.session.on_body(now, &mut self.cx, conn, body, have);
+            self.route_pending(now, slot);
+            if fate == Fate::Ended {
+                self.end_inbound(slot);
+            }
+        }
+        self.settle(now);
+    }
+
     /// A dial the proc asked for failed with `error` (refused, unreachable, timed out...):
     /// reported at once as [`Event::DialFailed`]; the session then retries under its
     /// backoff like after any lost connection. `handle_closed` does the same without the

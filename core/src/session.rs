@@ -41,7 +41,9 @@ use bytes::Bytes;
 use crate::auth::{self, AuthError};
 use crate::chunks::ChunkStore;
 use crate::ctx::{Ctx, SendError};
-use crate::envelope::{append_envelope_cached, decode, Envelope, Link, Undeliverable};
+use crate::envelope::{
+    append_envelope_cached, append_envelope_head_cached, decode, Envelope, Link, Undeliverable,
+};
 use crate::frame::{
     preamble, FrameDecoder, FrameKind, Hello, Item, RecycledBody, RefuseReason, Welcome,
     HEADER_LEN, MAX_HANDSHAKE_FRAME_LEN,
@@ -267,9 +269,17 @@ impl Outbound {
             receiver: &self.peer,
         };
         let seq = self.store.end();
-        let buf = self.store.reserve(env.payload.len() + META_HINT);
+        // A large payload is kept apart from the chunk, not copied (see `crate::chunks`).
+        let apart = self.store.keeps_apart(env.payload.len());
+        let inline = if apart { 0 } else { env.payload.len() };
+        let buf = self.store.reserve(inline + META_HINT);
         let start = buf.len();
-        if let Err(e) = append_envelope_cached(env, link, max, buf, &mut self.ids, seq) {
+        let appended = if apart {
+            append_envelope_head_cached(env, link, max, buf, &mut self.ids, seq)
+        } else {
+            append_envelope_cached(env, link, max, buf, &mut self.ids, seq)
+        };
+        if let Err(e) = appended {
             // Nothing was appended: the ids it defined must not count as sent.
             self.ids.rewind(seq);
             return Err(match e {
@@ -278,7 +288,11 @@ impl Outbound {
             });
         }
         cx.stats.frames_encoded += 1;
-        Ok(self.store.commit(start))
+        Ok(if apart {
+            self.store.commit_apart(start, env.payload.clone())
+        } else {
+            self.store.commit(start)
+        })
     }
 
     /// The driver pulls data for `conn`: the next run of frames not yet handed out on it.
@@ -286,7 +300,7 @@ impl Outbound {
         if !matches!(self.conn, Conn::Open(c, _) if c == conn) {
             return None;
         }
-        let (bytes, n) = self.store.slice_from(self.next_tx)?;
+        let (bytes, n) = self.store.slice_from(self.next_tx, conn)?;
         cx.stats.data_frames_sent += n;
         cx.stats.retransmitted += self.ever_tx.saturating_sub(self.next_tx).min(n);
         self.next_tx += n;

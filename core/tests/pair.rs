@@ -911,6 +911,163 @@ fn retransmission_after_a_cut_slices_what_was_encoded() {
     assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0));
 }
 
+/// A payload large enough to be kept apart from the chunk store (written from the
+/// sender's own `Bytes`).
+fn large(fill: u8) -> Bytes {
+    Bytes::from(
+        (0..64 * 1024)
+            .map(|i| fill ^ (i as u8))
+            .collect::<Vec<u8>>(),
+    )
+}
+
+#[test]
+fn large_payloads_are_written_from_the_senders_bytes_and_resent_whole_after_a_cut() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"warm").unwrap();
+    p.run_for(Duration::from_millis(50));
+    let before = p.nodes[0].proc.stats();
+    let (l1, l2) = (large(1), large(2));
+    let msgs = [Bytes::from("a"), l1.clone(), Bytes::from("b"), l2.clone()];
+    for m in &msgs {
+        let env = Envelope::new(actor(0, "a"), target(1), m.clone());
+        p.nodes[0].proc.handle_send(p.now, env).unwrap();
+    }
+    let mut sent = Vec::new();
+    let mut conn = None;
+    while let Some(o) = p.nodes[0].proc.poll_output() {
+        match o {
+            Output::Transmit { conn: c, data } => {
+                conn = Some(c);
+                sent.push(data)
+            }
+            other => p.carry_out(0, other),
+        }
+    }
+    let conn = conn.expect("handed out");
+    let at = |b: &Bytes| b.as_ptr();
+    assert_eq!(sent.len(), 4, "run, payload, run, payload");
+    assert_eq!(
+        (at(&sent[1]), sent[1].len()),
+        (at(&l1), l1.len()),
+        "no copy"
+    );
+    assert_eq!(
+        (at(&sent[3]), sent[3].len()),
+        (at(&l2), l2.len()),
+        "no copy"
+    );
+    // "a" and the head of the first large frame arrive; the cut loses the rest.
+    let to = p.wires[&End::Node(0, conn)];
+    p.pending.push_back((to, Some(sent[0].clone())));
+    p.drive();
+    assert_eq!(p.payloads(1), ["warm", "a"]);
+    p.wires.remove(&End::Node(0, conn));
+    p.wires.remove(&to);
+    p.pending.push_back((to, None));
+    p.nodes[0].proc.handle_closed(p.now, conn);
+    p.run_for(Duration::from_secs(1));
+    let want: Vec<Bytes> = [Bytes::from("warm")].into_iter().chain(msgs).collect();
+    assert_eq!(p.payloads(1), want, "each once, in order, whole");
+    let after = p.nodes[0].proc.stats();
+    assert_eq!(
+        after.frames_encoded - before.frames_encoded,
+        4,
+        "encoded once"
+    );
+    assert_eq!(after.retransmitted - before.retransmitted, 3);
+    assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0));
+}
+
+#[test]
+fn large_payloads_cut_mid_frame_come_back_whole_when_the_peer_restarts() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"warm").unwrap();
+    p.run_for(Duration::from_millis(50));
+    let l1 = large(3);
+    let env = Envelope::new(actor(0, "a"), target(1), l1.clone());
+    p.nodes[0].proc.handle_send(p.now, env).unwrap();
+    // Node 1 restarts before anything arrives: the message comes back whole.
+    p.silent.insert(0);
+    p.drive();
+    p.silent.remove(&0);
+    p.restart(1);
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(p.payloads(1), Vec::<Bytes>::new());
+    assert_eq!(p.returns(0), [(l1, Undeliverable::PeerRestarted)]);
+}
+
+/// Node 0 sends `payload` to node 1; returns what node 0 wrote for it, and the connection
+/// on node 1's side, without delivering anything.
+fn written_for(p: &mut Pair, payload: &Bytes) -> (Vec<u8>, ConnId) {
+    let env = Envelope::new(actor(0, "a"), target(1), payload.clone());
+    p.nodes[0].proc.handle_send(p.now, env).unwrap();
+    let mut wire = Vec::new();
+    let mut to = None;
+    while let Some(o) = p.nodes[0].proc.poll_output() {
+        match o {
+            Output::Transmit { conn, data } => {
+                to = p.wires.get(&End::Node(0, conn)).copied();
+                wire.extend_from_slice(&data);
+            }
+            other => p.carry_out(0, other),
+        }
+    }
+    match to {
+        Some(End::Node(1, conn)) => (wire, conn),
+        other => panic!("written to {other:?}"),
+    }
+}
+
+#[test]
+fn a_large_body_read_by_the_driver_is_delivered_from_its_buffer() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"warm").unwrap();
+    p.run_for(Duration::from_millis(50));
+    let big = Bytes::from(
+        (0..200_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let (wire, conn) = written_for(&mut p, &big);
+    let node = &mut p.nodes[1].proc;
+    node.handle_bytes(p.now, conn, &wire[..1000]);
+    let (len, held) = node.large_body(conn).expect("in a large body");
+    let held = held.to_vec();
+    assert_eq!(len, wire.len() - HEADER_LEN);
+    assert_eq!(&held[..], &wire[HEADER_LEN..1000]);
+    // The driver reads the rest of the body after the bytes held, into its own buffer.
+    let mut body = held.clone();
+    body.extend_from_slice(&wire[1000..]);
+    let body = Bytes::from(body);
+    node.handle_body(p.now, conn, body.clone(), held.len());
+    assert!(node.large_body(conn).is_none());
+    p.drive();
+    let got = p.payloads(1);
+    assert_eq!(got.len(), 2, "delivered once");
+    assert!(got[1] == big, "whole");
+    let range = body.as_ptr_range();
+    assert!(
+        range.contains(&got[1].as_ptr()),
+        "a slice of the driver's buffer"
+    );
+    // A buffer that does not start with the bytes held is not the body: what follows
+    // them is taken as bytes read, in order (copied).
+    let (wire, conn) = written_for(&mut p, &big);
+    let node = &mut p.nodes[1].proc;
+    node.handle_bytes(p.now, conn, &wire[..1000]);
+    let mut wrong = vec![0u8; 1000 - HEADER_LEN];
+    wrong.extend_from_slice(&wire[1000..]);
+    let wrong = Bytes::from(wrong);
+    node.handle_body(p.now, conn, wrong.clone(), 1000 - HEADER_LEN);
+    p.drive();
+    assert!(p.failures(1).is_empty(), "{:?}", p.failures(1));
+    let got = p.payloads(1);
+    assert_eq!(got.len(), 3);
+    assert!(got[2] == big, "delivered whole");
+    assert!(!wrong.as_ptr_range().contains(&got[2].as_ptr()));
+}
+
 #[test]
 fn messages_between_actors_that_talked_before_name_them_by_index() {
     let mut p = Pair::new(2, quick());

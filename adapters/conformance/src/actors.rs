@@ -65,7 +65,7 @@ impl Actor for Counter {
     }
 }
 
-async fn recv<M: serde::de::DeserializeOwned>(rx: &mut PortReceiver<M>, what: &str) -> M {
+async fn recv<M: serde::de::DeserializeOwned + 'static>(rx: &mut PortReceiver<M>, what: &str) -> M {
     within(10, what, rx.recv()).await.expect(what)
 }
 

@@ -656,6 +656,45 @@ impl Engine {
         })
     }
 
+    /// Bytes read from `conn`, like [`Engine::bytes`] (`None`: stop reading); then, if they
+    /// leave `conn` in the middle of a large frame's body, a buffer of the body's length
+    /// from `bufs`, starting with the body bytes received so far, and how many those are:
+    /// the rest is to be read into it and handed over with [`Engine::body`] (see
+    /// `Proc::large_body`). One turn, one lock.
+    pub(crate) fn bytes_then_body(
+        self: &Arc<Self>,
+        conn: ConnId,
+        data: &[u8],
+        bufs: &crate::net::ReadBufs,
+    ) -> Option<Option<(bytes::BytesMut, usize)>> {
+        self.turn(|st, now| {
+            if !st.conns.contains_key(&conn) {
+                return None;
+            }
+            st.core.handle_bytes(now, conn, data);
+            let Some((len, held)) = st.core.large_body(conn) else {
+                return Some(None);
+            };
+            let mut body = bufs.take_body(len);
+            body[..held.len()].copy_from_slice(held);
+            Some(Some((body, held.len())))
+        })
+    }
+
+    /// The whole body of the large frame `conn` is in, read into a buffer from
+    /// [`Engine::large_body`] after its first `have` bytes. False if the connection is no
+    /// longer wanted (stop reading).
+    pub(crate) fn body(self: &Arc<Self>, conn: ConnId, body: bytes::Bytes, have: usize) -> bool {
+        self.turn(|st, now| {
+            if st.conns.contains_key(&conn) {
+                st.core.handle_body(now, conn, body, have);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
     /// Dialing `conn` failed with `error`.
     pub(crate) fn dial_failed(self: &Arc<Self>, conn: ConnId, error: DialError) {
         self.turn(|st, now| {

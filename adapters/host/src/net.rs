@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 use procwire_core::id::{ChannelAddr, UnixAddr};
 use procwire_core::proc::ConnId;
@@ -48,6 +48,9 @@ use crate::sync::{PopError, Queue};
 const READ_BUF: usize = 64 * 1024;
 /// Read buffers a proc keeps for reuse (1 MiB); more are freed when returned.
 const SPARE_READ_BUFS: usize = 16;
+/// Bytes of large-frame body buffers a proc keeps handles of, to reuse once nothing else
+/// refers to them (see [`ReadBufs::take_body`]).
+const SPARE_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
 /// Listen backlog of Unix path sockets (the kernel caps it at `net.core.somaxconn`).
@@ -259,15 +262,50 @@ fn is_stale(path: &std::path::Path) -> bool {
 /// has bytes to give: the reader takes one to read, and puts it back as soon as the socket
 /// has nothing more (the read is pending), so idle connections hold no buffer at all and a
 /// proc with thousands of quiet links costs a few spare buffers, not 64 KiB per link.
+///
+/// It also keeps handles of the buffers large frames' bodies were read into (at most
+/// [`SPARE_BODY_BYTES`] of them): their payloads are handed out as slices, and a buffer is
+/// reused once every slice of it is dropped, so its memory needs no zeroing again.
 pub(crate) struct ReadBufs {
     spare: std::sync::Mutex<Vec<Box<[u8]>>>,
+    bodies: std::sync::Mutex<VecDeque<Bytes>>,
 }
 
 impl ReadBufs {
     pub(crate) fn new() -> Self {
         ReadBufs {
             spare: std::sync::Mutex::new(Vec::new()),
+            bodies: std::sync::Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// A buffer of `len` initialized bytes for a large frame's body: a kept one nothing else
+    /// refers to any more, or a new one.
+    pub(crate) fn take_body(&self, len: usize) -> BytesMut {
+        let mut bodies = crate::sync::lock(&self.bodies);
+        let free = bodies.iter().position(|b| b.len() >= len && b.is_unique());
+        if let Some(Ok(mut body)) = free.and_then(|i| bodies.remove(i)).map(Bytes::try_into_mut) {
+            body.truncate(len);
+            return body;
+        }
+        BytesMut::zeroed(len)
+    }
+
+    /// Keeps a handle of `body` (from [`ReadBufs::take_body`]) to reuse its buffer later,
+    /// forgetting the oldest handles beyond [`SPARE_BODY_BYTES`].
+    fn keep_body(&self, body: &Bytes) {
+        if body.len() > SPARE_BODY_BYTES {
+            return;
+        }
+        let mut bodies = crate::sync::lock(&self.bodies);
+        let mut kept: usize = bodies.iter().map(Bytes::len).sum();
+        while kept + body.len() > SPARE_BODY_BYTES {
+            match bodies.pop_front() {
+                Some(b) => kept -= b.len(),
+                None => break,
+            }
+        }
+        bodies.push_back(body.clone());
     }
 
     fn take(&self) -> Box<[u8]> {
@@ -321,8 +359,89 @@ async fn read_some<'b>(
     }
 }
 
+/// What a read step of a connection came to.
+enum Step {
+    /// Go on reading.
+    More,
+    /// Stop: the engine no longer wants the connection.
+    Stop,
+    /// The connection ended.
+    End(LinkError),
+}
+
+/// Reads from `r` into `buf` until it is full, or, once something was read, until the
+/// socket has nothing more for now: how many bytes, and how the stream ended if it did
+/// (`Ok` at EOF). `None` once `ctl` says stop.
+async fn read_into(
+    r: &mut Reader,
+    ctl: &ConnCtl,
+    buf: &mut [u8],
+) -> Option<(usize, Option<io::Result<()>>)> {
+    let mut filled = 0;
+    poll_fn(|cx| {
+        if ctl.poll_stopped(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        while filled < buf.len() {
+            match Pin::new(&mut *r).poll_read(cx, &mut buf[filled..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Some((filled, Some(Ok(()))))),
+                Poll::Ready(Ok(n)) => filled += n,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Some((filled, Some(Err(e))))),
+                Poll::Pending if filled > 0 => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Some((filled, None)))
+    })
+    .await
+}
+
+/// Reads the rest of a large frame's body into `body` (its first `have` bytes are those
+/// the engine held), then hands the whole body to the engine. While the socket has nothing
+/// more for now, the engine hears that bytes came (they keep the connection alive).
+async fn body_step(
+    engine: &Arc<Engine>,
+    conn: ConnId,
+    r: &mut Reader,
+    ctl: &ConnCtl,
+    (mut body, have): (BytesMut, usize),
+) -> Step {
+    let mut at = have;
+    loop {
+        let Some((n, end)) = read_into(r, ctl, &mut body[at..]).await else {
+            return Step::Stop;
+        };
+        at += n;
+        match end {
+            Some(Ok(())) => {
+                tracing::debug!("connection closed by peer");
+                return Step::End(LinkError::ClosedByPeer);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                return Step::End(LinkError::io(&e));
+            }
+            None => {}
+        }
+        if at == body.len() {
+            let body = body.freeze();
+            engine.read_bufs().keep_body(&body);
+            return match engine.body(conn, body, have) {
+                true => Step::More,
+                false => Step::Stop,
+            };
+        }
+        if !engine.bytes(conn, &[]) {
+            return Step::Stop;
+        }
+    }
+}
+
 /// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it. How
-/// a dialed connection ended is told to `links` before the engine hears of it.
+/// a dialed connection ended is told to `links` before the engine hears of it. The rest of
+/// a large frame's body is read straight into the buffer its payload stays in (see
+/// `Proc::large_body`), not through the read buffer.
 pub(crate) async fn reader_task(
     engine: Arc<Engine>,
     conn: ConnId,
@@ -332,19 +451,34 @@ pub(crate) async fn reader_task(
 ) {
     let bufs = engine.read_bufs().clone();
     let mut held = None;
+    let mut large = None;
     loop {
+        if let Some(body) = large.take() {
+            match body_step(&engine, conn, &mut r, &ctl, body).await {
+                Step::More => continue,
+                Step::Stop => break,
+                Step::End(end) => {
+                    if let Some(links) = &links {
+                        links.ended(conn, end);
+                    }
+                    engine.closed(conn);
+                    break;
+                }
+            }
+        }
         let end = match read_some(&mut r, &ctl, &bufs, &mut held).await {
             None => break,
             Some(Ok([])) => {
                 tracing::debug!("connection closed by peer");
                 LinkError::ClosedByPeer
             }
-            Some(Ok(bytes)) => {
-                if !engine.bytes(conn, bytes) {
-                    break;
+            Some(Ok(bytes)) => match engine.bytes_then_body(conn, bytes, &bufs) {
+                None => break,
+                Some(body) => {
+                    large = body;
+                    continue;
                 }
-                continue;
-            }
+            },
             Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
@@ -1049,6 +1183,48 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = Pin::new(&mut r).poll_read(&mut cx, &mut buf);
         assert!(matches!(n, Poll::Ready(Ok(8))));
+    }
+
+    #[test]
+    fn a_body_buffer_is_reused_once_nothing_refers_to_it() {
+        let bufs = ReadBufs::new();
+        let mut body = bufs.take_body(100);
+        assert_eq!(body.len(), 100);
+        body[..3].copy_from_slice(b"abc");
+        let body = body.freeze();
+        let at = body.as_ptr();
+        bufs.keep_body(&body);
+        let payload = body.slice(1..3);
+        drop(body);
+        // A payload still refers to it: a new buffer.
+        let other = bufs.take_body(50);
+        assert_ne!(other.as_ptr(), at);
+        drop(payload);
+        let again = bufs.take_body(60);
+        assert_eq!(
+            (again.as_ptr(), again.len()),
+            (at, 60),
+            "the same memory, no zeroing"
+        );
+        assert_eq!(&again[..3], b"abc");
+        // Larger than any kept: a new one.
+        assert_ne!(bufs.take_body(200).as_ptr(), at);
+    }
+
+    #[test]
+    fn kept_body_buffers_stay_within_their_bound() {
+        let bufs = ReadBufs::new();
+        let big = SPARE_BODY_BYTES / 4 + 1;
+        // Payloads of all of them still live: none can be reused.
+        let mut live = Vec::new();
+        for _ in 0..8 {
+            let b = bufs.take_body(big).freeze();
+            bufs.keep_body(&b);
+            live.push(b);
+        }
+        let kept: usize = crate::sync::lock(&bufs.bodies).iter().map(Bytes::len).sum();
+        assert!(kept <= SPARE_BODY_BYTES, "{kept}");
+        assert_eq!(crate::sync::lock(&bufs.bodies).len(), 3);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! The type checks and the fingerprint scheme are described in the crate docs
 //! ([type checks](crate#type-checks), [fingerprints](crate#fingerprints)).
 
+use std::any::Any;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -53,9 +54,33 @@ pub(crate) fn check_type(expected: TypeFingerprint, env: &Envelope) -> Result<()
 pub fn encode<M: Serialize + ?Sized>(msg: &M) -> Result<Bytes, SendError> {
     let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
         .map_err(SendError::Encode)?;
-    postcard::to_extend(msg, Vec::with_capacity(len))
+    postcard::serialize_with_flavor(msg, SizedVec(Vec::with_capacity(len)))
         .map(Bytes::from)
         .map_err(SendError::Encode)
+}
+
+/// postcard's output into a `Vec` allocated for the measured size. Byte strings are
+/// appended as slices (one `memcpy`; postcard's `to_extend` goes byte by byte).
+struct SizedVec(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for SizedVec {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Deserializes a payload made by [`encode`], strictly: the whole payload must be one
@@ -74,16 +99,41 @@ pub fn decode<M: DeserializeOwned>(payload: &[u8]) -> Result<M, DecodeError> {
 
 /// Decodes the message in `env` as an `M`, the way a typed port does: its type header (if
 /// any) must be `M`'s fingerprint, then the payload must decode strictly.
-pub fn decode_envelope<M: DeserializeOwned>(env: &Envelope) -> Result<M, DecodeError> {
+///
+/// A [`Bytes`] message is not copied: it is a slice of the received payload (so of the
+/// frame it arrived in).
+pub fn decode_envelope<M: DeserializeOwned + 'static>(env: &Envelope) -> Result<M, DecodeError> {
     decode_checked(env, TypeFingerprint::of::<M>())
 }
 
-fn decode_checked<M: DeserializeOwned>(
+fn decode_checked<M: DeserializeOwned + 'static>(
     env: &Envelope,
     expected: TypeFingerprint,
 ) -> Result<M, DecodeError> {
     check_type(expected, env)?;
-    decode(&env.payload)
+    decode_shared(&env.payload)
+}
+
+/// [`decode`] of a payload held in `Bytes`: a [`Bytes`] message is a slice of it (serde's
+/// `Bytes` would copy its bytes out of the payload), any other type decodes as by `decode`.
+fn decode_shared<M: DeserializeOwned + 'static>(payload: &Bytes) -> Result<M, DecodeError> {
+    let mut slot: Option<M> = None;
+    if let Some(bytes) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
+        // postcard's byte string: a varint length, then the bytes, borrowed in place.
+        let (inner, rest) =
+            postcard::take_from_bytes::<&[u8]>(payload).map_err(DecodeError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes {
+                used: payload.len() - rest.len(),
+                len: payload.len(),
+            });
+        }
+        *bytes = Some(payload.slice_ref(inner));
+    }
+    match slot {
+        Some(msg) => Ok(msg),
+        None => decode(payload),
+    }
 }
 
 /// An envelope from `cx` to `port` carrying `msg` and its type's fingerprint.
@@ -475,7 +525,7 @@ impl<M> PortReceiver<M> {
     }
 }
 
-impl<M: DeserializeOwned> PortReceiver<M> {
+impl<M: DeserializeOwned + 'static> PortReceiver<M> {
     /// Checks and decodes an envelope as this port does: its type header, if any, must be
     /// `M`'s fingerprint, and the payload must be exactly one `M`.
     pub fn decode(&self, env: &Envelope) -> Result<M, DecodeError> {
@@ -567,7 +617,7 @@ impl<M> OncePortReceiver<M> {
     }
 }
 
-impl<M: DeserializeOwned> OncePortReceiver<M> {
+impl<M: DeserializeOwned + 'static> OncePortReceiver<M> {
     /// Waits for the one message; checked and decoded as by [`PortReceiver::recv`]. A refused
     /// message spends the port like any other.
     pub async fn recv(mut self) -> Result<M, RecvError> {
@@ -606,7 +656,7 @@ impl Returned {
 
     /// Decodes the message as the type it was sent as, checked and strict as by
     /// [`decode_envelope`].
-    pub fn decode<M: DeserializeOwned>(&self) -> Result<M, DecodeError> {
+    pub fn decode<M: DeserializeOwned + 'static>(&self) -> Result<M, DecodeError> {
         decode_envelope(&self.envelope)
     }
 }
@@ -629,6 +679,28 @@ mod tests {
         let mut env = Envelope::new(dest.actor().clone(), dest, encode(msg).expect("encodes"));
         env.fingerprint = header;
         env
+    }
+
+    #[test]
+    fn a_bytes_message_is_a_slice_of_the_payload_and_decodes_strictly() {
+        let msg = Bytes::from((0..300u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let env = envelope(&msg, Some(TypeFingerprint::of::<Bytes>()));
+        let postcards = postcard::to_allocvec(&msg).expect("encodes");
+        assert_eq!(env.payload, postcards, "exactly postcard's encoding");
+        assert_eq!(env.payload.len(), postcards.len());
+        let got: Bytes = decode_envelope(&env).expect("decodes");
+        assert_eq!(got, msg);
+        let range = env.payload.as_ptr_range();
+        assert!(range.contains(&got.as_ptr()), "not a copy");
+        // The same bytes as serde's own decoding, and the same strictness.
+        assert_eq!(decode::<Vec<u8>>(&env.payload).expect("decodes"), msg);
+        let mut long = env.payload.to_vec();
+        long.push(0);
+        let err = decode_shared::<Bytes>(&Bytes::from(long)).unwrap_err();
+        assert!(matches!(err, DecodeError::TrailingBytes { used, len } if used + 1 == len));
+        let short = env.payload.slice(..env.payload.len() - 1);
+        let err = decode_shared::<Bytes>(&short).unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
     }
 
     #[test]
