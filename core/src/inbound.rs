@@ -291,6 +291,7 @@ impl Inbound {
         &mut self,
         now: Instant,
         cx: &mut Ctx,
+        reg: &mut Registry,
         conn: ConnId,
         body: bytes::Bytes,
         have: usize,
@@ -302,9 +303,12 @@ impl Inbound {
         };
         match dec.adopt_body(body) {
             Ok((header, body)) => self
-                .on_frame(now, cx, header.kind, body)
+                .on_frame(now, cx, reg, header.kind, body)
                 .unwrap_or(Fate::Live),
-            Err(body) => self.on_bytes(now, cx, conn, body.get(have..).unwrap_or_default()),
+            Err(body) => {
+                let rest = body.get(have..).unwrap_or_default();
+                self.on_bytes(now, cx, reg, conn, rest)
+            }
         }
     }
 

@@ -572,7 +572,8 @@ impl Proc {
         };
         self.now = now;
         if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {
-            let fate = s.session.on_body(now, &mut self.cx, conn, body, have);
+            let reg = &mut self.registry;
+            let fate = s.session.on_body(now, &mut self.cx, reg, conn, body, have);
             self.route_pending(now, slot);
             if fate == Fate::Ended {
                 self.end_inbound(slot);

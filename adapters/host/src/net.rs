@@ -360,7 +360,7 @@ async fn read_some<'b>(
 }
 
 /// What a read step of a connection came to.
-enum Step {
+enum ReadStep {
     /// Go on reading.
     More,
     /// Stop: the engine no longer wants the connection.
@@ -406,21 +406,21 @@ async fn body_step(
     r: &mut Reader,
     ctl: &ConnCtl,
     (mut body, have): (BytesMut, usize),
-) -> Step {
+) -> ReadStep {
     let mut at = have;
     loop {
         let Some((n, end)) = read_into(r, ctl, &mut body[at..]).await else {
-            return Step::Stop;
+            return ReadStep::Stop;
         };
         at += n;
         match end {
             Some(Ok(())) => {
                 tracing::debug!("connection closed by peer");
-                return Step::End(LinkError::ClosedByPeer);
+                return ReadStep::End(LinkError::ClosedByPeer);
             }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
-                return Step::End(LinkError::io(&e));
+                return ReadStep::End(LinkError::io(&e));
             }
             None => {}
         }
@@ -428,12 +428,12 @@ async fn body_step(
             let body = body.freeze();
             engine.read_bufs().keep_body(&body);
             return match engine.body(conn, body, have) {
-                true => Step::More,
-                false => Step::Stop,
+                true => ReadStep::More,
+                false => ReadStep::Stop,
             };
         }
         if !engine.bytes(conn, &[]) {
-            return Step::Stop;
+            return ReadStep::Stop;
         }
     }
 }
@@ -455,9 +455,9 @@ pub(crate) async fn reader_task(
     loop {
         if let Some(body) = large.take() {
             match body_step(&engine, conn, &mut r, &ctl, body).await {
-                Step::More => continue,
-                Step::Stop => break,
-                Step::End(end) => {
+                ReadStep::More => continue,
+                ReadStep::Stop => break,
+                ReadStep::End(end) => {
                     if let Some(links) = &links {
                         links.ended(conn, end);
                     }
