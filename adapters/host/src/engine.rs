@@ -9,7 +9,8 @@
 //! 1. lock, read the clock, mutate the machine with one `handle_*(now, ...)` call;
 //! 2. drain `poll_output()` until `None`, carrying out each output without blocking
 //!    (bytes are queued, in order, on the connection's write queue without waking anyone,
-//!    messages to port queues, dials are spawned);
+//!    messages to port queues, each run of deliveries to one port in one push, dials are
+//!    spawned);
 //! 3. read `poll_timeout()`; if the deadline moved earlier than the one the timer task is
 //!    sleeping on, wake the timer task so it re-arms its single timer;
 //! 4. release the lock, then write the bytes step 2 queued, on this same task, for each
@@ -24,6 +25,7 @@
 //! the timer; the proc driver in [`crate::proc`] provides them on top of a
 //! [`Runtime`](crate::Runtime).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -145,6 +147,10 @@ struct ActorEntry {
 struct State {
     core: CoreProc,
     ports: PortTable,
+    /// Deliveries to `staged_port` collected during a drain, pushed to its receiver's
+    /// queue in one batch (one lock, one wake) when the port changes or the drain ends.
+    staged: VecDeque<Envelope>,
+    staged_port: Option<LocalPort>,
     actors: FastMap<ActorId, ActorEntry>,
     conns: FastMap<ConnId, Arc<ConnCtl>>,
     /// Senders waiting for a link's window to open.
@@ -193,6 +199,8 @@ impl Engine {
             state: Mutex::new(State {
                 core,
                 ports: PortTable::default(),
+                staged: VecDeque::new(),
+                staged_port: None,
                 actors: FastMap::default(),
                 conns: FastMap::default(),
                 writable: FastMap::default(),
@@ -254,9 +262,24 @@ impl Engine {
     }
 
     fn drain(self: &Arc<Self>, st: &mut State, now: Instant) {
+        self.drain_outputs(st, now);
+        // Handing back what a gone receiver cannot take gives the machine more to drain.
+        while self.flush_deliveries(st, now) {
+            self.drain_outputs(st, now);
+        }
+    }
+
+    fn drain_outputs(self: &Arc<Self>, st: &mut State, now: Instant) {
         while let Some(out) = st.core.poll_output() {
             match out {
-                Output::Deliver { port, env } => self.deliver(st, now, port, env),
+                Output::Deliver { port, env } => {
+                    if st.staged_port != Some(port) {
+                        // Returns this may queue come out of this same loop.
+                        self.flush_deliveries(st, now);
+                    }
+                    st.staged_port = Some(port);
+                    st.staged.push_back(env);
+                }
                 Output::Returned(env) => self.return_to_sender(st, env),
                 Output::Dial { conn, addr } => {
                     tracing::debug!(proc = %self.id, %conn, %addr, "dialing");
@@ -290,29 +313,31 @@ impl Engine {
         }
     }
 
-    fn deliver(&self, st: &mut State, now: Instant, port: LocalPort, env: Envelope) {
-        let Some(entry) = st.ports.get(port) else {
-            st.core
-                .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
-            return;
+    /// Pushes the staged deliveries to their port's receiver. True if some could not be
+    /// placed (no receiver: they went back to core as `NoSuchPort`, which queued output).
+    fn flush_deliveries(&self, st: &mut State, now: Instant) -> bool {
+        let Some(port) = st.staged_port.take() else {
+            return false;
         };
-        let once = entry.kind == PortKind::Once;
-        match entry.queue.push(env) {
-            Ok(()) => {
+        if let Some(entry) = st.ports.get(port) {
+            let once = entry.kind == PortKind::Once;
+            if entry.queue.push_all(&mut st.staged).is_ok() {
                 if once {
                     // Core retired the once-port with this delivery.
                     st.ports.remove(port);
                 }
+                return false;
             }
-            Err((env, _)) => {
-                // The receiver was dropped between core's check and now.
-                if let Some(entry) = st.ports.remove(port) {
-                    st.core.close_port(&entry.id);
-                }
-                st.core
-                    .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
+            // The receiver was dropped between core's check and now.
+            if let Some(entry) = st.ports.remove(port) {
+                st.core.close_port(&entry.id);
             }
         }
+        for env in st.staged.drain(..) {
+            st.core
+                .handle_undeliverable(now, env, Undeliverable::NoSuchPort);
+        }
+        true
     }
 
     fn return_to_sender(&self, st: &mut State, env: Envelope) {

@@ -88,6 +88,30 @@ impl<T> Queue<T> {
         Ok(())
     }
 
+    /// Appends all of `items` (leaving it empty), waking the consumer once. One lock for
+    /// the batch. If refused, nothing is taken.
+    pub(crate) fn push_all(&self, items: &mut VecDeque<T>) -> Result<(), PushError> {
+        let waker = {
+            let mut st = lock(&self.state);
+            if st.closed || st.consumer_gone {
+                return Err(PushError::Closed);
+            }
+            if st.items.len().saturating_add(items.len()) > self.cap {
+                return Err(PushError::Full);
+            }
+            if st.items.is_empty() {
+                std::mem::swap(&mut st.items, items);
+            } else {
+                st.items.append(items);
+            }
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
     /// No more items will come; the consumer drains what is queued, then sees the end.
     pub(crate) fn close(&self) {
         let waker = {
@@ -133,6 +157,38 @@ impl<T> Queue<T> {
             _ => st.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+
+    /// Moves every queued item into `out` (which should be empty: its buffer is swapped in,
+    /// so nothing allocates), or registers the consumer's waker. One lock for a whole batch.
+    /// `Ready(false)` once closed and drained.
+    pub(crate) fn poll_take_all(&self, cx: &mut Context<'_>, out: &mut VecDeque<T>) -> Poll<bool> {
+        let mut st = lock(&self.state);
+        if !st.items.is_empty() {
+            std::mem::swap(&mut st.items, out);
+            return Poll::Ready(true);
+        }
+        if st.closed {
+            return Poll::Ready(false);
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// [`Queue::poll_take_all`] without waiting.
+    pub(crate) fn try_take_all(&self, out: &mut VecDeque<T>) -> Result<(), PopError> {
+        let mut st = lock(&self.state);
+        if !st.items.is_empty() {
+            std::mem::swap(&mut st.items, out);
+            return Ok(());
+        }
+        match st.closed {
+            true => Err(PopError::Closed),
+            false => Err(PopError::Empty),
+        }
     }
 
     /// Waits for the next item; `None` once closed and drained.

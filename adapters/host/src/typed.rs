@@ -20,6 +20,7 @@
 
 use std::any::Any;
 use std::borrow::Borrow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
@@ -443,6 +444,8 @@ pub struct PortReceiver<M> {
     /// Envelopes of decoded messages, payloads dropped, handed back to core with the next
     /// report so that it reuses their ids (`Proc::recycle`).
     spent: Vec<Envelope>,
+    /// Envelopes taken from `queue` in one batch (one lock), not yet handed out.
+    ready: VecDeque<Envelope>,
     /// Report once either reaches this: [`Engine::consume_batch`].
     batch: (usize, usize),
     _m: PhantomData<fn() -> M>,
@@ -460,6 +463,7 @@ impl<M> PortReceiver<M> {
             queue,
             taken: (0, 0),
             spent: Vec::new(),
+            ready: VecDeque::new(),
             _m: PhantomData,
         }
     }
@@ -476,7 +480,7 @@ impl<M> PortReceiver<M> {
 
     /// Messages queued now.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.ready.len() + self.queue.len()
     }
 
     /// Whether no message is queued now.
@@ -495,17 +499,25 @@ impl<M> PortReceiver<M> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Envelope, RecvError>> {
-        let env = ready!(self.queue.poll_pop(cx)).ok_or(RecvError::Closed)?;
+        if self.ready.is_empty() && !ready!(self.queue.poll_take_all(cx, &mut self.ready)) {
+            return Poll::Ready(Err(RecvError::Closed));
+        }
+        let env = self.ready.pop_front().ok_or(RecvError::Closed)?;
         self.took(&env);
         Poll::Ready(Ok(env))
     }
 
     /// The next envelope if one is queued, unchecked and undecoded.
     pub fn try_recv_envelope(&mut self) -> Result<Envelope, TryRecvError> {
-        let env = self.queue.try_pop().map_err(|e| match e {
-            PopError::Empty => TryRecvError::Empty,
-            PopError::Closed => TryRecvError::Closed,
-        })?;
+        if self.ready.is_empty() {
+            self.queue
+                .try_take_all(&mut self.ready)
+                .map_err(|e| match e {
+                    PopError::Empty => TryRecvError::Empty,
+                    PopError::Closed => TryRecvError::Closed,
+                })?;
+        }
+        let env = self.ready.pop_front().ok_or(TryRecvError::Empty)?;
         self.took(&env);
         Ok(env)
     }
