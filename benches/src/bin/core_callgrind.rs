@@ -11,6 +11,11 @@
 //!
 //! `core_callgrind <messages> <k>` runs the same busy link beside `k` idle sessions at the
 //! receiver ([`IdleNet`]), for instructions per message with `k` idle sessions.
+//!
+//! `core_callgrind timeouts <rounds> <k>` runs `rounds` timeout rounds of the receiver with
+//! `k` idle sessions ([`IdleNet::timeout_rounds`]): differencing two round counts at the
+//! same `k` gives the instructions of one round (every node's work in it, untimed parts
+//! included), to compare across `k`.
 
 use procwire_benches::core_idle::IdleNet;
 use procwire_benches::core_mem::CorePipe;
@@ -28,6 +33,9 @@ fn arg(i: usize) -> Option<u64> {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("timeouts") {
+        return timeouts();
+    }
     let Some(n) = arg(1) else {
         eprintln!("usage: core_callgrind <messages> [idle sessions]");
         std::process::exit(2);
@@ -46,5 +54,18 @@ fn main() {
     println!(
         "{n} messages of {SMALL} B delivered in order in {:.3} ms",
         took.as_secs_f64() * 1e3
+    );
+}
+
+fn timeouts() {
+    let (Some(rounds), Some(k)) = (arg(2), arg(3)) else {
+        eprintln!("usage: core_callgrind timeouts <rounds> <idle sessions>");
+        std::process::exit(2);
+    };
+    let mut net = IdleNet::new(k as usize, SMALL);
+    let r = net.timeout_rounds(rounds as usize);
+    println!(
+        "{rounds} timeout rounds with {k} idle sessions, {} transmits",
+        r.transmits
     );
 }
