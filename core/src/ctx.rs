@@ -12,6 +12,7 @@ use crate::frame::{FrameHeader, FrameKind, RefuseReason, HEADER_LEN};
 use crate::id::ProcId;
 use crate::idcache::IdSpares;
 use crate::output::{ConnError, ConnId, Event, Output, Outputs};
+use crate::registry::{Admit, LocalPort, Registry};
 
 /// Why a send was not accepted. Nothing was queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +134,26 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// How this proc's registry takes a received or sent `env`: `None` when it is not for a
+    /// port of this proc (a return or a forward, which routing decides); otherwise
+    /// whether the port takes it now, is full, or refuses it (see `Registry::admit`: only
+    /// placing it changes anything).
+    #[inline]
+    pub(crate) fn admit(&self, reg: &mut Registry, env: &Envelope) -> Option<Admit> {
+        if env.returned.is_some() || env.dest.actor().proc() != &self.id {
+            return None;
+        }
+        let limits = self.config.port_limits();
+        Some(reg.admit(&env.dest, env.payload.len(), env.fingerprint, limits))
+    }
+
+    /// Queues `env`, which the registry placed in `port`, for the driver.
+    #[inline]
+    pub(crate) fn deliver(&mut self, port: LocalPort, env: Envelope) {
+        self.stats.delivered += 1;
+        self.out.deliver(port, env);
+    }
+
     pub(crate) fn new(id: ProcId, config: Config, incarnation: u64, seed: u64) -> Self {
         Ctx {
             out: Outputs::new(config.coalesce_bytes, config.spare_buffers),

@@ -503,16 +503,11 @@ impl Inbound {
 /// it places the message.
 #[inline]
 fn place(cx: &mut Ctx, reg: &mut Registry, env: Envelope) -> Option<Envelope> {
-    if env.returned.is_some() || env.dest.actor().proc() != &cx.id {
-        return Some(env);
-    }
-    let limits = cx.config.port_limits();
-    match reg.admit(&env.dest, env.payload.len(), env.fingerprint, limits) {
-        Admit::Placed(port) => {
-            cx.stats.delivered += 1;
-            cx.out.deliver(port, env);
+    match cx.admit(reg, &env) {
+        Some(Admit::Placed(port)) => {
+            cx.deliver(port, env);
             None
         }
-        Admit::Full(_) | Admit::Refused(_) => Some(env),
+        _ => Some(env),
     }
 }

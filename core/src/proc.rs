@@ -480,8 +480,7 @@ impl Proc {
                 Err((SendError::WouldBlock, env))
             }
             Admit::Placed(port) => {
-                self.cx.stats.delivered += 1;
-                self.cx.out.deliver(port, env);
+                self.cx.deliver(port, env);
                 Ok(())
             }
             Admit::Refused(reason) => {
@@ -814,10 +813,7 @@ impl Proc {
                 .registry
                 .deliver(&env.dest, env.payload.len(), env.fingerprint)
             {
-                Ok(port) => {
-                    self.cx.stats.delivered += 1;
-                    self.cx.out.deliver(port, env);
-                }
+                Ok(port) => self.cx.deliver(port, env),
                 Err(reason) => self.bounce(self.now, env, reason, origin),
             },
             Some(reason) => {
@@ -1328,15 +1324,8 @@ impl Proc {
         // proc's incarnation.
         let from_dialer = env.returned.is_none() && env.sender.proc() == &s.key.0;
         let origin = from_dialer.then_some(s.session.incarnation());
-        let local = env.returned.is_none() && env.dest.actor().proc() == &self.cx.id;
-        let admit = if local {
-            let limits = self.cx.config.port_limits();
-            self.registry
-                .admit(&env.dest, env.payload.len(), env.fingerprint, limits)
-        } else {
-            Admit::Refused(Undeliverable::NoSuchPort)
-        };
-        if let Admit::Full(port) = admit {
+        let admit = self.cx.admit(&mut self.registry, env);
+        if let Some(Admit::Full(port)) = admit {
             s.session.set_blocked(true);
             if !self.blocked.iter().any(|(_, b)| *b == slot) {
                 self.blocked.push((port, slot));
@@ -1347,12 +1336,10 @@ impl Proc {
             return false;
         };
         match admit {
-            _ if !local => self.route(now, env, origin),
-            Admit::Refused(reason) => self.bounce(now, env, reason, origin),
-            Admit::Placed(port) | Admit::Full(port) => {
-                self.cx.stats.delivered += 1;
-                self.cx.out.deliver(port, env);
-            }
+            None => self.route(now, env, origin),
+            Some(Admit::Refused(reason)) => self.bounce(now, env, reason, origin),
+            // A full port returned above.
+            Some(Admit::Placed(port) | Admit::Full(port)) => self.cx.deliver(port, env),
         }
         true
     }

@@ -44,6 +44,16 @@ struct QueueState<T> {
     consumer_gone: bool,
 }
 
+impl<T> QueueState<T> {
+    /// Registers the consumer's waker, unless it is the one registered already.
+    fn wait(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
+}
+
 /// An unbounded (or capped) multi-producer, single-consumer queue.
 pub(crate) struct Queue<T> {
     state: Mutex<QueueState<T>>,
@@ -152,10 +162,7 @@ impl<T> Queue<T> {
         if st.closed {
             return Poll::Ready(None);
         }
-        match &st.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => st.waker = Some(cx.waker().clone()),
-        }
+        st.wait(cx);
         Poll::Pending
     }
 
@@ -171,10 +178,7 @@ impl<T> Queue<T> {
         if st.closed {
             return Poll::Ready(false);
         }
-        match &st.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => st.waker = Some(cx.waker().clone()),
-        }
+        st.wait(cx);
         Poll::Pending
     }
 

@@ -547,9 +547,9 @@ impl<M: DeserializeOwned + 'static> PortReceiver<M> {
     /// Checks and decodes `env`; one that is refused goes back to its sender as
     /// [`Undeliverable::Undecodable`] and the error is returned. (A wrong fingerprint
     /// never gets here: core refused it on arrival, since every port is bound typed.)
-    fn take(&self, env: Envelope) -> Result<(ActorId, M), DecodeError> {
+    fn take(&self, env: Envelope) -> Result<(Envelope, M), DecodeError> {
         match self.decode(&env) {
-            Ok(msg) => Ok((env.sender, msg)),
+            Ok(msg) => Ok((env, msg)),
             Err(e) => {
                 self.engine.undecodable(env);
                 Err(e)
@@ -557,22 +557,20 @@ impl<M: DeserializeOwned + 'static> PortReceiver<M> {
         }
     }
 
-    /// Checks and decodes `env` as [`PortReceiver::take`] does, keeping its envelope to
-    /// hand back to core (see `spent`).
-    fn take_msg(&mut self, mut env: Envelope) -> Result<M, DecodeError> {
-        match self.decode(&env) {
-            Ok(msg) => {
-                if self.spent.len() < self.batch.0 {
-                    env.payload = bytes::Bytes::new();
-                    self.spent.push(env);
-                }
-                Ok(msg)
-            }
-            Err(e) => {
-                self.engine.undecodable(env);
-                Err(e)
-            }
+    /// Keeps a decoded message's envelope, payload dropped, to hand back to core with the
+    /// next report (see `spent`).
+    fn spend(&mut self, mut env: Envelope) {
+        if self.spent.len() < self.batch.0 {
+            env.payload = bytes::Bytes::new();
+            self.spent.push(env);
         }
+    }
+
+    /// [`PortReceiver::take`] for a caller that wants the message alone.
+    fn take_msg(&mut self, env: Envelope) -> Result<M, DecodeError> {
+        let (env, msg) = self.take(env)?;
+        self.spend(env);
+        Ok(msg)
     }
 
     /// Waits for the next message. A message that does not decode strictly as `M` is
@@ -586,7 +584,8 @@ impl<M: DeserializeOwned + 'static> PortReceiver<M> {
     /// Waits for the next message and returns it with its sender.
     pub async fn recv_from(&mut self) -> Result<(ActorId, M), RecvError> {
         let env = self.recv_envelope().await?;
-        self.take(env).map_err(RecvError::Decode)
+        let (env, msg) = self.take(env).map_err(RecvError::Decode)?;
+        Ok((env.sender, msg))
     }
 
     /// The next message if one is queued.
