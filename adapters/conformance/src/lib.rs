@@ -351,6 +351,7 @@ macro_rules! suite {
                 actor_lifecycle_and_failures,
                 stale_refs_never_reach_a_new_holder,
                 wrong_types_are_refused,
+                sends_in_a_row_are_batched_without_delay,
             );
             $crate::suite!(@links $run, $transport,
                 peer_going_away_and_coming_back,

@@ -251,6 +251,67 @@ pub async fn missing_destinations_come_back<A: Adapter, B: Adapter>(
     shutdown_both(&a, &b).await;
 }
 
+/// The host batches sends in a row: from the second on, a send leaves its bytes,
+/// deliveries and returns to one later turn. Nothing waits on that turn for long: a
+/// receiver in the sending proc sees the messages, and the sender its return, as soon as
+/// they look (nothing awaited in between); the messages for the other proc go out though
+/// the sending task only waits on that proc afterwards (proc `a`'s timer task writes
+/// them). Two senders and two destinations alternate, so each message must carry its
+/// own sender and reach its own port.
+pub async fn sends_in_a_row_are_batched_without_delay<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    const N: u32 = 40;
+    let (a, b) = pair(aa, ba, t).await;
+    let (s1, _) = a.instance("s1").expect("s1");
+    let (s2, _) = a.instance("s2").expect("s2");
+    let (local, _) = a.instance("local").expect("local");
+    let (remote, _) = b.instance("remote").expect("remote");
+    let (lport, mut lrx) = local.open_port::<(u8, u32)>();
+    let (rport, mut rrx) = remote.open_port::<(u8, u32)>();
+    let (lref, rref) = (lport.port_ref(), rport.port_ref());
+    let nobody = a.proc_id().actor(name("nobody"), 0).port(1024);
+    let senders = [&s1, &s2];
+    for i in 0..N {
+        let who = (i % 2) as u8;
+        rref.try_send(senders[who as usize], (who, i))
+            .expect("remote send");
+        lref.try_send(senders[who as usize], (who, i))
+            .expect("local send");
+    }
+    s1.try_send_bytes(&nobody, Bytes::from_static(b"lost"))
+        .expect("accepted, to come back");
+    for i in 0..N {
+        let env = lrx.try_recv_envelope().expect("queued at once");
+        let (who, n) = lrx.decode(&env).expect("decodes");
+        assert_eq!((who, n), ((i % 2) as u8, i), "local message {i}");
+        assert_eq!(&env.sender, senders[who as usize].actor_id(), "local {i}");
+    }
+    let back = s1.try_next_undeliverable().expect("returned at once");
+    assert_eq!(back.reason, Undeliverable::NoSuchActor);
+    assert_eq!(back.dest(), &nobody);
+    // Looking at the local port ran the batch's turn, bytes for b included. A second
+    // batch is for b alone, and nothing of proc `a` is looked at until it has arrived.
+    for i in N..2 * N {
+        let who = (i % 2) as u8;
+        rref.try_send(senders[who as usize], (who, i))
+            .expect("remote send");
+    }
+    within(10, "both batches reach b", async {
+        for i in 0..2 * N {
+            let env = rrx.recv_envelope().await.expect("delivered");
+            let (who, n) = rrx.decode(&env).expect("decodes");
+            assert_eq!((who, n), ((i % 2) as u8, i), "remote message {i}");
+            assert_eq!(&env.sender, senders[who as usize].actor_id(), "remote {i}");
+        }
+    })
+    .await;
+    drop((s1, s2, local, remote, lrx, rrx));
+    shutdown_both(&a, &b).await;
+}
+
 /// A message over the frame limit fails at the sender with `TooLarge`, whether the limit is
 /// the sender's own or the receiver's (learned at the handshake).
 pub async fn oversized_fails_at_sender<A: Adapter, B: Adapter>(

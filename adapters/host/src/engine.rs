@@ -18,6 +18,19 @@
 //!    would block (or a write is partial or fails, or a close is queued) does the
 //!    connection's writer task take over, so an idle connection's bytes cost no task hop.
 //!
+//! Sends are batch-first. A send's turn is the whole loop only when the turn before it was
+//! not a send's; from the second send in a row on, step 1 is all a send does (core encodes
+//! the message into its link's chunk, under the lock, with the `now` of the last turn) and
+//! steps 2–4 wait for one later turn, which drains and writes the whole run: frames
+//! coalesced into one transmit, one write, one push and one wake per receiving port. That
+//! turn comes from the timer task (woken once per run), from the 256th send in a row, from
+//! any other turn, or from a receiver of this proc that found its queue empty (so a task
+//! never waits on its own unsent messages). Core decides each send at once, so `try_send`
+//! still answers `TooLarge`, `WouldBlock` and the rest synchronously; only the effects wait.
+//! A small typed message is serialized into the engine's scratch buffer and sent from its
+//! scratch envelope by reference ([`Engine::try_send_with`]): no allocation and no
+//! reference count per message.
+//!
 //! Turning the loop on the caller's task instead of hopping to a dedicated driver task lets
 //! `try_send` report `TooLarge`/`WouldBlock` synchronously and saves a cross-thread wake-up
 //! per message, which on small machines costs more than the work itself. The only pieces the
@@ -26,6 +39,7 @@
 //! [`Runtime`](crate::Runtime).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -57,7 +71,9 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     /// Connects `conn` to `addr`; on success starts its reader and writer (the writer takes
     /// from `ctl.writes`) and calls [`Engine::connected`], on failure [`Engine::closed`].
     fn dial(&self, engine: &Arc<Engine>, conn: ConnId, addr: ChannelAddr, ctl: Arc<ConnCtl>);
-    /// The machine's next deadline moved earlier: the timer task must re-read it.
+    /// The machine's next deadline moved earlier, or sends in a row left their output for a
+    /// later turn: the timer task must run that turn ([`Engine::drain_deferred`]) and
+    /// re-read the deadline.
     fn rearm_timer(&self);
     /// Core closed `conn` because of `error` (the driver counts and logs it).
     fn connection_failed(&self, conn: ConnId, error: &procwire_core::proc::ConnError);
@@ -166,6 +182,27 @@ struct State {
     flushes: crate::net::Flushes,
     /// Turns run so far (the current one included).
     turns: u64,
+    /// The `now` of the last turn: what a deferred send hands core.
+    now: Instant,
+    /// What the turns since the last drain were (see [`Engine::send_turn`]).
+    sends: Sends,
+    /// The envelope small typed messages are sent from, by reference
+    /// ([`Engine::try_send_with`]): its ids are replaced only when the sender or the
+    /// destination changes, its payload is a slice of `scratch_buf`.
+    scratch: Option<Envelope>,
+    scratch_buf: bytes::BytesMut,
+}
+
+/// Whether the sends since the last drain came in a row, and how many of them skipped it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sends {
+    /// The last turn was not a send's, or drained everything itself.
+    Mixed,
+    /// The last turn was a send's, and it drained.
+    InRow,
+    /// This many sends in a row since the last drain handed core their message and left
+    /// the output for the next turn; the timer task was woken to run it.
+    Deferred(u32),
 }
 
 /// The adapter's state around one core proc machine.
@@ -178,7 +215,22 @@ pub(crate) struct Engine {
     consume_batch: (usize, usize),
     /// The read buffers of this proc's connections.
     read_bufs: Arc<crate::net::ReadBufs>,
+    /// Set while sends left output for a later turn (`State::sends` is `Deferred`): read
+    /// without the lock by receivers that found their queue empty.
+    deferred: AtomicBool,
 }
+
+/// Most sends in a row that leave their output to a later turn: the next one drains.
+const DEFER_MAX: u32 = 256;
+
+/// Largest payload sent from the engine's scratch envelope ([`Engine::try_send_with`]);
+/// a larger one gets an allocation of its own, which core can keep apart instead of
+/// copying it.
+pub(crate) const SCRATCH_MAX: usize = 4096;
+
+/// What the scratch buffer grows by: one allocation serves the payloads of many messages
+/// (they are copied into their link's chunk, and the buffer is reused once they are).
+const SCRATCH_BLOCK: usize = 16 * 1024;
 
 /// Most messages a receiver takes before it reports them consumed.
 const CONSUME_BATCH_MSGS: usize = 32;
@@ -209,9 +261,14 @@ impl Engine {
                 unreachable_cause: FastMap::default(),
                 flushes: crate::net::Flushes::None,
                 turns: 0,
+                now: Instant::ZERO,
+                sends: Sends::Mixed,
+                scratch: None,
+                scratch_buf: bytes::BytesMut::new(),
             }),
             phase: Watch::new(Phase::Running),
             returns_cap,
+            deferred: AtomicBool::new(false),
         })
     }
 
@@ -237,11 +294,63 @@ impl Engine {
     /// One turn of the loop: mutate with `f`, carry out every output, re-arm the timer, then
     /// (unlocked) write the bytes queued.
     fn turn<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        let st = self.lock();
+        self.full_turn(st, Sends::Mixed, f)
+    }
+
+    /// The turn of a send. Sends in a row (no other turn between them) are batched: from
+    /// the second on, a send only hands core its message (which encodes it into its link's
+    /// chunk) and leaves the output for one later turn, which writes the whole run at once.
+    /// That turn is the timer task's, woken once per run; or the [`DEFER_MAX`]th send's; or
+    /// any other turn; or a receiver's that found its queue empty
+    /// ([`Engine::drain_deferred`]). A deferred send hands core the `now` of the last turn.
+    ///
+    /// Core decides the send at once either way, so what `f` returns (accepted, or why
+    /// not) is final; only the bytes, deliveries and returns it caused wait.
+    fn send_turn<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let mut st = self.lock();
+        let deferred = match st.sends {
+            Sends::Mixed => None,
+            Sends::InRow => Some(1),
+            Sends::Deferred(n) => (n < DEFER_MAX).then_some(n + 1),
+        };
+        let Some(n) = deferred else {
+            return self.full_turn(st, Sends::InRow, f);
+        };
+        let now = st.now;
+        let r = f(&mut st, now);
+        st.sends = Sends::Deferred(n);
+        if n == 1 {
+            self.deferred.store(true, Ordering::Release);
+            drop(st);
+            self.rt.rearm_timer();
+        }
+        r
+    }
+
+    /// Runs the turn that sends in a row left owed, if any ([`Engine::send_turn`]).
+    pub(crate) fn drain_deferred(self: &Arc<Self>) {
+        if self.deferred.load(Ordering::Acquire) {
+            self.turn(|_, _| ());
+        }
+    }
+
+    fn full_turn<R>(
+        self: &Arc<Self>,
+        mut st: MutexGuard<'_, State>,
+        sends: Sends,
+        f: impl FnOnce(&mut State, Instant) -> R,
+    ) -> R {
         st.turns += 1;
+        st.sends = sends;
         let now = self.rt.now();
+        st.now = now;
         let r = f(&mut st, now);
         self.drain(&mut st, now);
+        // Cleared only now: a receiver that finds it clear finds what the drain delivered.
+        if self.deferred.load(Ordering::Relaxed) {
+            self.deferred.store(false, Ordering::Release);
+        }
         let next = st.core.poll_timeout();
         let earlier = match (next, st.armed) {
             (Some(n), Some(a)) => n < a,
@@ -608,7 +717,73 @@ impl Engine {
         if self.phase.get() == Phase::Stopped {
             return Err(SendError::ShuttingDown);
         }
-        self.turn(|st, now| st.core.handle_send(now, env).map_err(SendError::from))
+        self.send_turn(|st, now| st.core.handle_send(now, env).map_err(SendError::from))
+    }
+
+    /// Sends a message of `len` payload bytes (at most [`SCRATCH_MAX`]) from `sender` to
+    /// `dest` without waiting: `write` appends the payload to the engine's scratch buffer,
+    /// and core encodes the message from the scratch envelope by reference, so neither an
+    /// allocation nor a reference count is spent per message while the sender and the
+    /// destination stay the same. `Err((WouldBlock, Some(env)))` hands back the message as
+    /// an envelope of its own, to wait with ([`Engine::poll_send`]).
+    pub(crate) fn try_send_with(
+        self: &Arc<Self>,
+        sender: &ActorId,
+        dest: &PortId,
+        fingerprint: TypeFingerprint,
+        len: usize,
+        write: impl FnOnce(&mut bytes::BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), (SendError, Option<Envelope>)> {
+        if self.phase.get() == Phase::Stopped {
+            return Err((SendError::ShuttingDown, None));
+        }
+        self.send_turn(|st, now| {
+            let State {
+                core,
+                scratch,
+                scratch_buf,
+                ..
+            } = st;
+            let env = scratch
+                .get_or_insert_with(|| Envelope::new(sender.clone(), dest.clone(), Bytes::new()));
+            if !env.sender.is_same(sender) {
+                env.sender = sender.clone();
+            }
+            if !(env.dest.actor().is_same(dest.actor()) && env.dest.index() == dest.index()) {
+                env.dest = dest.clone();
+            }
+            env.fingerprint = Some(fingerprint);
+            if scratch_buf.capacity() < len {
+                scratch_buf.reserve(len.max(SCRATCH_BLOCK));
+            }
+            if let Err(e) = write(scratch_buf) {
+                scratch_buf.clear();
+                return Err((e, None));
+            }
+            env.payload = scratch_buf.split().freeze();
+            match core.handle_send_ref(now, env) {
+                Err(CoreSendError::WouldBlock) => Err((SendError::WouldBlock, scratch.take())),
+                r => {
+                    env.payload = Bytes::new();
+                    r.map_err(|e| (SendError::from(e), None))
+                }
+            }
+        })
+    }
+
+    /// [`Engine::try_send`] that hands `env` back when the link's window is full.
+    #[allow(clippy::result_large_err)] // moved once, on the rare refusal
+    pub(crate) fn try_send_keep(
+        self: &Arc<Self>,
+        env: Envelope,
+    ) -> Result<(), (SendError, Option<Envelope>)> {
+        if self.phase.get() == Phase::Stopped {
+            return Err((SendError::ShuttingDown, None));
+        }
+        self.send_turn(|st, now| match st.core.handle_send_keep(now, env) {
+            Err((CoreSendError::WouldBlock, env)) => Err((SendError::WouldBlock, Some(env))),
+            r => r.map_err(|(e, _)| (SendError::from(e), None)),
+        })
     }
 
     /// Hands `env` to the machine once its link has room. While the link is full the
@@ -625,7 +800,7 @@ impl Engine {
         let Some(e) = env.take() else {
             return Poll::Ready(Ok(()));
         };
-        self.turn(|st, now| {
+        self.send_turn(|st, now| {
             // Always ask the machine (rather than checking `can_send` first): a refusal with
             // `WouldBlock` is what makes it report `Writable` once the window opens.
             let back = match st.core.handle_send_keep(now, e) {

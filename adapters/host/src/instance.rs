@@ -426,17 +426,28 @@ impl Instance {
     /// [`ProcOptions::returned_queue_len`](crate::ProcOptions::returned_queue_len)); beyond
     /// it they are counted and logged, not kept.
     pub async fn next_undeliverable(&self) -> Option<Returned> {
-        self.returns.pop().await
+        std::future::poll_fn(|cx| self.poll_undeliverable(cx)).await
     }
 
     /// The next undeliverable return if one is queued.
     pub fn try_next_undeliverable(&self) -> Option<Returned> {
+        if let Ok(r) = self.returns.try_pop() {
+            return Some(r);
+        }
+        // Sends in a row may have left their returns for a later turn: run it now.
+        self.engine.drain_deferred();
         self.returns.try_pop().ok()
     }
 
     /// Polls for the next undeliverable return.
     pub fn poll_undeliverable(&self, cx: &mut Context<'_>) -> Poll<Option<Returned>> {
-        self.returns.poll_pop(cx)
+        match self.returns.poll_pop(cx) {
+            Poll::Pending => {
+                self.engine.drain_deferred();
+                self.returns.poll_pop(cx)
+            }
+            ready => ready,
+        }
     }
 }
 

@@ -778,6 +778,8 @@ async fn listen<R: Runtime>(
 async fn timer<R: Runtime>(engine: Arc<Engine>, driver: Arc<Driver<R>>) {
     let mut timer = driver.rt.timer();
     loop {
+        // Woken also when sends in a row left their output for a later turn.
+        engine.drain_deferred();
         match engine.arm_timer() {
             Some(at) => {
                 timer.reset(at);

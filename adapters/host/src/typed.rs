@@ -34,7 +34,7 @@ use procwire_core::proc::LocalPort;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::engine::{Bound, Engine};
+use crate::engine::{Bound, Engine, SCRATCH_MAX};
 use crate::error::{DecodeError, RecvError, SendError, TryRecvError};
 use crate::instance::Instance;
 use crate::sync::{PopError, Queue};
@@ -223,15 +223,65 @@ impl<M> PortRef<M> {
 impl<M: Serialize> PortRef<M> {
     /// Sends `msg` from `cx`, waiting while the link's send window is full.
     pub async fn send(&self, cx: &Instance, msg: impl Borrow<M>) -> Result<(), SendError> {
-        let env = typed_envelope(cx, self.port.clone(), self.fingerprint, msg.borrow())?;
-        cx.send_envelope(env).await
+        match send_now(cx, &self.port, self.fingerprint, msg.borrow()) {
+            Err((SendError::WouldBlock, Some(env))) => cx.send_envelope(env).await,
+            r => r.map_err(|(e, _)| e),
+        }
     }
 
     /// Sends `msg` from `cx` without waiting: [`SendError::WouldBlock`] if the link's window
     /// is full.
     pub fn try_send(&self, cx: &Instance, msg: impl Borrow<M>) -> Result<(), SendError> {
-        let env = typed_envelope(cx, self.port.clone(), self.fingerprint, msg.borrow())?;
-        cx.try_send_envelope(env)
+        send_now(cx, &self.port, self.fingerprint, msg.borrow()).map_err(|(e, _)| e)
+    }
+}
+
+/// Sends `msg` from `cx` to `port` without waiting. A refusal with `WouldBlock` hands the
+/// message back as an envelope, to wait with.
+///
+/// A message of up to [`SCRATCH_MAX`] bytes is serialized into the engine's scratch
+/// buffer and sent by reference (no allocation, no reference count per message); a larger
+/// one into an allocation of its own, which core may keep as it is instead of copying.
+fn send_now<M: Serialize + ?Sized>(
+    cx: &Instance,
+    port: &PortId,
+    fingerprint: TypeFingerprint,
+    msg: &M,
+) -> Result<(), (SendError, Option<Envelope>)> {
+    let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .map_err(|e| (SendError::Encode(e), None))?;
+    let engine = cx.engine();
+    if len > SCRATCH_MAX {
+        let env = typed_envelope(cx, port.clone(), fingerprint, msg).map_err(|e| (e, None))?;
+        return engine.try_send_keep(env);
+    }
+    engine.try_send_with(cx.actor_id(), port, fingerprint, len, |buf| {
+        postcard::serialize_with_flavor(msg, Appended(buf))
+            .map(drop)
+            .map_err(SendError::Encode)
+    })
+}
+
+/// postcard's output appended to a `BytesMut`, byte strings as slices.
+struct Appended<'a>(&'a mut bytes::BytesMut);
+
+impl postcard::ser_flavors::Flavor for Appended<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.extend_from_slice(&[data]);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
@@ -499,8 +549,16 @@ impl<M> PortReceiver<M> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Envelope, RecvError>> {
-        if self.ready.is_empty() && !ready!(self.queue.poll_take_all(cx, &mut self.ready)) {
-            return Poll::Ready(Err(RecvError::Closed));
+        if self.ready.is_empty() {
+            let mut took = self.queue.poll_take_all(cx, &mut self.ready);
+            if took.is_pending() {
+                // Sends in a row may have left deliveries for a later turn: run it now.
+                self.engine.drain_deferred();
+                took = self.queue.poll_take_all(cx, &mut self.ready);
+            }
+            if !ready!(took) {
+                return Poll::Ready(Err(RecvError::Closed));
+            }
         }
         let env = self.ready.pop_front().ok_or(RecvError::Closed)?;
         self.took(&env);
@@ -510,12 +568,15 @@ impl<M> PortReceiver<M> {
     /// The next envelope if one is queued, unchecked and undecoded.
     pub fn try_recv_envelope(&mut self) -> Result<Envelope, TryRecvError> {
         if self.ready.is_empty() {
-            self.queue
-                .try_take_all(&mut self.ready)
-                .map_err(|e| match e {
-                    PopError::Empty => TryRecvError::Empty,
-                    PopError::Closed => TryRecvError::Closed,
-                })?;
+            let mut took = self.queue.try_take_all(&mut self.ready);
+            if matches!(took, Err(PopError::Empty)) {
+                self.engine.drain_deferred();
+                took = self.queue.try_take_all(&mut self.ready);
+            }
+            took.map_err(|e| match e {
+                PopError::Empty => TryRecvError::Empty,
+                PopError::Closed => TryRecvError::Closed,
+            })?;
         }
         let env = self.ready.pop_front().ok_or(TryRecvError::Empty)?;
         self.took(&env);
