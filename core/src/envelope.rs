@@ -430,7 +430,7 @@ pub fn append_envelope(
     max: u32,
     out: &mut BytesMut,
 ) -> Result<(), Undeliverable> {
-    encode(env, link, max, out, None, true)
+    encode(env, &env.payload, link, max, out, None, true)
 }
 
 /// [`append_envelope`] on a link with an id cache: `seq` is the frame's sequence number in
@@ -444,7 +444,31 @@ pub fn append_envelope_cached(
     cache: &mut IdCache,
     seq: u64,
 ) -> Result<(), Undeliverable> {
-    encode(env, Some(link), max, out, Some((cache, seq)), true)
+    encode(
+        env,
+        &env.payload,
+        Some(link),
+        max,
+        out,
+        Some((cache, seq)),
+        true,
+    )
+}
+
+/// [`append_envelope_cached`] with `payload` in place of `env.payload` (which is not
+/// looked at): a caller that has the payload as a borrowed slice sends without making it
+/// `Bytes` first.
+#[inline]
+pub(crate) fn append_parts_cached(
+    env: &Envelope,
+    payload: &[u8],
+    link: Link<'_>,
+    max: u32,
+    out: &mut BytesMut,
+    cache: &mut IdCache,
+    seq: u64,
+) -> Result<(), Undeliverable> {
+    encode(env, payload, Some(link), max, out, Some((cache, seq)), true)
 }
 
 /// [`append_envelope_cached`] without the payload: appends the frame's header (its length
@@ -459,11 +483,22 @@ pub(crate) fn append_envelope_head_cached(
     cache: &mut IdCache,
     seq: u64,
 ) -> Result<(), Undeliverable> {
-    encode(env, Some(link), max, out, Some((cache, seq)), false)
+    encode(
+        env,
+        &env.payload,
+        Some(link),
+        max,
+        out,
+        Some((cache, seq)),
+        false,
+    )
 }
 
+/// Encodes `env` with `payload` as its payload (appended only `with_payload`; its length
+/// counts in the frame's either way).
 fn encode(
     env: &Envelope,
+    payload: &[u8],
     link: Option<Link<'_>>,
     max: u32,
     out: &mut BytesMut,
@@ -482,7 +517,7 @@ fn encode(
     let plain = env.returned.is_none() && env.headers.is_empty();
     if let Some(meta) = short_meta(s, d, env.dest.index(), env.ttl, plain, env.fingerprint) {
         let meta = meta.as_bytes();
-        let body = meta.len() + env.payload.len();
+        let body = meta.len() + payload.len();
         let len = u32::try_from(body).ok().filter(|l| *l <= max);
         let len = len.ok_or_else(|| too_large(body))?;
         let mut head = [0u8; HEADER_LEN + SHORT_META_MAX];
@@ -498,7 +533,7 @@ fn encode(
         head[HEADER_LEN..HEADER_LEN + meta.len()].copy_from_slice(meta);
         out.extend_from_slice(&head[..HEADER_LEN + meta.len()]);
         if with_payload {
-            out.extend_from_slice(&env.payload);
+            out.extend_from_slice(payload);
         }
         return Ok(());
     }
@@ -510,11 +545,11 @@ fn encode(
         out.truncate(start);
         return Err(too_large(usize::MAX));
     }
-    let body = out.len() - start - HEADER_LEN + env.payload.len();
+    let body = out.len() - start - HEADER_LEN + payload.len();
     match u32::try_from(body) {
         Ok(len) if len <= max => {
             if with_payload {
-                out.extend_from_slice(&env.payload);
+                out.extend_from_slice(payload);
             }
             let mut h = [0u8; HEADER_LEN];
             FrameHeader {

@@ -416,7 +416,7 @@ impl Proc {
         let result = if self.is_local(env.dest.actor().proc()) {
             self.send_local(now, env)
         } else {
-            match self.send_remote(now, &env, false, None) {
+            match self.send_remote(now, &env, None, false, None) {
                 Ok(()) => Ok(()),
                 Err(e) => Err((e, env)),
             }
@@ -433,18 +433,44 @@ impl Proc {
     /// is cloned, since its delivery owns it. `env.returned` is ignored, as by
     /// `handle_send`.
     pub fn handle_send_ref(&mut self, now: Instant, env: &Envelope) -> Result<(), SendError> {
+        self.send_borrowed(now, env, None)
+    }
+
+    /// [`Proc::handle_send_ref`] with `payload` in place of `head.payload` (which is not
+    /// looked at): a driver that serializes messages into a buffer of its own sends them
+    /// from it without making each payload a `Bytes`. The payload is copied into the
+    /// link's chunk (or, for a port of this proc, into an allocation of its own), so the
+    /// buffer is free again on return.
+    pub fn handle_send_parts(
+        &mut self,
+        now: Instant,
+        head: &Envelope,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.send_borrowed(now, head, Some(payload))
+    }
+
+    fn send_borrowed(
+        &mut self,
+        now: Instant,
+        env: &Envelope,
+        payload: Option<&[u8]>,
+    ) -> Result<(), SendError> {
         self.now = now;
         self.may_send(env)?;
         let local = self.is_local(env.dest.actor().proc());
         let result = if local || env.returned.is_some() {
             let mut env = env.clone();
             env.returned = None;
+            if let Some(p) = payload {
+                env.payload = Bytes::copy_from_slice(p);
+            }
             match local {
                 true => self.send_local(now, env).map_err(|(e, _)| e),
-                false => self.send_remote(now, &env, false, None),
+                false => self.send_remote(now, &env, None, false, None),
             }
         } else {
-            self.send_remote(now, env, false, None)
+            self.send_remote(now, env, payload, false, None)
         };
         self.settle(now);
         result
@@ -778,12 +804,13 @@ impl Proc {
         &mut self,
         now: Instant,
         env: &Envelope,
+        payload: Option<&[u8]>,
         force: bool,
         origin: Option<u64>,
     ) -> Result<(), SendError> {
         let slot = self.outbound_slot(env.next_proc());
         self.touch(Owner::Out(slot));
-        self.outbound[slot].send(now, &mut self.cx, env, force, origin)
+        self.outbound[slot].send(now, &mut self.cx, env, payload, force, origin)
     }
 
     /// Routes an envelope that arrived from a peer (of incarnation `origin`) or came back
@@ -798,7 +825,7 @@ impl Proc {
         env.ttl -= 1;
         // A forward's return, if any, goes to the original sender, not to `origin`.
         let for_incarnation = env.returned.and(origin);
-        if let Err(e) = self.send_remote(now, &env, true, for_incarnation) {
+        if let Err(e) = self.send_remote(now, &env, None, true, for_incarnation) {
             let reason = match e {
                 SendError::TooLarge { len, max } => Undeliverable::TooLarge { len, max },
                 _ => Undeliverable::ShuttingDown,

@@ -42,7 +42,7 @@ use crate::auth::{self, AuthError};
 use crate::chunks::ChunkStore;
 use crate::ctx::{Ctx, SendError};
 use crate::envelope::{
-    append_envelope_cached, append_envelope_head_cached, decode, Envelope, Link, Undeliverable,
+    append_envelope_head_cached, append_parts_cached, decode, Envelope, Link, Undeliverable,
 };
 use crate::frame::{
     preamble, FrameDecoder, FrameKind, Hello, Item, RecycledBody, RefuseReason, Welcome,
@@ -226,17 +226,19 @@ impl Outbound {
         now: Instant,
         cx: &mut Ctx,
         env: &Envelope,
+        payload: Option<&[u8]>,
         force: bool,
         for_incarnation: Option<u64>,
     ) -> Result<(), SendError> {
+        let len = payload.map_or(env.payload.len(), <[u8]>::len);
         if self.phase != Phase::Running {
             return Err(SendError::ShuttingDown);
         }
-        if !force && !self.has_room(cx, env.payload.len()) {
+        if !force && !self.has_room(cx, len) {
             let max = cx.config.max_frame_len.min(self.peer_max);
-            if env.payload.len() > max as usize {
+            if len > max as usize {
                 // Over the limit whatever the metadata: waiting would not help.
-                let len = u32::try_from(env.payload.len()).unwrap_or(u32::MAX);
+                let len = u32::try_from(len).unwrap_or(u32::MAX);
                 return Err(SendError::TooLarge { len, max });
             }
             self.blocked = true;
@@ -244,11 +246,15 @@ impl Outbound {
         }
         if let (Some(want), Some(now_is)) = (for_incarnation, self.peer_incarnation) {
             if want != now_is {
-                cx.fail(env.clone(), Undeliverable::PeerRestarted);
+                let mut env = env.clone();
+                if let Some(p) = payload {
+                    env.payload = Bytes::copy_from_slice(p);
+                }
+                cx.fail(env, Undeliverable::PeerRestarted);
                 return Ok(());
             }
         }
-        let seq = self.encode(cx, env)?;
+        let seq = self.encode(cx, env, payload)?;
         if let Some(i) = for_incarnation {
             self.bound.push_back((seq, i));
         }
@@ -260,9 +266,16 @@ impl Outbound {
         Ok(())
     }
 
-    /// Encodes `env` once, at the end of the chunk store.
+    /// Encodes `env` once, at the end of the chunk store, with `payload` in place of its own
+    /// if given (then always copied into the chunk; only an envelope's own payload can be
+    /// kept apart).
     #[inline]
-    fn encode(&mut self, cx: &mut Ctx, env: &Envelope) -> Result<u64, SendError> {
+    fn encode(
+        &mut self,
+        cx: &mut Ctx,
+        env: &Envelope,
+        payload: Option<&[u8]>,
+    ) -> Result<u64, SendError> {
         let max = cx.config.max_frame_len.min(self.peer_max);
         let link = Link {
             sender: &cx.id,
@@ -270,14 +283,15 @@ impl Outbound {
         };
         let seq = self.store.end();
         // A large payload is kept apart from the chunk, not copied (see `crate::chunks`).
-        let apart = self.store.keeps_apart(env.payload.len());
-        let inline = if apart { 0 } else { env.payload.len() };
+        let data = payload.unwrap_or(&env.payload);
+        let apart = payload.is_none() && self.store.keeps_apart(data.len());
+        let inline = if apart { 0 } else { data.len() };
         let buf = self.store.reserve(inline + META_HINT);
         let start = buf.len();
         let appended = if apart {
             append_envelope_head_cached(env, link, max, buf, &mut self.ids, seq)
         } else {
-            append_envelope_cached(env, link, max, buf, &mut self.ids, seq)
+            append_parts_cached(env, data, link, max, buf, &mut self.ids, seq)
         };
         if let Err(e) = appended {
             // Nothing was appended: the ids it defined must not count as sent.
@@ -564,7 +578,7 @@ impl Outbound {
                 cx.fail(env, Undeliverable::PeerRestarted);
                 continue;
             }
-            match self.encode(cx, &env) {
+            match self.encode(cx, &env, None) {
                 Ok(seq) => {
                     if let Some(i) = inc {
                         self.bound.push_back((seq, i));

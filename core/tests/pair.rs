@@ -1685,3 +1685,76 @@ fn inbound_sessions_report_their_connections() {
     assert!(inbound(&p, 0).is_empty());
     assert_eq!(p.payloads(1), ["first", "second"]);
 }
+
+/// The transmits node 0 of a connected pair makes for one message sent by `send`.
+fn frames_of(send: impl FnOnce(&mut Proc, Instant) -> Result<(), SendError>) -> Vec<u8> {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"warm-up").unwrap();
+    p.run_for(Duration::from_millis(10));
+    let now = p.now;
+    send(&mut p.nodes[0].proc, now).unwrap();
+    let mut out = Vec::new();
+    while let Some(o) = p.nodes[0].proc.poll_output() {
+        if let Output::Transmit { data, .. } = o {
+            out.extend_from_slice(&data);
+        }
+    }
+    out
+}
+
+#[test]
+fn borrowed_sends_put_the_same_frames_on_the_wire_and_deliver_owned_copies() {
+    let fp = procwire_core::fingerprint::TypeFingerprint::of_type_name("borrowed");
+    let head = |dest: PortId| {
+        Envelope::typed(
+            actor(0, "a"),
+            dest,
+            fp,
+            Bytes::from_static(b"not looked at"),
+        )
+    };
+    let whole = Envelope::typed(actor(0, "a"), target(1), fp, Bytes::from_static(b"payload"));
+    let owned = frames_of(|p, now| p.handle_send(now, whole.clone()));
+    let by_ref = frames_of(|p, now| p.handle_send_ref(now, &whole));
+    let parts = frames_of(|p, now| p.handle_send_parts(now, &head(target(1)), b"payload"));
+    assert!(!owned.is_empty());
+    assert_eq!(by_ref, owned);
+    assert_eq!(parts, owned);
+
+    let mut p = Pair::new(2, quick());
+    let now = p.now;
+    let remote = head(target(1));
+    for m in [&b"one"[..], b"two", b"three"] {
+        p.nodes[0].proc.handle_send_parts(now, &remote, m).unwrap();
+    }
+    let local = head(target(0));
+    let mut buf = b"self".to_vec();
+    p.nodes[0]
+        .proc
+        .handle_send_parts(now, &local, &buf)
+        .unwrap();
+    // The delivery owns its payload: the caller's buffer is free again.
+    buf.clear();
+    p.run_for(Duration::from_millis(20));
+    assert_eq!(p.payloads(1), ["one", "two", "three"]);
+    assert_eq!(p.payloads(0), ["self"]);
+    for env in p.nodes[1].delivered.iter().chain(&p.nodes[0].delivered) {
+        assert_eq!(env.fingerprint, Some(fp));
+        assert_eq!(env.sender, actor(0, "a"));
+    }
+
+    let config = Config {
+        max_frame_len: 100,
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    let now = p.now;
+    let err = p.nodes[0]
+        .proc
+        .handle_send_parts(now, &remote, &[0u8; 200])
+        .unwrap_err();
+    assert!(
+        matches!(err, SendError::TooLarge { len, max: 100 } if len > 200),
+        "{err:?}"
+    );
+}

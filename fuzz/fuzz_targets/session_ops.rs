@@ -798,7 +798,20 @@ impl World {
         let shutting = node.shutting;
         let now = self.now;
         self.touch(n);
-        let result = self.nodes[n].proc.handle_send(now, env);
+        // Every third message each way a driver can send: owned, borrowed, and borrowed
+        // with the payload as a slice of the driver's own.
+        let proc = &mut self.nodes[n].proc;
+        let result = match id % 3 {
+            0 => proc.handle_send(now, env),
+            1 => proc.handle_send_ref(now, &env),
+            _ => {
+                let head = Envelope {
+                    payload: Bytes::new(),
+                    ..env.clone()
+                };
+                proc.handle_send_parts(now, &head, &env.payload)
+            }
+        };
         if shutting {
             assert_eq!(result, Err(SendError::ShuttingDown));
         } else if foreign {

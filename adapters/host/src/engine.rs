@@ -188,9 +188,9 @@ struct State {
     sends: Sends,
     /// The envelope small typed messages are sent from, by reference
     /// ([`Engine::try_send_with`]): its ids are replaced only when the sender or the
-    /// destination changes, its payload is a slice of `scratch_buf`.
+    /// destination changes; its payload stays empty, the message's is in `scratch_buf`.
     scratch: Option<Envelope>,
-    scratch_buf: bytes::BytesMut,
+    scratch_buf: Vec<u8>,
 }
 
 /// Whether the sends since the last drain came in a row, and how many of them skipped it.
@@ -228,12 +228,8 @@ const DEFER_MAX: u32 = 256;
 /// copying it.
 pub(crate) const SCRATCH_MAX: usize = 4096;
 
-/// What the scratch buffer grows by: one allocation serves the payloads of many messages
-/// (they are copied into their link's chunk, and the buffer is reused once they are).
-const SCRATCH_BLOCK: usize = 16 * 1024;
-
 /// Most messages a receiver takes before it reports them consumed.
-const CONSUME_BATCH_MSGS: usize = 32;
+const CONSUME_BATCH_MSGS: usize = 128;
 
 impl Engine {
     /// Wraps `core`, which must be freshly made.
@@ -264,7 +260,7 @@ impl Engine {
                 now: Instant::ZERO,
                 sends: Sends::Mixed,
                 scratch: None,
-                scratch_buf: bytes::BytesMut::new(),
+                scratch_buf: Vec::new(),
             }),
             phase: Watch::new(Phase::Running),
             returns_cap,
@@ -655,7 +651,7 @@ impl Engine {
     }
 
     /// When a port's receiver reports what it took: once it took this many messages, or
-    /// this many payload bytes, since its last report: at most 32 messages and a quarter
+    /// this many payload bytes, since its last report: at most 128 messages and a quarter
     /// of the port's queue limits (`Config::port_queue_msgs` / `port_queue_bytes`).
     ///
     /// So core's count of a port's queue exceeds the real one by less than a quarter of
@@ -722,17 +718,18 @@ impl Engine {
 
     /// Sends a message of `len` payload bytes (at most [`SCRATCH_MAX`]) from `sender` to
     /// `dest` without waiting: `write` appends the payload to the engine's scratch buffer,
-    /// and core encodes the message from the scratch envelope by reference, so neither an
-    /// allocation nor a reference count is spent per message while the sender and the
-    /// destination stay the same. `Err((WouldBlock, Some(env)))` hands back the message as
-    /// an envelope of its own, to wait with ([`Engine::poll_send`]).
+    /// and core encodes the message from the scratch envelope and that buffer, both
+    /// borrowed (`Proc::handle_send_parts`), so neither an allocation nor a reference count
+    /// is spent per message while the sender and the destination stay the same.
+    /// `Err((WouldBlock, Some(env)))` hands back the message as an envelope of its own, to
+    /// wait with ([`Engine::poll_send`]).
     pub(crate) fn try_send_with(
         self: &Arc<Self>,
         sender: &ActorId,
         dest: &PortId,
         fingerprint: TypeFingerprint,
         len: usize,
-        write: impl FnOnce(&mut bytes::BytesMut) -> Result<(), SendError>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), SendError>,
     ) -> Result<(), (SendError, Option<Envelope>)> {
         if self.phase.get() == Phase::Stopped {
             return Err((SendError::ShuttingDown, None));
@@ -753,20 +750,16 @@ impl Engine {
                 env.dest = dest.clone();
             }
             env.fingerprint = Some(fingerprint);
-            if scratch_buf.capacity() < len {
-                scratch_buf.reserve(len.max(SCRATCH_BLOCK));
-            }
-            if let Err(e) = write(scratch_buf) {
-                scratch_buf.clear();
-                return Err((e, None));
-            }
-            env.payload = scratch_buf.split().freeze();
-            match core.handle_send_ref(now, env) {
-                Err(CoreSendError::WouldBlock) => Err((SendError::WouldBlock, scratch.take())),
-                r => {
-                    env.payload = Bytes::new();
-                    r.map_err(|e| (SendError::from(e), None))
+            scratch_buf.clear();
+            scratch_buf.reserve(len);
+            write(scratch_buf).map_err(|e| (e, None))?;
+            match core.handle_send_parts(now, env, scratch_buf) {
+                Err(CoreSendError::WouldBlock) => {
+                    let mut owned = env.clone();
+                    owned.payload = Bytes::copy_from_slice(scratch_buf);
+                    Err((SendError::WouldBlock, Some(owned)))
                 }
+                r => r.map_err(|e| (SendError::from(e), None)),
             }
         })
     }

@@ -120,21 +120,45 @@ fn decode_checked<M: DeserializeOwned + 'static>(
 fn decode_shared<M: DeserializeOwned + 'static>(payload: &Bytes) -> Result<M, DecodeError> {
     let mut slot: Option<M> = None;
     if let Some(bytes) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
-        // postcard's byte string: a varint length, then the bytes, borrowed in place.
-        let (inner, rest) =
-            postcard::take_from_bytes::<&[u8]>(payload).map_err(DecodeError::Malformed)?;
-        if !rest.is_empty() {
-            return Err(DecodeError::TrailingBytes {
-                used: payload.len() - rest.len(),
-                len: payload.len(),
-            });
-        }
-        *bytes = Some(payload.slice_ref(inner));
+        *bytes = Some(payload.slice(byte_string(payload)?));
     }
     match slot {
         Some(msg) => Ok(msg),
         None => decode(payload),
     }
+}
+
+/// [`decode_shared`] that may take the payload out of `payload` (left empty when it did):
+/// a [`Bytes`] message is then the payload itself, narrowed, which spends no reference
+/// count. `payload` is untouched when decoding fails.
+fn decode_taken<M: DeserializeOwned + 'static>(payload: &mut Bytes) -> Result<M, DecodeError> {
+    let mut slot: Option<M> = None;
+    if let Some(bytes) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
+        let range = byte_string(payload)?;
+        let mut taken = std::mem::take(payload);
+        taken.truncate(range.end);
+        bytes::Buf::advance(&mut taken, range.start);
+        *bytes = Some(taken);
+    }
+    match slot {
+        Some(msg) => Ok(msg),
+        None => decode(payload),
+    }
+}
+
+/// Where the bytes of the postcard byte string that `payload` must be exactly (a varint
+/// length, then the bytes) lie in it.
+fn byte_string(payload: &[u8]) -> Result<std::ops::Range<usize>, DecodeError> {
+    let (inner, rest) =
+        postcard::take_from_bytes::<&[u8]>(payload).map_err(DecodeError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes {
+            used: payload.len() - rest.len(),
+            len: payload.len(),
+        });
+    }
+    let end = payload.len() - rest.len();
+    Ok(end - inner.len()..end)
 }
 
 /// An envelope from `cx` to `port` carrying `msg` and its type's fingerprint.
@@ -262,15 +286,15 @@ fn send_now<M: Serialize + ?Sized>(
     })
 }
 
-/// postcard's output appended to a `BytesMut`, byte strings as slices.
-struct Appended<'a>(&'a mut bytes::BytesMut);
+/// postcard's output appended to a buffer, byte strings as slices.
+struct Appended<'a>(&'a mut Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Appended<'_> {
     type Output = ();
 
     #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.extend_from_slice(&[data]);
+        self.0.push(data);
         Ok(())
     }
 
@@ -627,11 +651,21 @@ impl<M: DeserializeOwned + 'static> PortReceiver<M> {
         }
     }
 
-    /// [`PortReceiver::take`] for a caller that wants the message alone.
-    fn take_msg(&mut self, env: Envelope) -> Result<M, DecodeError> {
-        let (env, msg) = self.take(env)?;
-        self.spend(env);
-        Ok(msg)
+    /// [`PortReceiver::take`] for a caller that wants the message alone: a [`Bytes`]
+    /// message is the envelope's payload itself, taken out of it.
+    fn take_msg(&mut self, mut env: Envelope) -> Result<M, DecodeError> {
+        let decoded =
+            check_type(self.fingerprint, &env).and_then(|()| decode_taken(&mut env.payload));
+        match decoded {
+            Ok(msg) => {
+                self.spend(env);
+                Ok(msg)
+            }
+            Err(e) => {
+                self.engine.undecodable(env);
+                Err(e)
+            }
+        }
     }
 
     /// Waits for the next message. A message that does not decode strictly as `M` is
