@@ -223,6 +223,9 @@ pub(crate) struct Engine {
 /// Most sends in a row that leave their output to a later turn: the next one drains.
 const DEFER_MAX: u32 = 256;
 
+/// Smallest payload whose send is never left to a later turn ([`Engine::send_turn`]).
+const DEFER_MAX_BYTES: usize = 16 * 1024;
+
 /// Largest payload sent from the engine's scratch envelope ([`Engine::try_send_with`]);
 /// a larger one gets an allocation of its own, which core can keep apart instead of
 /// copying it.
@@ -303,9 +306,13 @@ impl Engine {
     ///
     /// Core decides the send at once either way, so what `f` returns (accepted, or why
     /// not) is final; only the bytes, deliveries and returns it caused wait.
-    fn send_turn<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+    ///
+    /// A message of [`DEFER_MAX_BYTES`] or more (`len`, its payload's size) takes a whole
+    /// turn: it is written while it is fresh in the cache, and a turn is little beside it.
+    fn send_turn<R>(self: &Arc<Self>, len: usize, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let mut st = self.lock();
         let deferred = match st.sends {
+            _ if len >= DEFER_MAX_BYTES => None,
             Sends::Mixed => None,
             Sends::InRow => Some(1),
             Sends::Deferred(n) => (n < DEFER_MAX).then_some(n + 1),
@@ -713,7 +720,9 @@ impl Engine {
         if self.phase.get() == Phase::Stopped {
             return Err(SendError::ShuttingDown);
         }
-        self.send_turn(|st, now| st.core.handle_send(now, env).map_err(SendError::from))
+        self.send_turn(env.payload.len(), |st, now| {
+            st.core.handle_send(now, env).map_err(SendError::from)
+        })
     }
 
     /// Sends a message of `len` payload bytes (at most [`SCRATCH_MAX`]) from `sender` to
@@ -734,7 +743,7 @@ impl Engine {
         if self.phase.get() == Phase::Stopped {
             return Err((SendError::ShuttingDown, None));
         }
-        self.send_turn(|st, now| {
+        self.send_turn(len, |st, now| {
             let State {
                 core,
                 scratch,
@@ -773,9 +782,11 @@ impl Engine {
         if self.phase.get() == Phase::Stopped {
             return Err((SendError::ShuttingDown, None));
         }
-        self.send_turn(|st, now| match st.core.handle_send_keep(now, env) {
-            Err((CoreSendError::WouldBlock, env)) => Err((SendError::WouldBlock, Some(env))),
-            r => r.map_err(|(e, _)| (SendError::from(e), None)),
+        self.send_turn(env.payload.len(), |st, now| {
+            match st.core.handle_send_keep(now, env) {
+                Err((CoreSendError::WouldBlock, env)) => Err((SendError::WouldBlock, Some(env))),
+                r => r.map_err(|(e, _)| (SendError::from(e), None)),
+            }
         })
     }
 
@@ -793,7 +804,7 @@ impl Engine {
         let Some(e) = env.take() else {
             return Poll::Ready(Ok(()));
         };
-        self.send_turn(|st, now| {
+        self.send_turn(e.payload.len(), |st, now| {
             // Always ask the machine (rather than checking `can_send` first): a refusal with
             // `WouldBlock` is what makes it report `Writable` once the window opens.
             let back = match st.core.handle_send_keep(now, e) {
