@@ -71,7 +71,12 @@
 //!
 //! The fingerprint travels beside the payload rather than in it, so the payload stays
 //! exactly the postcard encoding of the message (raw receivers and [`Returned::payload`]
-//! see what was encoded).
+//! see what was encoded). One type is sent as it is: a [`bytes::Bytes`] message's payload
+//! is its bytes, without postcard's length prefix (the frame already gives the length).
+//! So sending one copies nothing (a large one is written to the socket from the sender's
+//! buffer), receiving one hands out the payload itself, and a raw receiver sees exactly
+//! the bytes sent. `Vec<u8>`, `[u8; N]` and every other type are postcard's; [`encode`]
+//! and [`decode`] follow the same rule.
 //!
 //! A [`PortRef`] carries its type's fingerprint in its serialized form too (the port id, then
 //! the 8 fingerprint bytes), and deserializing it as a `PortRef` of another type fails. So a

@@ -195,7 +195,7 @@ impl<A: Actor> ActorRef<A> {
 
     /// Sends `msg` from `cx` to the port taking `M`s, waiting while the link's send window
     /// is full.
-    pub async fn send<M: Serialize>(&self, cx: &Instance, msg: M) -> Result<(), SendError>
+    pub async fn send<M: Serialize + 'static>(&self, cx: &Instance, msg: M) -> Result<(), SendError>
     where
         A::Message: Takes<M>,
     {
@@ -204,7 +204,7 @@ impl<A: Actor> ActorRef<A> {
 
     /// Sends `msg` from `cx` without waiting: [`SendError::WouldBlock`] if the link's window
     /// is full.
-    pub fn try_send<M: Serialize>(&self, cx: &Instance, msg: M) -> Result<(), SendError>
+    pub fn try_send<M: Serialize + 'static>(&self, cx: &Instance, msg: M) -> Result<(), SendError>
     where
         A::Message: Takes<M>,
     {

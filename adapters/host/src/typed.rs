@@ -52,12 +52,30 @@ pub(crate) fn check_type(expected: TypeFingerprint, env: &Envelope) -> Result<()
 /// Serializes `msg` as a payload, into one allocation of exactly its size (a first pass
 /// measures it; growing a buffer as the encoding goes would reallocate several times for
 /// small messages and copy large ones).
+///
+/// A [`Bytes`] message is its bytes as they are, without postcard's length prefix (the
+/// frame already says how long the payload is): see [`is_bytes`].
 pub fn encode<M: Serialize + ?Sized>(msg: &M) -> Result<Bytes, SendError> {
     let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
         .map_err(SendError::Encode)?;
-    postcard::serialize_with_flavor(msg, SizedVec(Vec::with_capacity(len)))
+    let payload = postcard::serialize_with_flavor(msg, SizedVec(Vec::with_capacity(len)))
         .map(Bytes::from)
-        .map_err(SendError::Encode)
+        .map_err(SendError::Encode)?;
+    if !is_bytes::<M>() {
+        return Ok(payload);
+    }
+    let range = byte_string(&payload)
+        .map_err(|_| SendError::Encode(postcard::Error::SerializeBufferFull))?;
+    Ok(payload.slice(range))
+}
+
+/// Whether `M` is [`Bytes`], whose payload is the message's bytes as they are: sending one
+/// copies nothing (a large one is written from the sender's buffer), receiving one hands
+/// out the payload itself, and a raw receiver sees exactly the bytes sent. Every other
+/// type's payload is its postcard encoding. (A `Vec<u8>` or `&[u8]` message is postcard's,
+/// length prefix included: only `Bytes` is special.)
+fn is_bytes<M: ?Sized>() -> bool {
+    core::any::type_name::<M>() == core::any::type_name::<Bytes>()
 }
 
 /// postcard's output into a `Vec` allocated for the measured size. Byte strings are
@@ -87,6 +105,12 @@ impl postcard::ser_flavors::Flavor for SizedVec {
 /// Deserializes a payload made by [`encode`], strictly: the whole payload must be one
 /// message.
 pub fn decode<M: DeserializeOwned>(payload: &[u8]) -> Result<M, DecodeError> {
+    if is_bytes::<M>() {
+        // Any payload is one `Bytes` message: all of it.
+        let whole = serde::de::value::BytesDeserializer::<serde::de::value::Error>::new(payload);
+        return M::deserialize(whole)
+            .map_err(|_| DecodeError::Malformed(postcard::Error::DeserializeBadEncoding));
+    }
     let (msg, rest) = postcard::take_from_bytes(payload).map_err(DecodeError::Malformed)?;
     if rest.is_empty() {
         Ok(msg)
@@ -101,8 +125,8 @@ pub fn decode<M: DeserializeOwned>(payload: &[u8]) -> Result<M, DecodeError> {
 /// Decodes the message in `env` as an `M`, the way a typed port does: its type header (if
 /// any) must be `M`'s fingerprint, then the payload must decode strictly.
 ///
-/// A [`Bytes`] message is not copied: it is a slice of the received payload (so of the
-/// frame it arrived in).
+/// A [`Bytes`] message is not copied: it is the received payload (a slice of the frame it
+/// arrived in).
 pub fn decode_envelope<M: DeserializeOwned + 'static>(env: &Envelope) -> Result<M, DecodeError> {
     decode_checked(env, TypeFingerprint::of::<M>())
 }
@@ -115,12 +139,12 @@ fn decode_checked<M: DeserializeOwned + 'static>(
     decode_shared(&env.payload)
 }
 
-/// [`decode`] of a payload held in `Bytes`: a [`Bytes`] message is a slice of it (serde's
-/// `Bytes` would copy its bytes out of the payload), any other type decodes as by `decode`.
+/// [`decode`] of a payload held in `Bytes`: a [`Bytes`] message is the payload, shared
+/// (serde's `Bytes` would copy it), any other type decodes as by `decode`.
 fn decode_shared<M: DeserializeOwned + 'static>(payload: &Bytes) -> Result<M, DecodeError> {
     let mut slot: Option<M> = None;
     if let Some(bytes) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
-        *bytes = Some(payload.slice(byte_string(payload)?));
+        *bytes = Some(payload.clone());
     }
     match slot {
         Some(msg) => Ok(msg),
@@ -129,16 +153,12 @@ fn decode_shared<M: DeserializeOwned + 'static>(payload: &Bytes) -> Result<M, De
 }
 
 /// [`decode_shared`] that may take the payload out of `payload` (left empty when it did):
-/// a [`Bytes`] message is then the payload itself, narrowed, which spends no reference
-/// count. `payload` is untouched when decoding fails.
+/// a [`Bytes`] message is then the payload itself, which spends no reference count.
+/// `payload` is untouched when decoding fails.
 fn decode_taken<M: DeserializeOwned + 'static>(payload: &mut Bytes) -> Result<M, DecodeError> {
     let mut slot: Option<M> = None;
     if let Some(bytes) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
-        let range = byte_string(payload)?;
-        let mut taken = std::mem::take(payload);
-        taken.truncate(range.end);
-        bytes::Buf::advance(&mut taken, range.start);
-        *bytes = Some(taken);
+        *bytes = Some(std::mem::take(payload));
     }
     match slot {
         Some(msg) => Ok(msg),
@@ -146,7 +166,7 @@ fn decode_taken<M: DeserializeOwned + 'static>(payload: &mut Bytes) -> Result<M,
     }
 }
 
-/// Where the bytes of the postcard byte string that `payload` must be exactly (a varint
+/// Where the bytes of the postcard byte string that `payload` is exactly (a varint
 /// length, then the bytes) lie in it.
 fn byte_string(payload: &[u8]) -> Result<std::ops::Range<usize>, DecodeError> {
     let (inner, rest) =
@@ -244,7 +264,7 @@ impl<M> PortRef<M> {
     }
 }
 
-impl<M: Serialize> PortRef<M> {
+impl<M: Serialize + 'static> PortRef<M> {
     /// Sends `msg` from `cx`, waiting while the link's send window is full.
     pub async fn send(&self, cx: &Instance, msg: impl Borrow<M>) -> Result<(), SendError> {
         match send_now(cx, &self.port, self.fingerprint, msg.borrow()) {
@@ -266,15 +286,31 @@ impl<M: Serialize> PortRef<M> {
 /// A message of up to [`SCRATCH_MAX`] bytes is serialized into the engine's scratch
 /// buffer and sent by reference (no allocation, no reference count per message); a larger
 /// one into an allocation of its own, which core may keep as it is instead of copying.
-fn send_now<M: Serialize + ?Sized>(
+fn send_now<M: Serialize + 'static>(
     cx: &Instance,
     port: &PortId,
     fingerprint: TypeFingerprint,
     msg: &M,
 ) -> Result<(), (SendError, Option<Envelope>)> {
+    let engine = cx.engine();
+    if let Some(bytes) = (msg as &dyn Any).downcast_ref::<Bytes>() {
+        // Its payload is itself (see `is_bytes`).
+        if bytes.len() > SCRATCH_MAX {
+            let env = Envelope::typed(
+                cx.actor_id().clone(),
+                port.clone(),
+                fingerprint,
+                bytes.clone(),
+            );
+            return engine.try_send_keep(env);
+        }
+        return engine.try_send_with(cx.actor_id(), port, fingerprint, bytes.len(), |buf| {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        });
+    }
     let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
         .map_err(|e| (SendError::Encode(e), None))?;
-    let engine = cx.engine();
     if len > SCRATCH_MAX {
         let env = typed_envelope(cx, port.clone(), fingerprint, msg).map_err(|e| (e, None))?;
         return engine.try_send_keep(env);
@@ -386,7 +422,7 @@ impl<M> OncePortRef<M> {
     }
 }
 
-impl<M: Serialize> OncePortRef<M> {
+impl<M: Serialize + 'static> OncePortRef<M> {
     /// Sends the one message, waiting while the link's send window is full.
     pub async fn send(self, cx: &Instance, msg: impl Borrow<M>) -> Result<(), SendError> {
         self.inner.send(cx, msg).await
@@ -788,24 +824,32 @@ mod tests {
     }
 
     #[test]
-    fn a_bytes_message_is_a_slice_of_the_payload_and_decodes_strictly() {
+    fn a_bytes_message_is_its_payload_and_every_other_type_postcards() {
         let msg = Bytes::from((0..300u32).map(|i| i as u8).collect::<Vec<u8>>());
         let env = envelope(&msg, Some(TypeFingerprint::of::<Bytes>()));
-        let postcards = postcard::to_allocvec(&msg).expect("encodes");
-        assert_eq!(env.payload, postcards, "exactly postcard's encoding");
-        assert_eq!(env.payload.len(), postcards.len());
+        assert_eq!(env.payload, msg, "the bytes as they are, no length prefix");
         let got: Bytes = decode_envelope(&env).expect("decodes");
         assert_eq!(got, msg);
-        let range = env.payload.as_ptr_range();
-        assert!(range.contains(&got.as_ptr()), "not a copy");
-        // The same bytes as serde's own decoding, and the same strictness.
-        assert_eq!(decode::<Vec<u8>>(&env.payload).expect("decodes"), msg);
+        assert_eq!(got.as_ptr(), env.payload.as_ptr(), "not a copy");
+        assert_eq!(decode::<Bytes>(&env.payload).expect("decodes"), msg);
+        // Any payload is one whole `Bytes` message, the empty one too.
+        assert_eq!(decode::<Bytes>(b"").expect("decodes"), Bytes::new());
+        let mut taken = env.payload.clone();
+        let got: Bytes = decode_taken(&mut taken).expect("decodes");
+        assert!(taken.is_empty(), "taken out of the payload");
+        assert_eq!(got, msg);
+        // A `Vec<u8>` of the same bytes is postcard's, length prefix and strictness.
+        let vec = msg.to_vec();
+        let env = envelope(&vec, Some(TypeFingerprint::of::<Vec<u8>>()));
+        assert_eq!(env.payload, postcard::to_allocvec(&vec).expect("encodes"));
+        assert_eq!(env.payload.len(), vec.len() + 2);
+        assert_eq!(decode::<Vec<u8>>(&env.payload).expect("decodes"), vec);
         let mut long = env.payload.to_vec();
         long.push(0);
-        let err = decode_shared::<Bytes>(&Bytes::from(long)).unwrap_err();
+        let err = decode::<Vec<u8>>(&long).unwrap_err();
         assert!(matches!(err, DecodeError::TrailingBytes { used, len } if used + 1 == len));
         let short = env.payload.slice(..env.payload.len() - 1);
-        let err = decode_shared::<Bytes>(&short).unwrap_err();
+        let err = decode_shared::<Vec<u8>>(&short).unwrap_err();
         assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
     }
 

@@ -34,8 +34,8 @@ pub fn codec_rows(plan: &Plan, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> 
         if payload == SMALL {
             notes.push(format!(
                 "A {SMALL} B payload is {} B on the wire with link-relative ids (6 B frame \
-                 header + envelope metadata + payload); a typed `Bytes` message adds 1 B of \
-                 postcard length.",
+                 header + envelope metadata + payload); a typed message adds its 8 B type \
+                 fingerprint (a `Bytes` message's payload is its bytes as they are).",
                 codec.frame_bytes()
             ));
         }
