@@ -218,6 +218,8 @@ pub(crate) struct Engine {
     /// Set while sends left output for a later turn (`State::sends` is `Deferred`): read
     /// without the lock by receivers that found their queue empty.
     deferred: AtomicBool,
+    /// Whether the phase is `Stopped`, for the send paths to check without a lock.
+    stopped: AtomicBool,
 }
 
 /// Most sends in a row that leave their output to a later turn: the next one drains.
@@ -268,6 +270,7 @@ impl Engine {
             phase: Watch::new(Phase::Running),
             returns_cap,
             deferred: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -680,17 +683,17 @@ impl Engine {
     }
 
     /// A port's receiver took `msgs` messages of `bytes` payload bytes from its queue.
-    /// `spent` holds envelopes it is done with, for core to reuse their ids
-    /// (`Proc::recycle`); it is emptied.
+    /// `spent` yields envelopes it is done with, for core to reuse their ids
+    /// (`Proc::recycle`).
     pub(crate) fn consumed(
         self: &Arc<Self>,
         port: LocalPort,
         msgs: usize,
         bytes: usize,
-        spent: &mut Vec<Envelope>,
+        spent: impl Iterator<Item = Envelope>,
     ) {
         self.turn(|st, now| {
-            for env in spent.drain(..) {
+            for env in spent {
                 st.core.recycle(env);
             }
             st.core.handle_consumed(now, port, msgs, bytes)
@@ -717,7 +720,7 @@ impl Engine {
 
     /// Hands `env` to the machine without waiting.
     pub(crate) fn try_send(self: &Arc<Self>, env: Envelope) -> Result<(), SendError> {
-        if self.phase.get() == Phase::Stopped {
+        if self.stopped.load(Ordering::Acquire) {
             return Err(SendError::ShuttingDown);
         }
         self.send_turn(env.payload.len(), |st, now| {
@@ -740,7 +743,7 @@ impl Engine {
         len: usize,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), SendError>,
     ) -> Result<(), (SendError, Option<Envelope>)> {
-        if self.phase.get() == Phase::Stopped {
+        if self.stopped.load(Ordering::Acquire) {
             return Err((SendError::ShuttingDown, None));
         }
         self.send_turn(len, |st, now| {
@@ -779,7 +782,7 @@ impl Engine {
         self: &Arc<Self>,
         env: Envelope,
     ) -> Result<(), (SendError, Option<Envelope>)> {
-        if self.phase.get() == Phase::Stopped {
+        if self.stopped.load(Ordering::Acquire) {
             return Err((SendError::ShuttingDown, None));
         }
         self.send_turn(env.payload.len(), |st, now| {
@@ -798,7 +801,7 @@ impl Engine {
         env: &mut Option<Envelope>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), SendError>> {
-        if self.phase.get() == Phase::Stopped {
+        if self.stopped.load(Ordering::Acquire) {
             return Poll::Ready(Err(SendError::ShuttingDown));
         }
         let Some(e) = env.take() else {
@@ -973,6 +976,7 @@ impl Engine {
     /// Ends service: closes every port queue (receivers see the end), every undeliverable
     /// queue, and every connection after flushing it. Idempotent.
     pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         self.phase.set(Phase::Stopped);
         let mut st = self.lock();
         st.ports.close_all();

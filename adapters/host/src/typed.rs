@@ -551,11 +551,15 @@ pub struct PortReceiver<M> {
     queue: Arc<Queue<Envelope>>,
     /// Taken and not yet reported to core: (messages, payload bytes).
     taken: (usize, usize),
-    /// Envelopes of decoded messages, payloads dropped, handed back to core with the next
-    /// report so that it reuses their ids (`Proc::recycle`).
-    spent: Vec<Envelope>,
-    /// Envelopes taken from `queue` in one batch (one lock), not yet handed out.
+    /// Envelopes taken from `queue` in one batch (one lock). The first `next` are spent: a
+    /// typed receive decodes a message in place (its payload taken out), and its envelope
+    /// stays here until the next report hands it back to core, which reuses its ids
+    /// (`Proc::recycle`). So an envelope is not moved once it is here.
     ready: VecDeque<Envelope>,
+    next: usize,
+    /// Spent envelopes moved out of `ready` before a report (when it was refilled, or
+    /// before an envelope was handed out whole), for the same purpose.
+    spent: Vec<Envelope>,
     /// Report once either reaches this: [`Engine::consume_batch`].
     batch: (usize, usize),
     _m: PhantomData<fn() -> M>,
@@ -572,8 +576,9 @@ impl<M> PortReceiver<M> {
             engine,
             queue,
             taken: (0, 0),
-            spent: Vec::new(),
             ready: VecDeque::new(),
+            next: 0,
+            spent: Vec::new(),
             _m: PhantomData,
         }
     }
@@ -590,7 +595,7 @@ impl<M> PortReceiver<M> {
 
     /// Messages queued now.
     pub fn len(&self) -> usize {
-        self.ready.len() + self.queue.len()
+        self.ready.len() - self.next + self.queue.len()
     }
 
     /// Whether no message is queued now.
@@ -609,51 +614,85 @@ impl<M> PortReceiver<M> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Envelope, RecvError>> {
-        if self.ready.is_empty() {
-            let mut took = self.queue.poll_take_all(cx, &mut self.ready);
-            if took.is_pending() {
-                // Sends in a row may have left deliveries for a later turn: run it now.
-                self.engine.drain_deferred();
-                took = self.queue.poll_take_all(cx, &mut self.ready);
-            }
-            if !ready!(took) {
-                return Poll::Ready(Err(RecvError::Closed));
-            }
-        }
-        let env = self.ready.pop_front().ok_or(RecvError::Closed)?;
-        self.took(&env);
-        Poll::Ready(Ok(env))
+        ready!(self.poll_ready(cx))?;
+        Poll::Ready(self.take_whole().ok_or(RecvError::Closed))
     }
 
     /// The next envelope if one is queued, unchecked and undecoded.
     pub fn try_recv_envelope(&mut self) -> Result<Envelope, TryRecvError> {
-        if self.ready.is_empty() {
-            let mut took = self.queue.try_take_all(&mut self.ready);
-            if matches!(took, Err(PopError::Empty)) {
-                self.engine.drain_deferred();
-                took = self.queue.try_take_all(&mut self.ready);
-            }
-            took.map_err(|e| match e {
-                PopError::Empty => TryRecvError::Empty,
-                PopError::Closed => TryRecvError::Closed,
-            })?;
-        }
-        let env = self.ready.pop_front().ok_or(TryRecvError::Empty)?;
-        self.took(&env);
-        Ok(env)
+        self.try_ready()?;
+        self.take_whole().ok_or(TryRecvError::Empty)
     }
 
-    /// Reports what this receiver took to core, which bounds the port's queue
-    /// (`Config::port_queue_msgs` / `port_queue_bytes`), in batches: see
-    /// [`Engine::consume_batch`] for why a full port never waits on an unreported message.
-    fn took(&mut self, env: &Envelope) {
+    /// `Ready(Ok)` once `ready` holds an envelope not handed out yet.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RecvError>> {
+        if self.next < self.ready.len() {
+            return Poll::Ready(Ok(()));
+        }
+        self.set_spent_aside();
+        let mut took = self.queue.poll_take_all(cx, &mut self.ready);
+        if took.is_pending() {
+            // Sends in a row may have left deliveries for a later turn: run it now.
+            self.engine.drain_deferred();
+            took = self.queue.poll_take_all(cx, &mut self.ready);
+        }
+        Poll::Ready(match ready!(took) {
+            true => Ok(()),
+            false => Err(RecvError::Closed),
+        })
+    }
+
+    /// [`PortReceiver::poll_ready`] without waiting.
+    fn try_ready(&mut self) -> Result<(), TryRecvError> {
+        if self.next < self.ready.len() {
+            return Ok(());
+        }
+        self.set_spent_aside();
+        let mut took = self.queue.try_take_all(&mut self.ready);
+        if matches!(took, Err(PopError::Empty)) {
+            self.engine.drain_deferred();
+            took = self.queue.try_take_all(&mut self.ready);
+        }
+        took.map_err(|e| match e {
+            PopError::Empty => TryRecvError::Empty,
+            PopError::Closed => TryRecvError::Closed,
+        })
+    }
+
+    /// Moves the spent envelopes out of `ready` into `spent` (up to a report's worth; the
+    /// rest are dropped), leaving `ready` holding only envelopes to hand out.
+    fn set_spent_aside(&mut self) {
+        let room = self.batch.0.saturating_sub(self.spent.len());
+        let spent = self.ready.drain(..self.next);
+        self.spent.extend(spent.take(room));
+        self.next = 0;
+    }
+
+    /// Hands out the next envelope whole (there must be one: see `poll_ready`).
+    fn take_whole(&mut self) -> Option<Envelope> {
+        if self.next > 0 {
+            self.set_spent_aside();
+        }
+        let env = self.ready.pop_front()?;
+        self.took(env.payload.len());
+        Some(env)
+    }
+
+    /// Counts a message taken, of `len` payload bytes, and reports what this receiver
+    /// took to core, which bounds the port's queue (`Config::port_queue_msgs` /
+    /// `port_queue_bytes`), in batches: see [`Engine::consume_batch`] for why a full port
+    /// never waits on an unreported message. Spent envelopes go back with the report.
+    fn took(&mut self, len: usize) {
         self.taken.0 += 1;
-        self.taken.1 += env.payload.len();
+        self.taken.1 += len;
         if self.taken.0 >= self.batch.0 || self.taken.1 >= self.batch.1 {
             let (msgs, bytes) = std::mem::take(&mut self.taken);
-            if let Some(local) = self.local {
-                self.engine.consumed(local, msgs, bytes, &mut self.spent);
+            let spent = self.spent.drain(..).chain(self.ready.drain(..self.next));
+            match self.local {
+                Some(local) => self.engine.consumed(local, msgs, bytes, spent),
+                None => drop(spent),
             }
+            self.next = 0;
         }
     }
 }
@@ -665,40 +704,34 @@ impl<M: DeserializeOwned + 'static> PortReceiver<M> {
         decode_checked(env, self.fingerprint)
     }
 
-    /// Checks and decodes `env`; one that is refused goes back to its sender as
-    /// [`Undeliverable::Undecodable`] and the error is returned. (A wrong fingerprint
-    /// never gets here: core refused it on arrival, since every port is bound typed.)
-    fn take(&self, env: Envelope) -> Result<(Envelope, M), DecodeError> {
-        match self.decode(&env) {
-            Ok(msg) => Ok((env, msg)),
-            Err(e) => {
-                self.engine.undecodable(env);
-                Err(e)
-            }
-        }
-    }
-
-    /// Keeps a decoded message's envelope, payload dropped, to hand back to core with the
-    /// next report (see `spent`).
-    fn spend(&mut self, mut env: Envelope) {
-        if self.spent.len() < self.batch.0 {
-            env.payload = bytes::Bytes::new();
-            self.spent.push(env);
-        }
-    }
-
-    /// [`PortReceiver::take`] for a caller that wants the message alone: a [`Bytes`]
-    /// message is the envelope's payload itself, taken out of it.
-    fn take_msg(&mut self, mut env: Envelope) -> Result<M, DecodeError> {
+    /// Decodes the next envelope in place (there must be one: see `poll_ready`), and
+    /// returns the message with its sender if `with_sender`. One that is refused is taken
+    /// out and goes back to its sender as [`Undeliverable::Undecodable`], and the error is
+    /// returned. (A wrong fingerprint never gets here: core refused it on arrival, since
+    /// every port is bound typed.) A [`Bytes`] message is the envelope's payload itself,
+    /// taken out of it.
+    fn take_next(&mut self, with_sender: bool) -> Result<(Option<ActorId>, M), DecodeError> {
+        let Some(env) = self.ready.get_mut(self.next) else {
+            // Unreachable after `poll_ready`; a closed port reads as one without messages.
+            return Err(DecodeError::Malformed(
+                postcard::Error::DeserializeUnexpectedEnd,
+            ));
+        };
+        let len = env.payload.len();
         let decoded =
-            check_type(self.fingerprint, &env).and_then(|()| decode_taken(&mut env.payload));
+            check_type(self.fingerprint, env).and_then(|()| decode_taken(&mut env.payload));
         match decoded {
             Ok(msg) => {
-                self.spend(env);
-                Ok(msg)
+                let sender = with_sender.then(|| env.sender.clone());
+                self.next += 1;
+                self.took(len);
+                Ok((sender, msg))
             }
             Err(e) => {
-                self.engine.undecodable(env);
+                if let Some(env) = self.ready.remove(self.next) {
+                    self.took(len);
+                    self.engine.undecodable(env);
+                }
                 Err(e)
             }
         }
@@ -708,21 +741,25 @@ impl<M: DeserializeOwned + 'static> PortReceiver<M> {
     /// reported as [`RecvError::Decode`] and consumed, and goes back to its sender as
     /// [`Undeliverable::Undecodable`]; the port stays open.
     pub async fn recv(&mut self) -> Result<M, RecvError> {
-        let env = self.recv_envelope().await?;
-        self.take_msg(env).map_err(RecvError::Decode)
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
+        let (_, msg) = self.take_next(false).map_err(RecvError::Decode)?;
+        Ok(msg)
     }
 
     /// Waits for the next message and returns it with its sender.
     pub async fn recv_from(&mut self) -> Result<(ActorId, M), RecvError> {
-        let env = self.recv_envelope().await?;
-        let (env, msg) = self.take(env).map_err(RecvError::Decode)?;
-        Ok((env.sender, msg))
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
+        match self.take_next(true).map_err(RecvError::Decode)? {
+            (Some(sender), msg) => Ok((sender, msg)),
+            (None, _) => Err(RecvError::Closed),
+        }
     }
 
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Result<M, TryRecvError> {
-        let env = self.try_recv_envelope()?;
-        self.take_msg(env).map_err(TryRecvError::Decode)
+        self.try_ready()?;
+        let (_, msg) = self.take_next(false).map_err(TryRecvError::Decode)?;
+        Ok(msg)
     }
 }
 
