@@ -352,6 +352,7 @@ macro_rules! suite {
                 stale_refs_never_reach_a_new_holder,
                 wrong_types_are_refused,
                 sends_in_a_row_are_batched_without_delay,
+                receives_of_every_kind_interleave_in_order,
             );
             $crate::suite!(@links $run, $transport,
                 peer_going_away_and_coming_back,

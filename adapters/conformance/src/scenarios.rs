@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use procwire_smol::{
     encode, ActorStatus, ChannelAddr, ChannelTransport, DecodeError, DialErrorKind, Name, PortRef,
-    ProcError, ProcId, RecvError, RegistryError, SendError, TypeFingerprint, Undeliverable,
-    UnixAddr, ACTOR_PORT,
+    ProcError, ProcId, RecvError, RegistryError, SendError, TryRecvError, TypeFingerprint,
+    Undeliverable, UnixAddr, ACTOR_PORT,
 };
 
 use crate::{
@@ -309,6 +309,77 @@ pub async fn sends_in_a_row_are_batched_without_delay<A: Adapter, B: Adapter>(
     })
     .await;
     drop((s1, s2, local, remote, lrx, rrx));
+    shutdown_both(&a, &b).await;
+}
+
+/// A receiver's typed receives decode in place and its raw receives hand envelopes out
+/// whole; mixed on one port over several consumption reports (128 messages each), with an
+/// undecodable message among them, every message comes out once and in order, each with
+/// its sender, and the undecodable one goes back to its sender.
+pub async fn receives_of_every_kind_interleave_in_order<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    const N: u32 = 600;
+    const BAD: u32 = 301;
+    let (a, b) = pair(aa, ba, t).await;
+    let (sender, _) = a.instance("sender").expect("sender");
+    let (receiver, _) = b.instance("receiver").expect("receiver");
+    let (port, mut rx) = receiver.open_port::<u32>();
+    let to = port.port_ref();
+    for i in 0..N {
+        if i == BAD {
+            // An overlong varint: not a `u32`.
+            let bad = Bytes::from_static(&[0xff; 6]);
+            sender
+                .send_bytes(port.port_id(), bad)
+                .await
+                .expect("send raw");
+        } else {
+            to.send(&sender, i).await.expect("send");
+        }
+    }
+    within(20, "every message, in order", async {
+        for i in 0..N {
+            if i == BAD {
+                let got = rx.recv().await;
+                assert!(matches!(got, Err(RecvError::Decode(_))), "{got:?}");
+                continue;
+            }
+            match i % 4 {
+                0 => assert_eq!(rx.recv().await, Ok(i)),
+                1 => {
+                    let env = rx.recv_envelope().await.expect("an envelope");
+                    assert_eq!(rx.decode(&env), Ok(i));
+                    assert_eq!(&env.sender, sender.actor_id());
+                }
+                2 => {
+                    let (from, n) = rx.recv_from().await.expect("a message");
+                    assert_eq!((&from, n), (sender.actor_id(), i));
+                }
+                _ => loop {
+                    match rx.try_recv() {
+                        Ok(n) => break assert_eq!(n, i),
+                        Err(TryRecvError::Empty) => sleep(Duration::from_millis(1)).await,
+                        Err(e) => panic!("message {i}: {e}"),
+                    }
+                },
+            }
+        }
+    })
+    .await;
+    let back = within(
+        10,
+        "the undecodable one comes back",
+        sender.next_undeliverable(),
+    )
+    .await
+    .expect("a return");
+    assert_eq!(back.reason, Undeliverable::Undecodable);
+    assert_eq!(back.payload(), &Bytes::from_static(&[0xff; 6]));
+    assert!(rx.try_recv().is_err(), "nothing more");
+    drop((sender, receiver, rx));
     shutdown_both(&a, &b).await;
 }
 
