@@ -73,6 +73,7 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -341,7 +342,7 @@ async fn run<A: Actor>(mut actor: A, instance: Instance, mut mailbox: Ports<A::M
             finish.status = ActorStatus::Failed(why);
         }
         None => {
-            if let Err(why) = CatchUnwind::new(actor.stopped(&mut cx)).await {
+            if let Err(why) = CatchUnwind::new(pin!(actor.stopped(&mut cx))).await {
                 finish.status = ActorStatus::Failed(format!("stopped hook panicked: {why}"));
             }
             tracing::debug!("actor stopped");
@@ -372,7 +373,7 @@ async fn drive<A: Actor>(
     mailbox: &mut Ports<A::Message>,
     cell: &ActorCell,
 ) -> Option<String> {
-    match CatchUnwind::new(actor.started(cx)).await {
+    match CatchUnwind::new(pin!(actor.started(cx))).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Some(format!("started: {e}")),
         Err(p) => return Some(format!("started panicked: {p}")),
@@ -386,11 +387,11 @@ async fn drive<A: Actor>(
             Next::Stop | Next::MailboxClosed => return None,
             Next::ChildFailed(child, why) => {
                 tracing::debug!(%child, reason = %why, "a child failed");
-                CatchUnwind::new(actor.child_failed(cx, child, why)).await
+                CatchUnwind::new(pin!(actor.child_failed(cx, child, why))).await
             }
-            Next::Returned(r) => CatchUnwind::new(actor.handle_undeliverable(cx, r)).await,
+            Next::Returned(r) => CatchUnwind::new(pin!(actor.handle_undeliverable(cx, r))).await,
             Next::Message(env, decoder) => match decoder(&env) {
-                Ok(msg) => CatchUnwind::new(actor.handle(cx, msg)).await,
+                Ok(msg) => CatchUnwind::new(pin!(actor.handle(cx, msg))).await,
                 Err(e) => {
                     tracing::warn!(sender = %env.sender, error = %e, "skipping a refused message");
                     cx.instance.engine().undecodable(env);

@@ -319,20 +319,20 @@ impl Signal {
     }
 }
 
-/// A future that turns a panic in `inner` into `Err(message)`.
-pub(crate) struct CatchUnwind<F> {
-    inner: Pin<Box<F>>,
+/// A future that turns a panic in `inner` into `Err(message)`. It borrows `inner` pinned
+/// where the caller keeps it (`std::pin::pin!` in an async fn: inside the caller's own
+/// future), so wrapping an actor's handler for one message allocates nothing.
+pub(crate) struct CatchUnwind<'a, F> {
+    inner: Pin<&'a mut F>,
 }
 
-impl<F: Future> CatchUnwind<F> {
-    pub(crate) fn new(inner: F) -> Self {
-        CatchUnwind {
-            inner: Box::pin(inner),
-        }
+impl<'a, F: Future> CatchUnwind<'a, F> {
+    pub(crate) fn new(inner: Pin<&'a mut F>) -> Self {
+        CatchUnwind { inner }
     }
 }
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future> Future for CatchUnwind<'_, F> {
     type Output = Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -449,9 +449,10 @@ mod tests {
 
     #[test]
     fn catch_unwind_reports_panics() {
-        let r: Result<(), String> = block_on(CatchUnwind::new(async { panic!("boom") }));
+        let r: Result<(), String> =
+            block_on(CatchUnwind::new(std::pin::pin!(async { panic!("boom") })));
         assert_eq!(r, Err("boom".to_string()));
-        let ok: Result<u8, String> = block_on(CatchUnwind::new(async { 5 }));
+        let ok: Result<u8, String> = block_on(CatchUnwind::new(std::pin::pin!(async { 5 })));
         assert_eq!(ok, Ok(5));
     }
 }
