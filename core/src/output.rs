@@ -447,6 +447,28 @@ impl Outputs {
             .push_back(Slot::Ready(Queued::Deliver(port, env)));
     }
 
+    /// Moves the deliveries to `port` at the front of the queue into `out`, in order,
+    /// up to the first other output; how many.
+    pub(crate) fn pop_deliveries(
+        &mut self,
+        port: LocalPort,
+        out: &mut VecDeque<crate::envelope::Envelope>,
+    ) -> usize {
+        let mut n = 0;
+        loop {
+            match self.queue.front() {
+                Some(Slot::Ready(Queued::Deliver(p, _))) if *p == port => {}
+                Some(Slot::Dropped) => {}
+                _ => return n,
+            }
+            self.popped += 1;
+            if let Some(Slot::Ready(Queued::Deliver(_, env))) = self.queue.pop_front() {
+                out.push_back(env);
+                n += 1;
+            }
+        }
+    }
+
     /// Queues [`Output::Returned`].
     pub(crate) fn returned(&mut self, env: crate::envelope::Envelope) {
         self.queue.push_back(Slot::Ready(Queued::Returned(env)));
@@ -599,6 +621,41 @@ mod tests {
         assert_eq!(transmit(q.pop()), (b, Bytes::from_static(b"keep")));
         assert_eq!(transmit(q.pop()), (a, Bytes::from_static(b"late")));
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn deliveries_to_one_port_are_taken_in_a_run_up_to_another_output() {
+        use crate::envelope::Envelope;
+        use crate::id::{ChannelAddr, Name, ProcId};
+        use crate::registry::Registry;
+        let p = ProcId::new(ChannelAddr::Local(1), Name::new("p").unwrap());
+        let a = p.actor(Name::new("a").unwrap(), 0);
+        let mut reg = Registry::new(p.clone());
+        let dest = a.port(5);
+        reg.reserve_root("a").unwrap();
+        reg.bind_port(&dest, crate::registry::PortKind::Stream, None)
+            .unwrap();
+        let port = reg.local_port(&dest).unwrap();
+        let env = |n: u8| Envelope::new(a.clone(), dest.clone(), Bytes::from(alloc::vec![n]));
+        let mut q = Outputs::new(64 * 1024, 2);
+        let c = ConnId(1);
+        q.deliver(port, env(1));
+        q.deliver(port, env(2));
+        q.write(c, &[b"between"]);
+        q.deliver(port, env(3));
+        let mut out = VecDeque::new();
+        assert_eq!(q.pop_deliveries(port, &mut out), 2);
+        assert_eq!(q.pop_deliveries(port, &mut out), 0, "stops at the transmit");
+        assert_eq!(transmit(q.pop()), (c, Bytes::from_static(b"between")));
+        assert_eq!(q.pop_deliveries(port, &mut out), 1);
+        let got: alloc::vec::Vec<u8> = out.iter().map(|e| e.payload[0]).collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert!(q.pop().is_none());
+        // Positions stay right: a transmit opened before still takes appends.
+        q.write(c, &[b"x"]);
+        q.deliver(port, env(4));
+        q.write(c, &[b"y"]);
+        assert_eq!(transmit(q.pop()), (c, Bytes::from_static(b"xy")));
     }
 
     #[test]

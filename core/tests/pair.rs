@@ -176,7 +176,16 @@ impl Pair {
             for i in 0..self.nodes.len() {
                 while let Some(o) = self.nodes[i].proc.poll_output() {
                     busy = true;
-                    self.carry_out(i, o);
+                    let Output::Deliver { port, env } = o else {
+                        self.carry_out(i, o);
+                        continue;
+                    };
+                    // The deliveries to the same port that follow, in one run.
+                    let mut run = VecDeque::from([env]);
+                    self.nodes[i].proc.poll_deliveries(port, &mut run);
+                    for env in run {
+                        self.carry_out(i, Output::Deliver { port, env });
+                    }
                 }
             }
             while let Some((to, bytes)) = self.pending.pop_front() {

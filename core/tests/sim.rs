@@ -288,7 +288,18 @@ impl Sim {
             if first {
                 first = false;
             }
-            outputs.push(o);
+            // Every other node takes runs of deliveries to one port in one call.
+            let Output::Deliver { port, env } = o else {
+                outputs.push(o);
+                continue;
+            };
+            if p % 2 == 1 {
+                outputs.push(Output::Deliver { port, env });
+                continue;
+            }
+            let mut run = std::collections::VecDeque::from([env]);
+            node.proc.poll_deliveries(port, &mut run);
+            outputs.extend(run.into_iter().map(|env| Output::Deliver { port, env }));
         }
         if let Some(t) = node.proc.poll_timeout() {
             assert!(

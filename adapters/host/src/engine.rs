@@ -394,6 +394,8 @@ impl Engine {
                     }
                     st.staged_port = Some(port);
                     st.staged.push_back(env);
+                    // The deliveries to the same port right behind it, each moved once.
+                    st.core.poll_deliveries(port, &mut st.staged);
                 }
                 Output::Returned(env) => self.return_to_sender(st, env),
                 Output::Dial { conn, addr } => {
