@@ -444,15 +444,7 @@ pub fn append_envelope_cached(
     cache: &mut IdCache,
     seq: u64,
 ) -> Result<(), Undeliverable> {
-    encode(
-        env,
-        &env.payload,
-        Some(link),
-        max,
-        out,
-        Some((cache, seq)),
-        true,
-    )
+    append_parts_cached(env, &env.payload, link, max, out, cache, seq)
 }
 
 /// [`append_envelope_cached`] with `payload` in place of `env.payload` (which is not

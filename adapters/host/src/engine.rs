@@ -23,13 +23,14 @@
 //! the message into its link's chunk, under the lock, with the `now` of the last turn) and
 //! steps 2–4 wait for one later turn, which drains and writes the whole run: frames
 //! coalesced into one transmit, one write, one push and one wake per receiving port. That
-//! turn comes from the timer task (woken once per run), from the 256th send in a row, from
-//! any other turn, or from a receiver of this proc that found its queue empty (so a task
-//! never waits on its own unsent messages). Core decides each send at once, so `try_send`
-//! still answers `TooLarge`, `WouldBlock` and the rest synchronously; only the effects wait.
-//! A small typed message is serialized into the engine's scratch buffer and sent from its
-//! scratch envelope by reference ([`Engine::try_send_with`]): no allocation and no
-//! reference count per message.
+//! turn comes from the timer task (woken once per run), from the send after 256 deferred
+//! ones, from any other turn, or from a receiver of this proc that found its queue empty (so
+//! a task never waits on its own unsent messages). Sends from different threads are never
+//! in a row: independent senders on a multi-threaded runtime each write at once. Core
+//! decides each send at once, so `try_send` still answers `TooLarge`, `WouldBlock` and the
+//! rest synchronously; only the effects wait. A small typed message is serialized into the
+//! engine's scratch buffer and sent from its scratch envelope by reference
+//! ([`Engine::try_send_with`]): no allocation and no reference count per message.
 //!
 //! Turning the loop on the caller's task instead of hopping to a dedicated driver task lets
 //! `try_send` report `TooLarge`/`WouldBlock` synchronously and saves a cross-thread wake-up
@@ -186,6 +187,8 @@ struct State {
     now: Instant,
     /// What the turns since the last drain were (see [`Engine::send_turn`]).
     sends: Sends,
+    /// The thread the last send's turn ran on ([`thread_mark`]).
+    send_thread: usize,
     /// The envelope small typed messages are sent from, by reference
     /// ([`Engine::try_send_with`]): its ids are replaced only when the sender or the
     /// destination changes; its payload stays empty, the message's is in `scratch_buf`.
@@ -264,6 +267,7 @@ impl Engine {
                 turns: 0,
                 now: Instant::ZERO,
                 sends: Sends::Mixed,
+                send_thread: 0,
                 scratch: None,
                 scratch_buf: Vec::new(),
             }),
@@ -300,12 +304,14 @@ impl Engine {
         self.full_turn(st, Sends::Mixed, f)
     }
 
-    /// The turn of a send. Sends in a row (no other turn between them) are batched: from
-    /// the second on, a send only hands core its message (which encodes it into its link's
-    /// chunk) and leaves the output for one later turn, which writes the whole run at once.
-    /// That turn is the timer task's, woken once per run; or the [`DEFER_MAX`]th send's; or
-    /// any other turn; or a receiver's that found its queue empty
-    /// ([`Engine::drain_deferred`]). A deferred send hands core the `now` of the last turn.
+    /// The turn of a send. Sends in a row (on one thread, no other turn between them) are
+    /// batched: from the second on, a send only hands core its message (which encodes it
+    /// into its link's chunk) and leaves the output for one later turn, which writes the
+    /// whole run at once. That turn is the timer task's, woken once per run; or the turn of
+    /// the send after [`DEFER_MAX`] deferred ones; or any other turn; or a receiver's that
+    /// found its queue empty ([`Engine::drain_deferred`]). A deferred send hands core the
+    /// `now` of the last turn. Sends from another thread than the last one are not in a
+    /// row: independent senders on a multi-threaded runtime each write at once.
     ///
     /// Core decides the send at once either way, so what `f` returns (accepted, or why
     /// not) is final; only the bytes, deliveries and returns it caused wait.
@@ -314,8 +320,10 @@ impl Engine {
     /// turn: it is written while it is fresh in the cache, and a turn is little beside it.
     fn send_turn<R>(self: &Arc<Self>, len: usize, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let mut st = self.lock();
+        let thread = thread_mark();
+        let other_thread = std::mem::replace(&mut st.send_thread, thread) != thread;
         let deferred = match st.sends {
-            _ if len >= DEFER_MAX_BYTES => None,
+            _ if len >= DEFER_MAX_BYTES || other_thread => None,
             Sends::Mixed => None,
             Sends::InRow => Some(1),
             Sends::Deferred(n) => (n < DEFER_MAX).then_some(n + 1),
@@ -1010,6 +1018,15 @@ impl Engine {
     pub(crate) fn connection_count(&self) -> usize {
         self.lock().conns.len()
     }
+}
+
+/// A number that tells this thread from the others that are running (the address of a
+/// thread-local), to tell sends in a row from independent ones; never 0.
+fn thread_mark() -> usize {
+    thread_local! {
+        static MARK: u8 = const { 0 };
+    }
+    MARK.with(|m| m as *const u8 as usize)
 }
 
 fn wake_all(st: &mut State) {

@@ -17,6 +17,14 @@
 //! * The engine: core's machine behind a mutex, turned on whichever task has an input
 //!   (mutate → drain outputs → re-arm the single timer from `poll_timeout`), so sends report
 //!   `TooLarge`/`WouldBlock` synchronously and no message pays for an extra task hop.
+//!   Sends are batch-first: a task that sends several messages in a row has each accepted
+//!   (or refused) by core at once, and their bytes written together, once the task next
+//!   waits (on a receive of this proc, or on anything: the proc's timer task writes them),
+//!   or after 256 of them. So `send(..).await` returning `Ok` means the proc took the
+//!   message (it will arrive, or come back as an undeliverable return), not that it is on
+//!   the wire yet. A small typed message is encoded into the link's buffer without an
+//!   allocation; a typed [`bytes::Bytes`] message is sent as it is (see
+//!   [type checks](#type-checks)).
 //! * [`HostedProc`]: binding (std sockets, then [`Runtime::listen`]; random Linux abstract
 //!   names for `unix:@`; socket files owner-only by default, see
 //!   [`ProcOptions::unix_mode`], stale ones replaced and removed at the end), the listener

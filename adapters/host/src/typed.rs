@@ -58,9 +58,9 @@ pub(crate) fn check_type(expected: TypeFingerprint, env: &Envelope) -> Result<()
 pub fn encode<M: Serialize + ?Sized>(msg: &M) -> Result<Bytes, SendError> {
     let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
         .map_err(SendError::Encode)?;
-    let payload = postcard::serialize_with_flavor(msg, SizedVec(Vec::with_capacity(len)))
-        .map(Bytes::from)
-        .map_err(SendError::Encode)?;
+    let mut buf = Vec::with_capacity(len);
+    postcard::serialize_with_flavor(msg, Appended(&mut buf)).map_err(SendError::Encode)?;
+    let payload = Bytes::from(buf);
     if !is_bytes::<M>() {
         return Ok(payload);
     }
@@ -76,30 +76,6 @@ pub fn encode<M: Serialize + ?Sized>(msg: &M) -> Result<Bytes, SendError> {
 /// length prefix included: only `Bytes` is special.)
 fn is_bytes<M: ?Sized>() -> bool {
     core::any::type_name::<M>() == core::any::type_name::<Bytes>()
-}
-
-/// postcard's output into a `Vec` allocated for the measured size. Byte strings are
-/// appended as slices (one `memcpy`; postcard's `to_extend` goes byte by byte).
-struct SizedVec(Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for SizedVec {
-    type Output = Vec<u8>;
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
-    }
 }
 
 /// Deserializes a payload made by [`encode`], strictly: the whole payload must be one
@@ -322,7 +298,8 @@ fn send_now<M: Serialize + 'static>(
     })
 }
 
-/// postcard's output appended to a buffer, byte strings as slices.
+/// postcard's output appended to a buffer. Byte strings are appended as slices (one
+/// `memcpy`; postcard's `to_extend` goes byte by byte).
 struct Appended<'a>(&'a mut Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Appended<'_> {
