@@ -54,7 +54,7 @@ pub(crate) fn check_type(expected: TypeFingerprint, env: &Envelope) -> Result<()
 /// small messages and copy large ones).
 ///
 /// A [`Bytes`] message is its bytes as they are, without postcard's length prefix (the
-/// frame already says how long the payload is): see [`is_bytes`].
+/// frame already says how long the payload is): see [type checks](crate#type-checks).
 pub fn encode<M: Serialize + ?Sized>(msg: &M) -> Result<Bytes, SendError> {
     let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
         .map_err(SendError::Encode)?;
