@@ -9,14 +9,17 @@
 //! 1. lock, read the clock, mutate the machine with one `handle_*(now, ...)` call;
 //! 2. drain `poll_output()` until `None`, carrying out each output without blocking
 //!    (bytes are queued, in order, on the connection's write queue without waking anyone,
-//!    messages to port queues, each run of deliveries to one port in one push, dials are
-//!    spawned);
-//! 3. read `poll_timeout()`; if the deadline moved earlier than the one the timer task is
-//!    sleeping on, wake the timer task so it re-arms its single timer;
-//! 4. release the lock, then write the bytes step 2 queued, on this same task, for each
-//!    connection nobody else is writing on ([`crate::net::flush`]). Only when the socket
-//!    would block (or a write is partial or fails, or a close is queued) does the
-//!    connection's writer task take over, so an idle connection's bytes cost no task hop.
+//!    messages to port queues, each run of deliveries to one port in one push whose
+//!    receiver is noted for step 4, dials are spawned);
+//! 3. read `poll_timeout()`; note whether the deadline moved earlier than the one the
+//!    timer task is sleeping on;
+//! 4. release the lock; then wake the receivers step 2 pushed to and, if step 3 says so,
+//!    the timer task (so it re-arms its single timer), so that no task is woken into a
+//!    lock that its waker still holds; then write the bytes step 2 queued, on this same
+//!    task, for each connection nobody else is writing on ([`crate::net::flush`]). Only
+//!    when the socket would block (or a write is partial or fails, or a close is queued)
+//!    does the connection's writer task take over, so an idle connection's bytes cost no
+//!    task hop.
 //!
 //! Sends are batch-first. A send's turn is the whole loop only when the turn before it was
 //! not a send's; from the second send in a row on, step 1 is all a send does (core encodes
@@ -189,11 +192,48 @@ struct State {
     sends: Sends,
     /// The thread the last send's turn ran on ([`thread_mark`]).
     send_thread: usize,
+    /// Receivers to wake once the turn has released the lock.
+    wakes: Wakes,
     /// The envelope small typed messages are sent from, by reference
     /// ([`Engine::try_send_with`]): its ids are replaced only when the sender or the
     /// destination changes; its payload stays empty, the message's is in `scratch_buf`.
     scratch: Option<Envelope>,
     scratch_buf: Vec<u8>,
+}
+
+/// Tasks a turn wakes after releasing the engine lock: the receivers it pushed messages
+/// to (one in most turns; the second and later ones are kept in a list).
+#[derive(Default)]
+struct Wakes {
+    first: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Wakes {
+    fn add(&mut self, waker: Option<Waker>) {
+        match (waker, &self.first) {
+            (None, _) => {}
+            (Some(w), None) => self.first = Some(w),
+            (Some(w), Some(_)) => self.more.push(w),
+        }
+    }
+
+    fn take(&mut self) -> Wakes {
+        Wakes {
+            first: self.first.take(),
+            more: match self.more.is_empty() {
+                true => Vec::new(),
+                false => std::mem::take(&mut self.more),
+            },
+        }
+    }
+
+    fn run(self) {
+        self.first
+            .into_iter()
+            .chain(self.more)
+            .for_each(Waker::wake);
+    }
 }
 
 /// Whether the sends since the last drain came in a row, and how many of them skipped it.
@@ -268,6 +308,7 @@ impl Engine {
                 now: Instant::ZERO,
                 sends: Sends::Mixed,
                 send_thread: 0,
+                wakes: Wakes::default(),
                 scratch: None,
                 scratch_buf: Vec::new(),
             }),
@@ -373,13 +414,15 @@ impl Engine {
         };
         if earlier {
             st.armed = next;
-            self.rt.rearm_timer();
         }
-        if matches!(st.flushes, crate::net::Flushes::None) {
-            return r;
-        }
+        let wakes = st.wakes.take();
         let flushes = std::mem::take(&mut st.flushes);
         drop(st);
+        // Unlocked: a woken task can take the lock at once.
+        wakes.run();
+        if earlier {
+            self.rt.rearm_timer();
+        }
         flushes.run();
         r
     }
@@ -446,7 +489,8 @@ impl Engine {
         };
         if let Some(entry) = st.ports.get(port) {
             let once = entry.kind == PortKind::Once;
-            if entry.queue.push_all(&mut st.staged).is_ok() {
+            if let Ok(waker) = entry.queue.push_all(&mut st.staged) {
+                st.wakes.add(waker);
                 if once {
                     // Core retired the once-port with this delivery.
                     st.ports.remove(port);
@@ -1032,5 +1076,96 @@ fn thread_mark() -> usize {
 fn wake_all(st: &mut State) {
     for (_, ws) in st.writable.drain() {
         ws.into_iter().for_each(Waker::wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use procwire_core::id::Name;
+    use procwire_core::proc::Config;
+
+    use super::*;
+
+    /// Hooks for an engine with no network: a fixed clock, tasks dropped, no dials.
+    struct Quiet;
+
+    impl Hooks for Quiet {
+        fn now(&self) -> Instant {
+            Instant::from_micros(1_000)
+        }
+        fn spawn(&self, _fut: BoxFuture) {}
+        fn timer(&self) -> Box<dyn crate::runtime::Timer> {
+            unreachable!("no timer in these tests")
+        }
+        fn dial(&self, _: &Arc<Engine>, _: ConnId, _: ChannelAddr, _: Arc<ConnCtl>) {}
+        fn rearm_timer(&self) {}
+        fn connection_failed(&self, _: ConnId, _: &procwire_core::proc::ConnError) {}
+        fn refused(&self, _: ConnId, _: procwire_core::envelope::RefuseReason) {}
+    }
+
+    /// A waker that records, when woken, whether the engine's lock was free.
+    struct Probe {
+        engine: std::sync::Weak<Engine>,
+        free: AtomicUsize,
+        held: AtomicUsize,
+    }
+
+    impl Wake for Probe {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            let engine = self.engine.upgrade().expect("the engine lives");
+            let count = match engine.state.try_lock() {
+                Ok(_) => &self.free,
+                Err(_) => &self.held,
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn receivers_are_woken_after_the_turn_releases_the_lock() {
+        let id = ProcId::new(ChannelAddr::Local(7), Name::new("p").expect("a name"));
+        let core = CoreProc::new(id, Config::default(), 1, 1);
+        let engine = Engine::new(core, Arc::new(Quiet), 16);
+        let (actor, _returns) = engine.reserve_root("a").expect("a root");
+        let fp = TypeFingerprint::of::<u8>();
+        let bound = engine
+            .open_port(&actor, PortKind::Stream, fp)
+            .expect("a port");
+        let probe = Arc::new(Probe {
+            engine: Arc::downgrade(&engine),
+            free: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+        });
+        let waker = Waker::from(probe.clone());
+        let mut out = VecDeque::new();
+        let polled = bound
+            .queue
+            .poll_take_all(&mut Context::from_waker(&waker), &mut out);
+        assert!(polled.is_pending(), "nothing queued yet");
+        let env = Envelope::typed(
+            actor.clone(),
+            bound.port.clone(),
+            fp,
+            Bytes::from_static(&[7]),
+        );
+        engine.try_send(env).expect("a local send");
+        assert_eq!(
+            probe.free.load(Ordering::SeqCst),
+            1,
+            "woken once, lock free"
+        );
+        assert_eq!(
+            probe.held.load(Ordering::SeqCst),
+            0,
+            "never woken under the lock"
+        );
+        assert!(bound.queue.try_take_all(&mut out).is_ok());
+        assert_eq!(out.len(), 1);
     }
 }

@@ -98,28 +98,23 @@ impl<T> Queue<T> {
         Ok(())
     }
 
-    /// Appends all of `items` (leaving it empty), waking the consumer once. One lock for
-    /// the batch. If refused, nothing is taken.
-    pub(crate) fn push_all(&self, items: &mut VecDeque<T>) -> Result<(), PushError> {
-        let waker = {
-            let mut st = lock(&self.state);
-            if st.closed || st.consumer_gone {
-                return Err(PushError::Closed);
-            }
-            if st.items.len().saturating_add(items.len()) > self.cap {
-                return Err(PushError::Full);
-            }
-            if st.items.is_empty() {
-                std::mem::swap(&mut st.items, items);
-            } else {
-                st.items.append(items);
-            }
-            st.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
+    /// Appends all of `items` (leaving it empty) under one lock, and hands back the
+    /// consumer's waker, if it waits, for the caller to wake once it holds no lock of its
+    /// own. If refused, nothing is taken.
+    pub(crate) fn push_all(&self, items: &mut VecDeque<T>) -> Result<Option<Waker>, PushError> {
+        let mut st = lock(&self.state);
+        if st.closed || st.consumer_gone {
+            return Err(PushError::Closed);
         }
-        Ok(())
+        if st.items.len().saturating_add(items.len()) > self.cap {
+            return Err(PushError::Full);
+        }
+        if st.items.is_empty() {
+            std::mem::swap(&mut st.items, items);
+        } else {
+            st.items.append(items);
+        }
+        Ok(st.waker.take())
     }
 
     /// No more items will come; the consumer drains what is queued, then sees the end.
