@@ -383,11 +383,14 @@ impl Engine {
         r
     }
 
-    /// Runs the turn that sends in a row left owed, if any ([`Engine::send_turn`]).
-    pub(crate) fn drain_deferred(self: &Arc<Self>) {
-        if self.deferred.load(Ordering::Acquire) {
-            self.turn(|_, _| ());
+    /// Runs the turn that sends in a row left owed, if any ([`Engine::send_turn`]); whether
+    /// there was one (only then can a queue that was empty have something now).
+    pub(crate) fn drain_deferred(self: &Arc<Self>) -> bool {
+        if !self.deferred.load(Ordering::Acquire) {
+            return false;
         }
+        self.turn(|_, _| ());
+        true
     }
 
     fn full_turn<R>(

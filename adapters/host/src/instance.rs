@@ -435,17 +435,16 @@ impl Instance {
             return Some(r);
         }
         // Sends in a row may have left their returns for a later turn: run it now.
-        self.engine.drain_deferred();
+        if !self.engine.drain_deferred() {
+            return None;
+        }
         self.returns.try_pop().ok()
     }
 
     /// Polls for the next undeliverable return.
     pub fn poll_undeliverable(&self, cx: &mut Context<'_>) -> Poll<Option<Returned>> {
         match self.returns.poll_pop(cx) {
-            Poll::Pending => {
-                self.engine.drain_deferred();
-                self.returns.poll_pop(cx)
-            }
+            Poll::Pending if self.engine.drain_deferred() => self.returns.poll_pop(cx),
             ready => ready,
         }
     }

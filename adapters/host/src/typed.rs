@@ -608,9 +608,8 @@ impl<M> PortReceiver<M> {
         }
         self.set_spent_aside();
         let mut took = self.queue.poll_take_all(cx, &mut self.ready);
-        if took.is_pending() {
-            // Sends in a row may have left deliveries for a later turn: run it now.
-            self.engine.drain_deferred();
+        if took.is_pending() && self.engine.drain_deferred() {
+            // Sends in a row had left deliveries for a later turn, which just ran.
             took = self.queue.poll_take_all(cx, &mut self.ready);
         }
         Poll::Ready(match ready!(took) {
@@ -626,8 +625,7 @@ impl<M> PortReceiver<M> {
         }
         self.set_spent_aside();
         let mut took = self.queue.try_take_all(&mut self.ready);
-        if matches!(took, Err(PopError::Empty)) {
-            self.engine.drain_deferred();
+        if matches!(took, Err(PopError::Empty)) && self.engine.drain_deferred() {
             took = self.queue.try_take_all(&mut self.ready);
         }
         took.map_err(|e| match e {
