@@ -1010,7 +1010,17 @@ fn large_payloads_cut_mid_frame_come_back_whole_when_the_peer_restarts() {
 /// on node 1's side, without delivering anything.
 fn written_for(p: &mut Pair, payload: &Bytes) -> (Vec<u8>, ConnId) {
     let env = Envelope::new(actor(0, "a"), target(1), payload.clone());
-    p.nodes[0].proc.handle_send(p.now, env).unwrap();
+    written_by(p, |proc, now| proc.handle_send(now, env))
+}
+
+/// The bytes node 0 writes, and on which connection of node 1 they arrive, for one
+/// message `send` hands it.
+fn written_by(
+    p: &mut Pair,
+    send: impl FnOnce(&mut Proc, Instant) -> Result<(), SendError>,
+) -> (Vec<u8>, ConnId) {
+    let now = p.now;
+    send(&mut p.nodes[0].proc, now).unwrap();
     let mut wire = Vec::new();
     let mut to = None;
     while let Some(o) = p.nodes[0].proc.poll_output() {
@@ -1700,15 +1710,7 @@ fn frames_of(send: impl FnOnce(&mut Proc, Instant) -> Result<(), SendError>) -> 
     let mut p = Pair::new(2, quick());
     p.send(0, target(1), b"warm-up").unwrap();
     p.run_for(Duration::from_millis(10));
-    let now = p.now;
-    send(&mut p.nodes[0].proc, now).unwrap();
-    let mut out = Vec::new();
-    while let Some(o) = p.nodes[0].proc.poll_output() {
-        if let Output::Transmit { data, .. } = o {
-            out.extend_from_slice(&data);
-        }
-    }
-    out
+    written_by(&mut p, send).0
 }
 
 #[test]

@@ -777,12 +777,7 @@ impl Engine {
 
     /// Hands `env` to the machine without waiting.
     pub(crate) fn try_send(self: &Arc<Self>, env: Envelope) -> Result<(), SendError> {
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(SendError::ShuttingDown);
-        }
-        self.send_turn(env.payload.len(), |st, now| {
-            st.core.handle_send(now, env).map_err(SendError::from)
-        })
+        self.try_send_keep(env).map_err(|(e, _)| e)
     }
 
     /// Sends a message of `len` payload bytes (at most [`SCRATCH_MAX`]) from `sender` to

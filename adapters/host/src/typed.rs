@@ -118,14 +118,7 @@ fn decode_checked<M: DeserializeOwned + 'static>(
 /// [`decode`] of a payload held in `Bytes`: a [`Bytes`] message is the payload, shared
 /// (serde's `Bytes` would copy it), any other type decodes as by `decode`.
 fn decode_shared<M: DeserializeOwned + 'static>(payload: &Bytes) -> Result<M, DecodeError> {
-    let mut slot: Option<M> = None;
-    if let Some(bytes) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
-        *bytes = Some(payload.clone());
-    }
-    match slot {
-        Some(msg) => Ok(msg),
-        None => decode(payload),
-    }
+    decode_taken(&mut payload.clone())
 }
 
 /// [`decode_shared`] that may take the payload out of `payload` (left empty when it did):
