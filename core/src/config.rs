@@ -99,6 +99,13 @@ pub struct Config {
     /// who may open sessions and send; it does not encrypt. With a cookie, the seed and
     /// incarnation passed to `Proc::new` must be unpredictable.
     pub cookie: Option<Cookie>,
+    /// Two-way links: an outbound session to a proc that dialed this one opens over that
+    /// proc's connection instead of dialing one of its own, so both directions of the link
+    /// share one connection (and, over TCP, each direction's acknowledgements ride the
+    /// other's data). Without a cookie nothing proves that the dialer is the proc its hello
+    /// names, so on a network you do not trust set a cookie, or turn this off to always
+    /// dial the peer's own address.
+    pub two_way: bool,
 }
 
 impl Default for Config {
@@ -132,6 +139,7 @@ impl Default for Config {
             max_handshaking: 64,
             max_inbound_conns: 4096 + 64,
             cookie: None,
+            two_way: true,
         }
     }
 }

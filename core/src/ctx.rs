@@ -2,13 +2,16 @@
 //! counters, and what sessions hand back to the proc. A named type with methods, so the
 //! session machines depend on it and not on the proc machine that owns them.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
+
+use bytes::Bytes;
 
 use crate::auth::Nonce;
 use crate::config::Config;
 use crate::envelope::{Envelope, Undeliverable};
-use crate::frame::{FrameHeader, FrameKind, RefuseReason, HEADER_LEN};
+use crate::frame::{FrameDecoder, FrameHeader, FrameKind, RecycledBody, RefuseReason, HEADER_LEN};
 use crate::id::ProcId;
 use crate::idcache::IdSpares;
 use crate::output::{ConnError, ConnId, Event, Output, Outputs};
@@ -73,6 +76,9 @@ pub struct Stats {
     pub refused: RefusedCounts,
     /// Retained disconnected inbound sessions evicted to make room for a new dialer.
     pub sessions_evicted: u64,
+    /// Outbound sessions opened over a connection the peer dialed instead of dialing one
+    /// (two-way links, `Config::two_way`), counting reopenings after a loss.
+    pub shared_opens: u64,
 }
 
 /// Refusals per [`RefuseReason`].
@@ -96,6 +102,19 @@ impl RefusedCounts {
         let c = &mut self.counts[reason.index()];
         *c = c.saturating_add(1);
     }
+}
+
+/// Where a session half gets its frames from. A connection carries one session each way at
+/// most (a two-way link, see `proc`): the half that owns the connection (the outbound
+/// session that dialed it, or the inbound session of the dialer on the accepting side)
+/// decodes every frame and hands the other half's frames over ([`Ctx::hand_over`]).
+#[derive(Debug)]
+pub(crate) enum Rx {
+    /// This half owns the connection and decodes its bytes.
+    Own(FrameDecoder<RecycledBody>),
+    /// The other half owns the connection; this one is handed its frames. Ending this half
+    /// does not close the connection.
+    Shared,
 }
 
 /// A small deterministic generator (SplitMix64) over the seed the driver passes in: core
@@ -126,8 +145,14 @@ pub(crate) struct Ctx {
     pub(crate) spare_ids: IdSpares,
     /// Messages a session gave up on, with why; the proc routes them back.
     failed: Vec<(Envelope, Undeliverable)>,
-    /// Connections sessions dialed since the proc last took them, with the session's slot.
-    dialed: Vec<(ConnId, usize)>,
+    /// Connections sessions dialed (or took over, see [`Ctx::shareable`]) since the proc
+    /// last took them, with the session's slot.
+    dialed: Vec<(ConnId, usize, bool)>,
+    /// Frames the half that owns a connection decoded for the other half, in order.
+    handed: Vec<(ConnId, FrameKind, Bytes)>,
+    /// Accepted connections whose dialer's session is open, by dialer: an outbound
+    /// session to that proc opens over one of them instead of dialing (`Config::two_way`).
+    pub(crate) shareable: BTreeMap<ProcId, ConnId>,
     next_conn: u64,
     /// Nonces drawn so far (part of each nonce's input, so none repeats).
     nonces: u64,
@@ -165,6 +190,8 @@ impl Ctx {
             stats: Stats::default(),
             failed: Vec::new(),
             dialed: Vec::new(),
+            handed: Vec::new(),
+            shareable: BTreeMap::new(),
             next_conn: 0,
             nonces: 0,
         }
@@ -177,15 +204,51 @@ impl Ctx {
 
     /// A session in slot `slot` asks the driver to dial `conn`.
     pub(crate) fn dial(&mut self, slot: usize, conn: ConnId, addr: crate::id::ChannelAddr) {
-        self.dialed.push((conn, slot));
+        self.dialed.push((conn, slot, false));
         self.out.push(Output::Dial {
             conn,
             addr: alloc::boxed::Box::new(addr),
         });
     }
 
-    /// Dials since the last call, for the proc to bind the connections to their sessions.
-    pub(crate) fn take_dialed(&mut self) -> Option<(ConnId, usize)> {
+    /// The accepted connection an outbound session to `peer` may open over instead of
+    /// dialing, if any.
+    pub(crate) fn shareable(&self, peer: &ProcId) -> Option<ConnId> {
+        if !self.config.two_way {
+            return None;
+        }
+        self.shareable.get(peer).copied()
+    }
+
+    /// The outbound session in slot `slot` opens over the accepted connection `conn`.
+    pub(crate) fn share(&mut self, slot: usize, conn: ConnId) {
+        self.dialed.push((conn, slot, true));
+    }
+
+    /// The half that owns `conn` decoded a frame for the other half.
+    pub(crate) fn hand_over(&mut self, conn: ConnId, kind: FrameKind, body: Bytes) {
+        self.handed.push((conn, kind, body));
+    }
+
+    /// The frames handed over since the last call, oldest first.
+    pub(crate) fn take_handed(&mut self) -> Option<Vec<(ConnId, FrameKind, Bytes)>> {
+        if self.handed.is_empty() {
+            return None;
+        }
+        Some(core::mem::take(&mut self.handed))
+    }
+
+    /// Gives the list back for its capacity.
+    pub(crate) fn reuse_handed(&mut self, mut list: Vec<(ConnId, FrameKind, Bytes)>) {
+        if self.handed.is_empty() {
+            list.clear();
+            self.handed = list;
+        }
+    }
+
+    /// Dials since the last call, for the proc to bind the connections to their sessions
+    /// (`true`: an accepted connection taken over, see [`Ctx::share`]).
+    pub(crate) fn take_dialed(&mut self) -> Option<(ConnId, usize, bool)> {
         self.dialed.pop()
     }
 

@@ -1,7 +1,7 @@
 //! Framing: the connection preamble, the fixed frame header, an incremental decoder and
 //! encoders into caller-owned buffers.
 //!
-//! # Wire layout (protocol version 4)
+//! # Wire layout (protocol version 5)
 //!
 //! Each side of a connection first writes an 8-byte preamble, then frames:
 //!
@@ -37,6 +37,21 @@
 //! an acceptor with a cookie with [`RefuseReason::AuthRequired`], a wrong proof with
 //! [`RefuseReason::BadAuth`].
 //!
+//! # Two-way connections (since version 5)
+//!
+//! A connection carries at most one session each way. Once the dialer's session is open,
+//! the acceptor may open its own session to the dialer over the same connection: it writes
+//! a [`FrameKind::Hello`] naming itself (`from`) and the dialer (`to`), with `auth: None`
+//! (both ends proved the cookie on this connection already), and the dialer answers with a
+//! welcome or a refusal exactly as an acceptor would; a refusal ends only that session,
+//! not the connection. From then on each side sends both its own session's frames and
+//! the other session's answers, and the receiving side tells them apart by kind: welcome,
+//! refusal, challenge, acknowledgement and pong are for the sending half of a session
+//! ([`FrameKind::for_sender`]), hello, proof, data, ping and close for the receiving half.
+//! A hello from the acceptor that names another proc than the one dialed, or carries a
+//! nonce, is a protocol violation. Only the acceptor sends such a hello; the dialer's
+//! side of a link never needs one.
+//!
 //! Until the handshake is over, each side accepts frame bodies of at most
 //! [`MAX_HANDSHAKE_FRAME_LEN`] bytes (the largest valid hello), whatever its message limit.
 //!
@@ -63,7 +78,7 @@ use crate::id::ProcId;
 /// First four bytes of every connection.
 pub const MAGIC: [u8; 4] = *b"PWIR";
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// Bytes in the preamble.
 pub const PREAMBLE_LEN: usize = 8;
 /// Bytes in a frame header.
@@ -83,21 +98,23 @@ pub const CHALLENGE_LEN: usize = crate::auth::NONCE_LEN + crate::auth::TAG_LEN;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameKind {
-    /// Dialer → acceptor: who I am, whom I want, which session I resume.
+    /// Sender → receiver of a session (the dialer, or on a two-way connection the
+    /// acceptor): who I am, whom I want, which session I resume.
     Hello = 1,
-    /// Acceptor → dialer: the session is open; how far the acceptor has received.
+    /// Receiver → sender: the session is open; how far the receiver has received.
     Welcome = 2,
-    /// Acceptor → dialer: the session is refused, with a reason. The acceptor then closes.
+    /// Receiver → sender: the session is refused, with a reason. An acceptor then closes
+    /// the connection.
     Refuse = 3,
-    /// Dialer → acceptor: one envelope; sequence numbers are implicit and consecutive.
+    /// Sender → receiver: one envelope; sequence numbers are implicit and consecutive.
     Data = 4,
-    /// Acceptor → dialer: cumulative acknowledgement (next sequence number expected).
+    /// Receiver → sender: cumulative acknowledgement (next sequence number expected).
     Ack = 5,
-    /// Either way: liveness probe.
+    /// Sender → receiver: liveness probe.
     Ping = 6,
-    /// Either way: answer to a ping.
+    /// Receiver → sender: answer to a ping, or a keepalive.
     Pong = 7,
-    /// Dialer → acceptor: the session ends here; forget it.
+    /// Sender → receiver: the session ends here; forget it.
     Close = 8,
     /// Acceptor → dialer, with a cookie: the acceptor's nonce and its proof of the cookie.
     Challenge = 9,
@@ -106,6 +123,20 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
+    /// Whether the sending half of a session takes this frame (welcome, refusal,
+    /// challenge, acknowledgement, pong); the others are for the receiving half. On a
+    /// two-way connection this says which of the two sessions a frame belongs to.
+    pub const fn for_sender(self) -> bool {
+        matches!(
+            self,
+            FrameKind::Welcome
+                | FrameKind::Refuse
+                | FrameKind::Challenge
+                | FrameKind::Ack
+                | FrameKind::Pong
+        )
+    }
+
     /// Decodes a kind byte.
     pub const fn from_u8(b: u8) -> Option<FrameKind> {
         Some(match b {

@@ -26,9 +26,9 @@
 
 use alloc::collections::VecDeque;
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Rx};
 use crate::envelope::{decode_reusing, Envelope, Link};
-use crate::frame::{FrameDecoder, FrameKind, Item, RecycledBody, Welcome};
+use crate::frame::{FrameKind, Item, Welcome};
 use crate::id::ProcId;
 use crate::idcache::IdTable;
 use crate::output::{ConnError, ConnId, Event, Violation};
@@ -82,7 +82,7 @@ pub(crate) struct Inbound {
     heard: Instant,
     /// Ids the dialer defined in this session.
     ids: IdTable,
-    conn: Option<(ConnId, FrameDecoder<RecycledBody>)>,
+    conn: Option<(ConnId, Rx)>,
     timers: Timers<InTimer, 4>,
     /// `Event::InboundSession { connected: true }` was the last one reported.
     reported_up: bool,
@@ -131,16 +131,14 @@ impl Inbound {
     }
 
     /// Binds a freshly handshaken connection (closing any older one: its unread bytes must
-    /// not be delivered after the resume point) and welcomes the dialer.
-    pub(crate) fn attach(
-        &mut self,
-        now: Instant,
-        cx: &mut Ctx,
-        conn: ConnId,
-        decoder: FrameDecoder<RecycledBody>,
-    ) {
+    /// not be delivered after the resume point) and welcomes the dialer. With
+    /// [`Rx::Shared`] the connection is one this proc dialed, which the peer's session
+    /// now shares (a two-way link).
+    pub(crate) fn attach(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, rx: Rx) {
         if let Some((old, _)) = self.conn.take() {
-            cx.close(old);
+            if old != conn {
+                cx.close(old);
+            }
         }
         self.drop_pending();
         let welcome = Welcome {
@@ -157,7 +155,7 @@ impl Inbound {
         }
         self.acked = self.next;
         self.unacked_bytes = 0;
-        self.conn = Some((conn, decoder));
+        self.conn = Some((conn, rx));
         self.heard = now;
         self.timers.clear(InTimer::Retention);
         self.timers.clear(InTimer::Ack);
@@ -242,7 +240,7 @@ impl Inbound {
         self.heard = now;
         while !bytes.is_empty() {
             let dec = match &mut self.conn {
-                Some((c, d)) if *c == conn => d,
+                Some((c, Rx::Own(d))) if *c == conn => d,
                 _ => return Fate::Live,
             };
             if let Some((n, frames)) = dec.whole_frames(bytes) {
@@ -278,7 +276,7 @@ impl Inbound {
     /// held (see `FrameDecoder::large_body`).
     pub(crate) fn large_body(&self, conn: ConnId) -> Option<(usize, &[u8])> {
         match &self.conn {
-            Some((c, d)) if *c == conn => d.large_body(),
+            Some((c, Rx::Own(d))) if *c == conn => d.large_body(),
             _ => None,
         }
     }
@@ -298,7 +296,7 @@ impl Inbound {
     ) -> Fate {
         self.heard = now;
         let dec = match &mut self.conn {
-            Some((c, d)) if *c == conn => d,
+            Some((c, Rx::Own(d))) if *c == conn => d,
             _ => return Fate::Live,
         };
         match dec.adopt_body(body) {
@@ -312,6 +310,30 @@ impl Inbound {
         }
     }
 
+    /// A frame of this session on a connection this proc dialed (see [`Rx::Shared`]),
+    /// handed over by the outbound session that owns it.
+    pub(crate) fn on_shared_frame(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx,
+        reg: &mut Registry,
+        conn: ConnId,
+        kind: FrameKind,
+        body: bytes::Bytes,
+    ) -> Fate {
+        if !matches!(self.conn, Some((c, Rx::Shared)) if c == conn) {
+            return Fate::Live;
+        }
+        self.heard = now;
+        self.on_frame(now, cx, reg, kind, body)
+            .unwrap_or(Fate::Live)
+    }
+
+    /// Whether the connection is one this proc dialed (see [`Rx::Shared`]).
+    fn is_shared(&self) -> bool {
+        matches!(self.conn, Some((_, Rx::Shared)))
+    }
+
     /// One frame; `Some` ends the input (the connection failed or closed).
     #[inline]
     fn on_frame(
@@ -322,6 +344,13 @@ impl Inbound {
         kind: FrameKind,
         body: bytes::Bytes,
     ) -> Option<Fate> {
+        if kind.for_sender() && !self.is_shared() {
+            // This proc's own session to the dialer, over the dialer's connection.
+            if let Some((c, _)) = &self.conn {
+                cx.hand_over(*c, kind, body);
+            }
+            return None;
+        }
         match kind {
             FrameKind::Data => {
                 if let Err(e) = self.on_data(cx, reg, body) {
@@ -330,10 +359,9 @@ impl Inbound {
                 }
             }
             FrameKind::Ping => self.pinged = true,
-            FrameKind::Pong => {}
             FrameKind::Close => {
                 self.ack(cx);
-                if let Some((c, _)) = self.conn.take() {
+                if let Some((c, Rx::Own(_))) = self.conn.take() {
                     cx.close(c);
                 }
                 self.report_down(cx);
@@ -463,7 +491,7 @@ impl Inbound {
     /// Closes the connection without forgetting the position (shutdown).
     pub(crate) fn close_conn(&mut self, now: Instant, cx: &mut Ctx) {
         self.ack(cx);
-        if let Some((conn, _)) = self.conn.take() {
+        if let Some((conn, Rx::Own(_))) = self.conn.take() {
             cx.close(conn);
         }
         self.detached(now, cx);

@@ -121,7 +121,7 @@ use alloc::vec::Vec;
 use bytes::Bytes;
 
 use crate::auth::{self, Side, Tag, NONCE_LEN};
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Rx};
 use crate::envelope::{Envelope, Undeliverable, DEFAULT_TTL};
 use crate::fingerprint::TypeFingerprint;
 use crate::frame::{
@@ -150,10 +150,12 @@ enum Role {
         /// The hello, once challenged, until the dialer proves the cookie.
         proving: Option<Box<Proving>>,
     },
-    /// Dialed by the outbound session in this slot.
-    Out(usize),
-    /// Bound to the inbound session in this slot.
-    In(usize),
+    /// Dialed by the outbound session in slot `out`, which decodes it; `inb`: the peer's
+    /// session to this proc over it (a two-way link), if any.
+    Out { out: usize, inb: Option<usize> },
+    /// Accepted and bound to the dialer's inbound session in slot `inb`, which decodes it;
+    /// `out`: this proc's session to the dialer over it, if any.
+    In { inb: usize, out: Option<usize> },
 }
 
 type InKey = (ProcId, u64);
@@ -539,7 +541,7 @@ impl Proc {
     /// A dial the proc asked for has connected.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
-        if let Some(&Role::Out(slot)) = self.conns.get(&conn) {
+        if let Some(&Role::Out { out: slot, .. }) = self.conns.get(&conn) {
             self.outbound[slot].on_connected(now, &mut self.cx, conn);
             self.touch(Owner::Out(slot));
         }
@@ -551,12 +553,12 @@ impl Proc {
         self.now = now;
         let rest = match self.conns.get_mut(&conn) {
             None => None,
-            Some(&mut Role::Out(slot)) => {
+            Some(&mut Role::Out { out: slot, .. }) => {
                 self.outbound[slot].on_bytes(now, &mut self.cx, conn, bytes);
                 self.touch(Owner::Out(slot));
                 None
             }
-            Some(&mut Role::In(slot)) => {
+            Some(&mut Role::In { inb: slot, .. }) => {
                 self.inbound_bytes(now, conn, slot, bytes);
                 None
             }
@@ -564,7 +566,7 @@ impl Proc {
         };
         if let Some(consumed) = rest {
             // The hello bound the connection to a session; the rest belongs to it.
-            if let Some(&Role::In(slot)) = self.conns.get(&conn) {
+            if let Some(&Role::In { inb: slot, .. }) = self.conns.get(&conn) {
                 self.inbound_bytes(now, conn, slot, &bytes[consumed..]);
             }
         }
@@ -580,7 +582,7 @@ impl Proc {
     ///
     /// The length was checked against `Config::max_frame_len` when the header arrived.
     pub fn large_body(&self, conn: ConnId) -> Option<(usize, &[u8])> {
-        let Some(&Role::In(slot)) = self.conns.get(&conn) else {
+        let Some(&Role::In { inb: slot, .. }) = self.conns.get(&conn) else {
             return None;
         };
         let s = self.inbound.get(slot).and_then(Option::as_ref)?;
@@ -592,7 +594,7 @@ impl Proc {
     /// does not fit the frame is taken as bytes read (those after `have`), as by
     /// [`Proc::handle_bytes`].
     pub fn handle_body(&mut self, now: Instant, conn: ConnId, body: Bytes, have: usize) {
-        let Some(&Role::In(slot)) = self.conns.get(&conn) else {
+        let Some(&Role::In { inb: slot, .. }) = self.conns.get(&conn) else {
             return self.handle_bytes(now, conn, body.get(have..).unwrap_or_default());
         };
         self.now = now;
@@ -612,7 +614,7 @@ impl Proc {
     /// backoff like after any lost connection. `handle_closed` does the same without the
     /// error.
     pub fn handle_dial_failed(&mut self, now: Instant, conn: ConnId, error: DialError) {
-        if let Some(&Role::Out(slot)) = self.conns.get(&conn) {
+        if let Some(&Role::Out { out: slot, .. }) = self.conns.get(&conn) {
             self.outbound[slot].on_dial_failed(&mut self.cx, conn, error);
         }
         self.handle_closed(now, conn);
@@ -622,22 +624,7 @@ impl Proc {
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
         self.cx.out.forget(conn);
-        self.accepted.remove(&conn);
-        self.handshaking.remove(&conn);
-        match self.conns.remove(&conn) {
-            Some(Role::Out(slot)) => {
-                self.outbound[slot].on_closed(now, &mut self.cx, conn);
-                self.touch(Owner::Out(slot));
-            }
-            Some(Role::In(slot)) => {
-                if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {
-                    s.session.on_closed(now, &mut self.cx, conn);
-                    self.touch(Owner::In(slot));
-                }
-            }
-            Some(Role::Accepting { .. }) => self.schedule.set(Owner::Accept(conn), None),
-            None => {}
-        }
+        self.forget_conn(conn);
         self.settle(now);
     }
 
@@ -752,7 +739,12 @@ impl Proc {
 
     fn pull(&mut self, conn: ConnId) -> Option<Bytes> {
         match self.conns.get(&conn) {
-            Some(&Role::Out(slot)) => self.outbound[slot].poll_transmit(&mut self.cx, conn),
+            Some(
+                &Role::Out { out: slot, .. }
+                | &Role::In {
+                    out: Some(slot), ..
+                },
+            ) => self.outbound[slot].poll_transmit(&mut self.cx, conn),
             _ => None,
         }
     }
@@ -899,6 +891,9 @@ impl Proc {
     /// all drained. Costs what the input touched, not what the proc holds.
     #[inline]
     fn settle(&mut self, now: Instant) {
+        if let Some(frames) = self.cx.take_handed() {
+            self.handed_over(now, frames);
+        }
         if self.cx.has_failed()
             || self.cx.has_dialed()
             || self.cx.out.has_closed()
@@ -918,8 +913,24 @@ impl Proc {
                 self.bounce(now, env, reason, None);
             }
         }
-        while let Some((conn, slot)) = self.cx.take_dialed() {
-            self.conns.insert(conn, Role::Out(slot));
+        while let Some((conn, slot, shared)) = self.cx.take_dialed() {
+            match self.conns.get_mut(&conn) {
+                Some(Role::In { out, .. }) if shared => *out = Some(slot),
+                // Closed before the session could take it over.
+                _ if shared => {
+                    self.outbound[slot].on_closed(now, &mut self.cx, conn);
+                    self.touch(Owner::Out(slot));
+                }
+                _ => {
+                    self.conns.insert(
+                        conn,
+                        Role::Out {
+                            out: slot,
+                            inb: None,
+                        },
+                    );
+                }
+            }
         }
         while let Some(conn) = self.cx.out.take_closed() {
             self.forget_conn(conn);
@@ -1023,13 +1034,38 @@ impl Proc {
         true
     }
 
-    /// Forgets a connection the proc closed: its role, its deadline, and its place in the
-    /// connection limits (so they are counted exactly, without scans).
+    /// Forgets a closed connection: its role, its deadline, its place in the connection
+    /// limits (so they are counted exactly, without scans), and its sessions, which are
+    /// told it is gone (the one that closed it knows already; the other may not).
     fn forget_conn(&mut self, conn: ConnId) {
+        let now = self.now;
         self.accepted.remove(&conn);
         self.handshaking.remove(&conn);
-        if let Some(Role::Accepting { .. }) = self.conns.remove(&conn) {
-            self.schedule.set(Owner::Accept(conn), None);
+        let (out, inb) = match self.conns.remove(&conn) {
+            Some(Role::Accepting { .. }) => {
+                self.schedule.set(Owner::Accept(conn), None);
+                return;
+            }
+            Some(Role::Out { out, inb }) => (Some(out), inb),
+            Some(Role::In { inb, out }) => {
+                if let Some(s) = self.inbound.get(inb).and_then(Option::as_ref) {
+                    if self.cx.shareable.get(&s.key.0) == Some(&conn) {
+                        self.cx.shareable.remove(&s.key.0);
+                    }
+                }
+                (out, Some(inb))
+            }
+            None => return,
+        };
+        if let Some(slot) = out {
+            self.outbound[slot].on_closed(now, &mut self.cx, conn);
+            self.touch(Owner::Out(slot));
+        }
+        if let Some(slot) = inb {
+            if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {
+                s.session.on_closed(now, &mut self.cx, conn);
+                self.touch(Owner::In(slot));
+            }
         }
     }
 
@@ -1075,7 +1111,7 @@ impl Proc {
             self.schedule.set(Owner::Accept(conn), None);
             self.handshake_frame(now, conn, header, decoder, deadline, proving);
             match self.conns.get(&conn) {
-                Some(Role::In(_)) => {
+                Some(Role::In { .. }) => {
                     // Out of its handshake: no longer counted against `max_handshaking`.
                     self.handshaking.remove(&conn);
                     return Some(consumed);
@@ -1104,7 +1140,7 @@ impl Proc {
             },
             (FrameKind::Proof, Some(p)) => {
                 if auth::tags_match(&p.expect, decoder.body()) {
-                    self.on_hello(now, conn, p.hello, decoder);
+                    self.on_hello(now, conn, p.hello, Rx::Own(decoder));
                 } else {
                     self.refuse(conn, RefuseReason::BadAuth);
                 }
@@ -1135,7 +1171,7 @@ impl Proc {
         deadline: Instant,
     ) {
         match (self.cx.config.cookie.is_some(), hello.auth.is_some()) {
-            (false, false) => self.on_hello(now, conn, hello, decoder),
+            (false, false) => self.on_hello(now, conn, hello, Rx::Own(decoder)),
             (false, true) => self.refuse(conn, RefuseReason::AuthUnexpected),
             (true, false) => self.refuse(conn, RefuseReason::AuthRequired),
             (true, true) => self.challenge(conn, hello, decoder, deadline),
@@ -1196,47 +1232,158 @@ impl Proc {
 
     /// Refuses `conn` with `reason` (reported as [`Event::Refused`]) and closes it.
     fn refuse(&mut self, conn: ConnId, reason: RefuseReason) {
+        self.refuse_on(conn, reason, true);
+    }
+
+    /// Refuses a session on `conn`, closing the connection if `close` (not when the
+    /// refused session is the peer's on a connection this proc dialed: that one goes on).
+    fn refuse_on(&mut self, conn: ConnId, reason: RefuseReason, close: bool) {
         self.cx.refused(conn, reason);
         if self
             .cx
             .write_postcard(conn, FrameKind::Refuse, &reason)
             .is_ok()
+            && close
         {
             self.cx.close(conn);
         }
     }
 
     /// An (authenticated, if a cookie is configured) hello: bind the connection to its
-    /// session, creating or replacing one as needed.
-    fn on_hello(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        hello: Hello,
-        mut decoder: FrameDecoder<RecycledBody>,
-    ) {
+    /// session, creating or replacing one as needed. `rx` is the accepted connection's
+    /// decoder, or [`Rx::Shared`] for a hello on a connection this proc dialed (the
+    /// peer's session over it, see [`Proc::reverse_hello`]).
+    fn on_hello(&mut self, now: Instant, conn: ConnId, hello: Hello, rx: Rx) {
+        let close = matches!(rx, Rx::Own(_));
         if hello.to.name() != self.cx.id.name() {
-            return self.refuse(conn, RefuseReason::WrongProc);
+            return self.refuse_on(conn, RefuseReason::WrongProc, close);
         }
         if self.life == Lifecycle::Done {
-            return self.refuse(conn, RefuseReason::ShuttingDown);
+            return self.refuse_on(conn, RefuseReason::ShuttingDown, close);
         }
         self.end_stale_sessions(&hello);
         let key = (hello.from.clone(), hello.session);
         let slot = match self.in_keys.get(&key).copied() {
             Some(slot) => slot,
-            None if hello.resume => return self.forgotten(conn),
+            None if hello.resume => return self.forgotten(conn, close),
             None if !self.make_room() => {
-                return self.refuse(conn, RefuseReason::TooManySessions);
+                return self.refuse_on(conn, RefuseReason::TooManySessions, close);
             }
             None => self.new_inbound(key, hello.incarnation),
         };
-        // The handshake is over: from here on frames may be as large as messages.
-        decoder.set_max_len(self.cx.config.max_frame_len);
-        if let Some(s) = self.inbound[slot].as_mut() {
-            s.session.attach(now, &mut self.cx, conn, decoder);
-            self.conns.insert(conn, Role::In(slot));
-            self.touch(Owner::In(slot));
+        let rx = match rx {
+            Rx::Own(mut decoder) => {
+                // The handshake is over: from here on frames may be as large as messages.
+                decoder.set_max_len(self.cx.config.max_frame_len);
+                Rx::Own(decoder)
+            }
+            Rx::Shared => Rx::Shared,
+        };
+        let Some(s) = self.inbound[slot].as_mut() else {
+            return;
+        };
+        s.session.attach(now, &mut self.cx, conn, rx);
+        self.touch(Owner::In(slot));
+        if close {
+            self.conns.insert(
+                conn,
+                Role::In {
+                    inb: slot,
+                    out: None,
+                },
+            );
+            self.cx.shareable.insert(hello.from, conn);
+        } else if let Some(Role::Out { inb, .. }) = self.conns.get_mut(&conn) {
+            *inb = Some(slot);
+        }
+    }
+
+    /// A hello on a connection this proc dialed: the acceptor opens its own session to this
+    /// proc over it (a two-way link). Only the proc this connection reached may, and
+    /// without a cookie handshake of its own: both ends proved the cookie on it already.
+    fn reverse_hello(&mut self, now: Instant, conn: ConnId, out: usize, body: &[u8]) {
+        let hello = postcard::from_bytes::<Hello>(body).ok();
+        let Some(hello) =
+            hello.filter(|h| h.auth.is_none() && h.from == *self.outbound[out].peer())
+        else {
+            let v = Violation::UnexpectedFrame {
+                kind: FrameKind::Hello,
+                dialed: true,
+            };
+            return self.cx.fail_conn(conn, ConnError::Protocol(v));
+        };
+        self.on_hello(now, conn, hello, Rx::Shared);
+    }
+
+    /// Frames the session that owns a connection decoded for the other session on it.
+    /// A run of data frames for one inbound session is routed once, after the run.
+    fn handed_over(&mut self, now: Instant, mut frames: Vec<(ConnId, FrameKind, Bytes)>) {
+        let mut routing = None;
+        for (conn, kind, body) in frames.drain(..) {
+            let (out, inb, dialed) = match self.conns.get(&conn) {
+                Some(&Role::Out { out, inb }) => (Some(out), inb, true),
+                Some(&Role::In { inb, out }) => (out, Some(inb), false),
+                _ => continue,
+            };
+            if let (true, Some(slot)) = (dialed, inb) {
+                if kind != FrameKind::Hello {
+                    if routing.is_some_and(|r| r != slot) {
+                        self.route_after_shared(now, routing.take());
+                    }
+                    routing = Some(slot);
+                    self.shared_inbound_frame(now, conn, slot, kind, body);
+                    continue;
+                }
+            }
+            self.route_after_shared(now, routing.take());
+            match (dialed, out, kind) {
+                (true, Some(out), FrameKind::Hello) => self.reverse_hello(now, conn, out, &body),
+                (true, _, FrameKind::Ping) => self.cx.write_frame(conn, FrameKind::Pong, &[]),
+                (false, Some(slot), kind) => {
+                    self.outbound[slot].on_shared_frame(now, &mut self.cx, conn, kind, &body);
+                    self.touch(Owner::Out(slot));
+                }
+                // Without a session of this proc on it, a pong is only a keepalive.
+                (false, None, FrameKind::Pong) => {}
+                (dialed, _, kind) => self.unexpected(conn, kind, dialed),
+            }
+        }
+        self.route_after_shared(now, routing);
+        self.cx.reuse_handed(frames);
+    }
+
+    fn unexpected(&mut self, conn: ConnId, kind: FrameKind, dialed: bool) {
+        let v = Violation::UnexpectedFrame { kind, dialed };
+        self.cx.fail_conn(conn, ConnError::Protocol(v));
+    }
+
+    /// One frame for the inbound session in `slot` over a connection this proc dialed.
+    fn shared_inbound_frame(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        slot: usize,
+        kind: FrameKind,
+        body: Bytes,
+    ) {
+        let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let reg = &mut self.registry;
+        let fate = s
+            .session
+            .on_shared_frame(now, &mut self.cx, reg, conn, kind, body);
+        if fate == Fate::Ended {
+            self.route_pending(now, slot);
+            self.end_inbound(slot);
+        }
+    }
+
+    fn route_after_shared(&mut self, now: Instant, slot: Option<usize>) {
+        if let Some(slot) = slot {
+            if self.inbound.get(slot).is_some_and(Option::is_some) {
+                self.route_pending(now, slot);
+            }
         }
     }
 
@@ -1288,7 +1435,7 @@ impl Proc {
 
     /// We do not know the session the dialer resumes: say so; the dialer returns what it
     /// cannot prove delivered and starts a new one.
-    fn forgotten(&mut self, conn: ConnId) {
+    fn forgotten(&mut self, conn: ConnId, close: bool) {
         let welcome = Welcome {
             incarnation: self.cx.incarnation,
             next: None,
@@ -1299,6 +1446,7 @@ impl Proc {
             .cx
             .write_postcard(conn, FrameKind::Welcome, &welcome)
             .is_ok()
+            && close
         {
             self.cx.close(conn);
         }
@@ -1413,8 +1561,14 @@ impl Proc {
             return;
         };
         if let Some(conn) = s.session.conn() {
+            // An accepted connection closes (and is forgotten when the proc takes the
+            // close); on one this proc dialed, only the peer's session over it ends.
             s.session.close_conn(self.now, &mut self.cx);
-            self.conns.remove(&conn);
+            if let Some(Role::Out { inb, .. }) = self.conns.get_mut(&conn) {
+                if *inb == Some(slot) {
+                    *inb = None;
+                }
+            }
         }
         self.in_keys.remove(&s.key);
         self.in_free.push(slot);

@@ -40,7 +40,7 @@ use bytes::Bytes;
 
 use crate::auth::{self, AuthError};
 use crate::chunks::ChunkStore;
-use crate::ctx::{Ctx, SendError};
+use crate::ctx::{Ctx, Rx, SendError};
 use crate::envelope::{
     append_envelope_head_cached, append_parts_cached, decode, Envelope, Link, Undeliverable,
 };
@@ -72,8 +72,6 @@ timer_keys! {
     }
 }
 
-type Decoder = FrameDecoder<RecycledBody>;
-
 /// Room the encoder asks of the chunk store beyond the payload, for header and metadata.
 const META_HINT: usize = 256;
 
@@ -82,8 +80,8 @@ enum Conn {
     Idle,
     Backoff,
     Dialing(ConnId),
-    Handshake(ConnId, Decoder),
-    Open(ConnId, Decoder),
+    Handshake(ConnId, Rx),
+    Open(ConnId, Rx),
 }
 
 /// Where the session is in its life.
@@ -173,6 +171,10 @@ impl Outbound {
             timers: Timers::default(),
             auth: None,
         }
+    }
+
+    pub(crate) fn peer(&self) -> &ProcId {
+        &self.peer
     }
 
     pub(crate) fn set_addr(&mut self, addr: ChannelAddr) {
@@ -323,13 +325,59 @@ impl Outbound {
         Some(bytes)
     }
 
+    /// Opens a connection: over the peer's own connection to this proc when it has one
+    /// open (a two-way link), otherwise by dialing.
     fn dial(&mut self, now: Instant, cx: &mut Ctx) {
-        let conn = cx.new_conn();
-        self.conn = Conn::Dialing(conn);
         self.timers.clear(OutTimer::Backoff);
         self.timers
             .set(OutTimer::Connect, now + cx.config.connect_timeout);
+        if let Some(conn) = cx.shareable(&self.peer) {
+            return self.share(now, cx, conn);
+        }
+        let conn = cx.new_conn();
+        self.conn = Conn::Dialing(conn);
         cx.dial(self.slot, conn, self.addr.clone());
+    }
+
+    fn hello(&self, cx: &mut Ctx, auth: bool) -> Hello {
+        Hello {
+            from: cx.id.clone(),
+            to: self.peer.clone(),
+            incarnation: cx.incarnation,
+            session: self.session,
+            resume: self.resume,
+            max_frame_len: cx.config.max_frame_len,
+            auth: if auth { cx.nonce() } else { None },
+        }
+    }
+
+    /// Opens the session over `conn`, which the peer dialed and on which its own session
+    /// to this proc is open: the hello goes on it, without a preamble (the connection has
+    /// one) and without a cookie handshake (both ends proved the cookie on it already).
+    fn share(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {
+        cx.share(self.slot, conn);
+        cx.stats.shared_opens += 1;
+        let hello = self.hello(cx, false);
+        if cx.write_postcard(conn, FrameKind::Hello, &hello).is_err() {
+            return self.conn_lost(now, cx);
+        }
+        self.auth = None;
+        self.conn = Conn::Handshake(conn, Rx::Shared);
+    }
+
+    /// Whether the current connection is the peer's (see [`Outbound::share`]).
+    fn is_shared(&self) -> bool {
+        matches!(
+            self.conn,
+            Conn::Handshake(_, Rx::Shared) | Conn::Open(_, Rx::Shared)
+        )
+    }
+
+    /// Ends this session's use of its connection: closes it, unless it is the peer's.
+    fn close_conn(&mut self, cx: &mut Ctx, conn: ConnId) {
+        if !self.is_shared() {
+            cx.close(conn);
+        }
     }
 
     /// The driver connected `conn`.
@@ -337,15 +385,7 @@ impl Outbound {
         if !matches!(self.conn, Conn::Dialing(c) if c == conn) {
             return;
         }
-        let hello = Hello {
-            from: cx.id.clone(),
-            to: self.peer.clone(),
-            incarnation: cx.incarnation,
-            session: self.session,
-            resume: self.resume,
-            max_frame_len: cx.config.max_frame_len,
-            auth: cx.nonce(),
-        };
+        let hello = self.hello(cx, true);
         cx.out.write(conn, &[&preamble()]);
         let Ok(body) = postcard::to_allocvec(&hello) else {
             cx.fail_conn(conn, ConnError::Encode);
@@ -364,7 +404,7 @@ impl Outbound {
             MAX_HANDSHAKE_FRAME_LEN,
             RecycledBody::new(cx.config.spare_buffers),
         );
-        self.conn = Conn::Handshake(conn, dec);
+        self.conn = Conn::Handshake(conn, Rx::Own(dec));
     }
 
     /// The acceptor's challenge: check its proof of the cookie, then prove ours. Nothing is
@@ -396,6 +436,7 @@ impl Outbound {
     /// proved it.
     fn welcome_allowed(&self, cx: &Ctx, conn: ConnId) -> bool {
         cx.config.cookie.is_none()
+            || self.is_shared()
             || self
                 .auth
                 .as_ref()
@@ -414,8 +455,8 @@ impl Outbound {
         self.heard = now;
         while !bytes.is_empty() {
             let (dec, open) = match &mut self.conn {
-                Conn::Handshake(c, d) if *c == conn => (d, false),
-                Conn::Open(c, d) if *c == conn => (d, true),
+                Conn::Handshake(c, Rx::Own(d)) if *c == conn => (d, false),
+                Conn::Open(c, Rx::Own(d)) if *c == conn => (d, true),
                 _ => return,
             };
             let progress = match dec.decode(bytes) {
@@ -427,8 +468,32 @@ impl Outbound {
                 continue;
             };
             let body = dec.take_body();
+            if open && !header.kind.for_sender() {
+                // The peer's own session to this proc, over this connection.
+                cx.hand_over(conn, header.kind, body);
+                continue;
+            }
             self.on_frame(now, cx, conn, header.kind, open, &body);
         }
+    }
+
+    /// A frame of this session on the peer's connection `conn`, handed over by the
+    /// inbound session that owns it.
+    pub(crate) fn on_shared_frame(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx,
+        conn: ConnId,
+        kind: FrameKind,
+        body: &[u8],
+    ) {
+        let open = match self.conn {
+            Conn::Handshake(c, Rx::Shared) if c == conn => false,
+            Conn::Open(c, Rx::Shared) if c == conn => true,
+            _ => return,
+        };
+        self.heard = now;
+        self.on_frame(now, cx, conn, kind, open, body);
     }
 
     fn on_frame(
@@ -458,7 +523,6 @@ impl Outbound {
                 Ok(n) => self.on_ack(now, cx, n),
                 Err(_) => self.fail_conn(now, cx, violation(Violation::MalformedAck)),
             },
-            (FrameKind::Ping, true) => cx.write_frame(conn, FrameKind::Pong, &[]),
             (FrameKind::Pong, true) => {}
             _ => {
                 let v = Violation::UnexpectedFrame { kind, dialed: true };
@@ -507,16 +571,19 @@ impl Outbound {
             .set(OutTimer::Heartbeat, now + cx.config.heartbeat_interval);
         self.timers
             .set(OutTimer::Idle, now + cx.config.idle_timeout);
-        let mut dec = match core::mem::replace(&mut self.conn, Conn::Idle) {
-            Conn::Handshake(_, d) => d,
-            _ => FrameDecoder::frames_only(
+        let rx = match core::mem::replace(&mut self.conn, Conn::Idle) {
+            Conn::Handshake(_, Rx::Shared) => Rx::Shared,
+            Conn::Handshake(_, Rx::Own(mut dec)) => {
+                // The handshake is over: frames may now be as large as messages.
+                dec.set_max_len(cx.config.max_frame_len);
+                Rx::Own(dec)
+            }
+            _ => Rx::Own(FrameDecoder::frames_only(
                 cx.config.max_frame_len,
                 RecycledBody::new(cx.config.spare_buffers),
-            ),
+            )),
         };
-        // The handshake is over: frames may now be as large as messages.
-        dec.set_max_len(cx.config.max_frame_len);
-        self.conn = Conn::Open(conn, dec);
+        self.conn = Conn::Open(conn, rx);
         cx.event(Event::PeerConnected {
             peer: self.peer.clone(),
             incarnation,
@@ -593,7 +660,10 @@ impl Outbound {
     }
 
     fn on_refuse(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId, r: RefuseReason) {
-        cx.fail_conn(conn, ConnError::Refused(r));
+        if !self.is_shared() {
+            // (On the peer's connection, the refusal ends this session only.)
+            cx.fail_conn(conn, ConnError::Refused(r));
+        }
         self.abandon(now, cx, r);
     }
 
@@ -685,7 +755,7 @@ impl Outbound {
     }
 
     fn restart_session(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {
-        cx.close(conn);
+        self.close_conn(cx, conn);
         self.new_session(cx);
         self.go_idle();
         if !self.store.is_empty() {
@@ -802,7 +872,7 @@ impl Outbound {
         self.return_queued(cx, reason, true);
         if let Some(conn) = self.conn() {
             if !matches!(self.conn, Conn::Open(..)) {
-                cx.close(conn);
+                self.close_conn(cx, conn);
                 self.go_idle();
             }
         } else {
@@ -832,7 +902,7 @@ impl Outbound {
             if let Conn::Open(..) = self.conn {
                 cx.write_frame(conn, FrameKind::Close, &[]);
             }
-            cx.close(conn);
+            self.close_conn(cx, conn);
         }
         self.conn = Conn::Idle;
         self.timers.clear_all();

@@ -1769,3 +1769,117 @@ fn borrowed_sends_put_the_same_frames_on_the_wire_and_deliver_owned_copies() {
         "{err:?}"
     );
 }
+
+/// Cuts the connection `conn` of node `i` under both ends.
+fn cut(p: &mut Pair, i: usize, conn: ConnId) {
+    if let Some(to) = p.wires.remove(&End::Node(i, conn)) {
+        p.wires.remove(&to);
+        p.pending.push_back((to, None));
+    }
+    p.nodes[i].proc.handle_closed(p.now, conn);
+}
+
+/// The connections node `i` holds, each once.
+fn conns_of(p: &Pair, i: usize) -> Vec<ConnId> {
+    p.wires
+        .keys()
+        .filter_map(|e| match e {
+            End::Node(n, c) if *n == i => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_answer_rides_the_dialers_connection_and_survives_cuts() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"ask").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.send(1, target(0), b"answer").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["ask"]);
+    assert_eq!(p.payloads(0), ["answer"]);
+    assert!(
+        p.nodes[1].dials.is_empty(),
+        "node 1 answered without dialing"
+    );
+    assert_eq!(p.nodes[1].proc.stats().shared_opens, 1);
+    assert_eq!(conns_of(&p, 0).len(), 1, "one connection for both ways");
+    // Both directions in flight when the one connection is cut: each goes on exactly once,
+    // in order, from where the other end says it stopped.
+    for round in 0..3u8 {
+        let msgs: [&'static [u8]; 3] = match round {
+            0 => [b"a0", b"a1", b"a2"],
+            1 => [b"b0", b"b1", b"b2"],
+            _ => [b"c0", b"c1", b"c2"],
+        };
+        for m in msgs {
+            p.send(0, target(1), m).unwrap();
+            p.send(1, target(0), m).unwrap();
+        }
+        let conn = conns_of(&p, 0)[0];
+        let side = usize::from(round % 2);
+        let conn = if side == 0 { conn } else { conns_of(&p, 1)[0] };
+        cut(&mut p, side, conn);
+        p.run_for(Duration::from_secs(1));
+    }
+    let want = ["a0", "a1", "a2", "b0", "b1", "b2", "c0", "c1", "c2"];
+    assert_eq!(p.payloads(1)[1..], want);
+    assert_eq!(p.payloads(0)[1..], want);
+    assert!(p.returns(0).is_empty() && p.returns(1).is_empty());
+    assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0));
+    assert_eq!(p.nodes[1].proc.queued(&pid(0)), (0, 0));
+    assert_eq!(
+        conns_of(&p, 0).len(),
+        1,
+        "still one connection after the cuts"
+    );
+}
+
+#[test]
+fn without_two_way_links_each_proc_dials_its_own() {
+    let config = Config {
+        two_way: false,
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    p.send(0, target(1), b"ask").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.send(1, target(0), b"answer").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(0), ["answer"]);
+    assert_eq!(p.nodes[1].dials.len(), 1);
+    assert_eq!(p.nodes[1].proc.stats().shared_opens, 0);
+    assert_eq!(conns_of(&p, 0).len(), 2);
+}
+
+#[test]
+fn a_refused_answering_session_leaves_the_dialers_link_up() {
+    // Node 0 holds no inbound session at all: it refuses node 1's session over its own
+    // connection, and that connection goes on carrying node 0's messages.
+    let mut p = Pair::new(2, quick());
+    p.reconfigure(
+        0,
+        Config {
+            max_inbound_sessions: 0,
+            ..quick()
+        },
+    );
+    p.send(0, target(1), b"ask").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.send(1, target(0), b"answer").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(
+        p.returns(1),
+        [(
+            Bytes::from("answer"),
+            Undeliverable::Refused(RefuseReason::TooManySessions)
+        )]
+    );
+    assert_eq!(p.refusals(0), [RefuseReason::TooManySessions]);
+    p.send(0, target(1), b"again").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(1), ["ask", "again"]);
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+    assert_eq!(conns_of(&p, 0).len(), 1);
+}

@@ -595,6 +595,11 @@ impl Sim {
         self.schedule(next, Ev::Fault);
     }
 
+    /// Outbound sessions the live procs opened over a peer's connection.
+    fn shared_opens(&self) -> u64 {
+        self.nodes.iter().map(|n| n.proc.stats().shared_opens).sum()
+    }
+
     fn restart(&mut self, p: usize) {
         if self.trace {
             eprintln!("{:?} restart {p}", self.now);
@@ -800,7 +805,7 @@ fn uncertain(r: Undeliverable) -> bool {
     r.delivery_unknown()
 }
 
-fn run_seed(seed: u64) -> (usize, usize, usize) {
+fn run_seed(seed: u64) -> (usize, usize, usize, u64) {
     let nodes = 3 + (seed % 2) as usize;
     let mut sim = Sim::new(seed, nodes);
     sim.run(Instant::ZERO + Duration::from_secs(8));
@@ -813,6 +818,7 @@ fn run_seed(seed: u64) -> (usize, usize, usize) {
         sim.ledger.accepted.len(),
         sim.ledger.delivered.len(),
         sim.ledger.returned.len(),
+        sim.shared_opens(),
     )
 }
 
@@ -828,14 +834,15 @@ fn seeds() -> std::ops::Range<u64> {
 
 #[test]
 fn simulated_network_delivers_exactly_once_in_order_or_returns() {
-    let mut totals = (0, 0, 0);
+    let mut totals = (0, 0, 0, 0);
     for seed in seeds() {
         let r = std::panic::catch_unwind(|| run_seed(seed));
         match r {
-            Ok((a, d, ret)) => {
+            Ok((a, d, ret, shared)) => {
                 totals.0 += a;
                 totals.1 += d;
                 totals.2 += ret;
+                totals.3 += shared;
             }
             Err(e) => {
                 eprintln!("seed {seed} failed");
@@ -844,9 +851,11 @@ fn simulated_network_delivers_exactly_once_in_order_or_returns() {
         }
     }
     eprintln!(
-        "accepted {} delivered {} returned {}",
-        totals.0, totals.1, totals.2
+        "accepted {} delivered {} returned {}; sessions opened over the peer's connection \
+         (by the procs alive at the end) {}",
+        totals.0, totals.1, totals.2, totals.3
     );
+    assert!(totals.3 > 0, "no two-way link was ever used");
 }
 
 /// A calm network: no faults at all; everything must be delivered, nothing returned but
@@ -859,6 +868,10 @@ fn calm_network_delivers_everything() {
     sim.sending = false;
     sim.run(Instant::ZERO + Duration::from_secs(10));
     sim.final_check();
+    assert!(
+        sim.shared_opens() > 0,
+        "answers ride the dialers' connections"
+    );
     for (k, missing) in &sim.ledger.accepted {
         if *missing {
             assert_eq!(
