@@ -7,7 +7,7 @@
 //! flushed at once. Every frame is read exactly (length, then payload), so the baseline does
 //! the work a minimal protocol must do and nothing more.
 //!
-//! Two connections per baseline, as procwire has one link each way:
+//! Two connections per baseline:
 //! * an echo connection, whose far end is a spawned task that reads a frame and writes it
 //!   back (procwire: an echo actor);
 //! * a one-way connection for the pipelined and bulk patterns, whose reading end the

@@ -29,11 +29,17 @@
 //! fixed-capacity `heapless` storage. `alloc` adds envelopes, the registry, routing, sessions
 //! and the proc machine. `std` (default) adds `std::error::Error` for the id errors.
 //!
-//! ## Protocol, version 4
+//! ## Protocol, version 5
 //!
-//! A link carries one proc's messages to another over successive connections; each proc
-//! dials its own outbound links, so a connection carries data one way and acknowledgements
-//! the other.
+//! A link carries one proc's messages to another over successive connections. A proc
+//! dials a peer when it has something to send and no connection to it; a peer that dialed
+//! it already is answered over that peer's connection instead (a *two-way link*,
+//! `Config::two_way`, on by default): once the dialer's session is open, the acceptor
+//! sends a hello of its own on the same connection and the dialer welcomes it, so both
+//! sessions share one connection and, over TCP, each direction's acknowledgements ride the
+//! other's data. The exchange below is one session; on a two-way connection the second
+//! session runs the same exchange from the hello on, in the other direction (see
+//! `frame`, "Two-way connections").
 //!
 //! ```text
 //! dialer                                        acceptor

@@ -86,6 +86,9 @@ pub enum Event {
         peer: ProcId,
         /// Its incarnation.
         incarnation: u64,
+        /// The connection it runs over: one this proc dialed, or, on a two-way link
+        /// (`Config::two_way`), one the peer dialed.
+        conn: ConnId,
     },
     /// `peer` restarted; what was in flight to its old incarnation has been returned.
     PeerRestarted {

@@ -587,6 +587,7 @@ impl Outbound {
         cx.event(Event::PeerConnected {
             peer: self.peer.clone(),
             incarnation,
+            conn,
         });
         if self.next_tx < self.store.end() {
             cx.out.pull(conn);

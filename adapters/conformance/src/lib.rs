@@ -358,6 +358,7 @@ macro_rules! suite {
                 peer_going_away_and_coming_back,
                 dead_addresses_and_refusals_are_reported,
                 peers_that_dial_in_are_reported,
+                a_link_over_the_peers_connection_is_reported,
             );
             $crate::suite!(@monitors $run, $transport,
                 monitors_report_each_way_an_actor_goes,

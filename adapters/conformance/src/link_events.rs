@@ -241,3 +241,55 @@ pub async fn peers_that_dial_in_are_reported<A: Adapter, B: Adapter>(
     drop((rx, receiver));
     shutdown_clean(&a).await;
 }
+
+/// Two-way links: `a` dials `b`, and `b`'s answer rides that connection instead of a dial
+/// of its own. `b`'s subscriber sees its link to `a` connected, and lost when `a` is killed,
+/// as it would for a connection it dialed; then `b`, with something to send, dials the
+/// dead address itself and reports it unreachable.
+pub async fn a_link_over_the_peers_connection_is_reported<A: Adapter, B: Adapter>(
+    aa: &A,
+    ba: &B,
+    t: ChannelTransport,
+) {
+    init_logging();
+    let a = aa.start(t.any(), "a", options()).await.expect("a");
+    let b = ba.start(t.any(), "b", options()).await.expect("b");
+    let a_id = a.proc_id().clone();
+    let mut ev = b.link_events();
+    let (receiver, _) = a.instance("receiver").expect("receiver");
+    let (_, mut rx) = receiver.bind_port::<bytes::Bytes>(1000).expect("port");
+    let (receiver_b, _) = b.instance("receiver").expect("receiver");
+    let (_, mut rx_b) = receiver_b.bind_port::<bytes::Bytes>(1000).expect("port");
+    poke(&a, "asker", b.proc_id()).await;
+    within(10, "the question arrives", rx_b.recv_envelope())
+        .await
+        .expect("a message");
+    poke(&b, "answerer", &a_id).await;
+    within(10, "the answer arrives", rx.recv_envelope())
+        .await
+        .expect("a message");
+    match next(&mut ev, 10, "connected").await {
+        LinkEvent::Connected { peer, .. } => assert_eq!(peer, a_id),
+        other => panic!("expected connected to {a_id}, got {other}"),
+    }
+    drop((rx, receiver));
+    within(10, "kill a", a.kill()).await;
+    drop(a);
+    match next(&mut ev, 10, "lost").await {
+        LinkEvent::Lost { peer, error } => {
+            assert_eq!(peer, a_id);
+            assert!(
+                matches!(error, LinkError::ClosedByPeer | LinkError::Io { .. }),
+                "{error}"
+            );
+        }
+        other => panic!("expected lost, got {other}"),
+    }
+    poke(&b, "again", &a_id).await;
+    match next(&mut ev, 10, "unreachable").await {
+        LinkEvent::Unreachable { peer, .. } => assert_eq!(peer, Some(a_id)),
+        other => panic!("expected unreachable, got {other}"),
+    }
+    drop((rx_b, receiver_b));
+    shutdown_clean(&b).await;
+}

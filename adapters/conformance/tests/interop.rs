@@ -65,6 +65,8 @@ macro_rules! both_ways {
                 link_events::peer_going_away_and_coming_back(&s, &t, $transport).await;
                 link_events::peers_that_dial_in_are_reported(&t, &s, $transport).await;
                 link_events::peers_that_dial_in_are_reported(&s, &t, $transport).await;
+                link_events::a_link_over_the_peers_connection_is_reported(&t, &s, $transport).await;
+                link_events::a_link_over_the_peers_connection_is_reported(&s, &t, $transport).await;
                 monitors::monitors_report_each_way_an_actor_goes(&t, &s, $transport).await;
                 monitors::monitors_report_each_way_an_actor_goes(&s, &t, $transport).await;
             }

@@ -556,7 +556,9 @@ impl Engine {
                     ws.into_iter().for_each(Waker::wake);
                 }
             }
-            Event::PeerConnected { peer, incarnation } => {
+            Event::PeerConnected {
+                peer, incarnation, ..
+            } => {
                 st.unreachable_cause.remove(&peer);
                 tracing::info!(proc = %self.id, %peer, incarnation, "peer connected");
             }

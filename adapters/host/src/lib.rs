@@ -124,6 +124,13 @@
 //! during the handshake are counted per reason ([`HostedProc::refusals`]) and logged at
 //! most once per [`ProcOptions::refusal_log_interval`] per reason.
 //!
+//! A proc answers a peer that dialed it over that peer's connection (two-way links,
+//! `core.two_way` in [`ProcOptions`], on by default). Without a cookie nothing proves that
+//! a dialer is the proc its hello names, so a dialer that lies about its name would receive
+//! what this proc sends to that name: on a network you do not trust, set a cookie, or turn
+//! two-way links off so that every link is dialed to the address in the peer's id. Link
+//! events ([`LinkEvent`]) report a link over the peer's connection like a dialed one.
+//!
 //! ## Actors
 //!
 //! [`HostedProc::spawn`] and [`Instance::spawn_child`] run an [`Actor`] and return a typed

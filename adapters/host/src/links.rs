@@ -26,7 +26,8 @@ pub const LINK_EVENT_QUEUE: usize = 4096;
 ///
 /// A proc's link to a peer is the outbound session that carries its messages to that peer
 /// (core dials on demand, when there is something to send, and redials after a loss while
-/// something is waiting). Subscribers ([`HostedProc::link_events`](crate::HostedProc::link_events),
+/// something is waiting; when the peer has dialed this proc, the link rides that connection
+/// instead, and is reported the same way). Subscribers ([`HostedProc::link_events`](crate::HostedProc::link_events),
 /// [`Instance::link_events`](crate::Instance::link_events)) see:
 ///
 /// * [`LinkEvent::Connected`]: a session with an incarnation of the peer this proc had not
@@ -414,7 +415,11 @@ impl Links {
     /// Core reported `ev`.
     pub(crate) fn core_event(&self, ev: &Event) {
         match ev {
-            Event::PeerConnected { peer, incarnation } => self.connected(peer, *incarnation),
+            Event::PeerConnected {
+                peer,
+                incarnation,
+                conn,
+            } => self.connected(peer, *incarnation, *conn),
             Event::PeerRestarted {
                 peer,
                 previous,
@@ -448,22 +453,19 @@ impl Links {
         }
     }
 
-    fn connected(&self, peer: &ProcId, incarnation: u64) {
+    /// A session to `peer` opened over `conn`: one this proc dialed, or one the peer
+    /// dialed (a two-way link), which from now on is tracked like a dialed one.
+    fn connected(&self, peer: &ProcId, incarnation: u64, conn: ConnId) {
         let mut st = lock(&self.state);
         let addr = st.book.get(peer).unwrap_or(peer.addr()).clone();
         st.at.insert(addr.clone(), peer.clone());
         st.failing.remove(&addr);
-        // The connection is the newest one to that address still in its handshake.
-        let conn = st
-            .dials
-            .iter()
-            .filter(|(_, d)| d.state == DialState::Handshake && d.addr == addr)
-            .map(|(c, _)| *c)
-            .max();
-        if let Some(d) = conn.and_then(|c| st.dials.get_mut(&c)) {
-            d.state = DialState::Open;
-            d.peer = Some(peer.clone());
-        }
+        let open = Dial {
+            addr,
+            state: DialState::Open,
+            peer: Some(peer.clone()),
+        };
+        st.dials.insert(conn, open);
         let reported = st.restarted.remove(peer);
         let before = st.incarnations.insert(peer.clone(), incarnation);
         let peer = peer.clone();
@@ -520,6 +522,7 @@ mod tests {
         links.core_event(&Event::PeerConnected {
             peer: b.clone(),
             incarnation: 7,
+            conn: ConnId(1),
         });
         links.ended(ConnId(1), LinkError::ClosedByPeer);
         links.ended(ConnId(1), LinkError::ClosedHere); // a second report is ignored
@@ -532,6 +535,7 @@ mod tests {
         links.core_event(&Event::PeerConnected {
             peer: b.clone(),
             incarnation: 7,
+            conn: ConnId(4),
         });
         links.core_event(&Event::PeerRestarted {
             peer: b.clone(),
@@ -544,6 +548,7 @@ mod tests {
         links.core_event(&Event::PeerConnected {
             peer: b.clone(),
             incarnation: 9,
+            conn: ConnId(5),
         });
         let peer = b.clone();
         assert_eq!(
@@ -603,6 +608,7 @@ mod tests {
         links.core_event(&Event::PeerConnected {
             peer: b.clone(),
             incarnation: 1,
+            conn: ConnId(2),
         });
         links.ended(ConnId(2), LinkError::ClosedHere);
         links.dialing(ConnId(3), via.clone());
@@ -610,6 +616,7 @@ mod tests {
         links.core_event(&Event::PeerConnected {
             peer: b.clone(),
             incarnation: 2,
+            conn: ConnId(3),
         });
         let got = drain(&mut ev);
         assert_eq!(

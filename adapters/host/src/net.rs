@@ -439,7 +439,7 @@ async fn body_step(
 }
 
 /// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it. How
-/// a dialed connection ended is told to `links` before the engine hears of it. The rest of
+/// the connection ended is told to `links` before the engine hears of it. The rest of
 /// a large frame's body is read straight into the buffer its payload stays in (see
 /// `Proc::large_body`), not through the read buffer.
 pub(crate) async fn reader_task(
@@ -447,7 +447,7 @@ pub(crate) async fn reader_task(
     conn: ConnId,
     mut r: Reader,
     ctl: Arc<ConnCtl>,
-    links: Option<Arc<Links>>,
+    links: Arc<Links>,
 ) {
     let bufs = engine.read_bufs().clone();
     let mut held = None;
@@ -458,9 +458,7 @@ pub(crate) async fn reader_task(
                 ReadStep::More => continue,
                 ReadStep::Stop => break,
                 ReadStep::End(end) => {
-                    if let Some(links) = &links {
-                        links.ended(conn, end);
-                    }
+                    links.ended(conn, end);
                     engine.closed(conn);
                     break;
                 }
@@ -485,9 +483,7 @@ pub(crate) async fn reader_task(
                 LinkError::io(&e)
             }
         };
-        if let Some(links) = &links {
-            links.ended(conn, end);
-        }
+        links.ended(conn, end);
         engine.closed(conn);
         break;
     }
@@ -896,20 +892,16 @@ async fn serve(ctl: &ConnCtl, w: Writer) -> End {
 /// Writes what the engine queues for `conn` whenever the tasks that ran the turns could not
 /// (see [`flush`]): the bytes queued before it started, and whenever the socket would
 /// block, a write failed or was partial, or the connection closes. Gathers queued buffers
-/// into vectored writes. How a dialed connection ended is told to `links` before the engine
+/// into vectored writes. How the connection ended is told to `links` before the engine
 /// hears of it.
 pub(crate) async fn writer_task(
     engine: Arc<Engine>,
     conn: ConnId,
     w: Writer,
     ctl: Arc<ConnCtl>,
-    links: Option<Arc<Links>>,
+    links: Arc<Links>,
 ) {
-    let ended = |error| {
-        if let Some(links) = &links {
-            links.ended(conn, error);
-        }
-    };
+    let ended = |error| links.ended(conn, error);
     let _retire = Retire(&ctl.write);
     let mut held = match serve(&ctl, w).await {
         End::Close(held) => held,

@@ -340,12 +340,12 @@ async fn dial_conn<R: Runtime>(
                 conn,
                 stream.reader,
                 ctl.clone(),
-                Some(links.clone()),
+                links.clone(),
             );
             engine
                 .runtime()
                 .spawn(Box::pin(reader.instrument(Span::current())));
-            net::writer_task(engine, conn, stream.writer, ctl, Some(links)).await;
+            net::writer_task(engine, conn, stream.writer, ctl, links).await;
             return;
         }
         Some(Err(e)) => {
@@ -758,10 +758,18 @@ async fn listen<R: Runtime>(
                     parent: &driver.span, "conn", %conn, dir = "in", peer = %stream.peer
                 );
                 span.in_scope(|| tracing::debug!("accepted"));
-                let reader =
-                    net::reader_task(engine.clone(), conn, stream.reader, ctl.clone(), None);
+                // An accepted connection can carry this proc's own session to its dialer
+                // (a two-way link): how it ends is told to the link tracker as well.
+                let links = driver.svc.links.clone();
+                let reader = net::reader_task(
+                    engine.clone(),
+                    conn,
+                    stream.reader,
+                    ctl.clone(),
+                    links.clone(),
+                );
                 driver.spawn_in(&driver.tasks, Box::pin(reader.instrument(span.clone())));
-                let writer = net::writer_task(engine.clone(), conn, stream.writer, ctl, None);
+                let writer = net::writer_task(engine.clone(), conn, stream.writer, ctl, links);
                 driver.spawn_in(&driver.tasks, Box::pin(writer.instrument(span)));
             }
             Err(e) => {
