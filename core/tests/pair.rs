@@ -12,7 +12,7 @@ use procwire_core::frame::{
     MAX_HELLO_LEN, VERSION,
 };
 use procwire_core::id::{ActorId, ChannelAddr, Name, PortId, ProcId};
-use procwire_core::proc::{Config, ConnError, ConnId, Event, Output, Proc, SendError};
+use procwire_core::proc::{Config, ConnError, ConnId, Event, Output, Proc, SendError, Violation};
 use procwire_core::registry::PortKind;
 use procwire_core::time::{Duration, Instant};
 
@@ -45,6 +45,9 @@ struct Pair {
     incarnation: u64,
     /// Deliveries stay in their ports' queues until the test consumes them.
     hold_deliveries: bool,
+    /// Dials to the address of node `k` (`pid(k)`) reach a raw end instead, whose id is
+    /// the value (a raw acceptor: the test plays the accepting proc).
+    raw_acceptors: BTreeMap<usize, usize>,
 }
 
 fn pid(i: usize) -> ProcId {
@@ -72,6 +75,7 @@ impl Pair {
             raw_closed: Vec::new(),
             incarnation: 100,
             hold_deliveries: false,
+            raw_acceptors: BTreeMap::new(),
         };
         for i in 0..n {
             let node = pair.fresh(i);
@@ -130,6 +134,15 @@ impl Pair {
         let conn = self.nodes[to].proc.handle_accepted(self.now);
         self.wires.insert(End::Raw(id), End::Node(to, conn));
         self.wires.insert(End::Node(to, conn), End::Raw(id));
+        id
+    }
+
+    /// Dials to `pid(k)` reach a new raw end (the test accepts for proc `k`); its id.
+    fn raw_acceptor(&mut self, k: usize) -> usize {
+        let id = self.raw_rx.len();
+        self.raw_rx.push(BytesMut::new());
+        self.raw_closed.push(false);
+        self.raw_acceptors.insert(k, id);
         id
     }
 
@@ -227,6 +240,12 @@ impl Pair {
                     panic!("address {addr}")
                 };
                 let target = k as usize - 1;
+                if let Some(&raw) = self.raw_acceptors.get(&target) {
+                    self.wires.insert(End::Node(i, conn), End::Raw(raw));
+                    self.wires.insert(End::Raw(raw), End::Node(i, conn));
+                    self.nodes[i].proc.handle_connected(now, conn);
+                    return;
+                }
                 if target >= self.nodes.len() || self.unreachable.contains(&target) {
                     self.pending.push_back((End::Node(i, conn), None));
                     return;
@@ -1792,7 +1811,13 @@ fn conns_of(p: &Pair, i: usize) -> Vec<ConnId> {
 
 #[test]
 fn the_answer_rides_the_dialers_connection_and_survives_cuts() {
-    let mut p = Pair::new(2, quick());
+    two_way_round(quick());
+}
+
+/// Node 0 asks, node 1 answers over node 0's connection; then both directions survive cuts
+/// of the one connection from either end.
+fn two_way_round(config: Config) {
+    let mut p = Pair::new(2, config);
     p.send(0, target(1), b"ask").unwrap();
     p.run_for(Duration::from_millis(10));
     p.send(1, target(0), b"answer").unwrap();
@@ -1882,4 +1907,123 @@ fn a_refused_answering_session_leaves_the_dialers_link_up() {
     assert_eq!(p.payloads(1), ["ask", "again"]);
     assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
     assert_eq!(conns_of(&p, 0).len(), 1);
+}
+
+/// The test plays proc 1, accepting node 0's dial: it welcomes node 0's session and
+/// writes `then` on the same connection. Returns the raw end.
+fn accept_as_raw(p: &mut Pair, then: &[u8]) -> usize {
+    let raw = p.raw_acceptor(1);
+    p.send(0, target(1), b"ask").unwrap();
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(raw_frames(p, raw)[0].0, FrameKind::Hello);
+    let welcome = Welcome {
+        incarnation: 9,
+        next: Some(0),
+        max_frame_len: 1 << 20,
+        id_cache: 16,
+    };
+    let mut bytes = BytesMut::from(&preamble()[..]);
+    bytes.extend_from_slice(&framed(
+        FrameKind::Welcome,
+        &postcard::to_allocvec(&welcome).unwrap(),
+    ));
+    bytes.extend_from_slice(then);
+    p.raw_write(raw, &bytes);
+    p.run_for(Duration::from_millis(1));
+    raw
+}
+
+#[test]
+fn the_acceptor_opens_its_own_session_on_the_dialers_connection() {
+    let mut p = Pair::new(1, quick());
+    let hello = framed(FrameKind::Hello, &hello_bytes(&pid(1), pid(0), 77, None));
+    let raw = accept_as_raw(&mut p, &hello);
+    let frames = raw_frames(&p, raw);
+    let kinds: Vec<FrameKind> = frames.iter().map(|f| f.0).collect();
+    assert_eq!(
+        kinds,
+        [FrameKind::Hello, FrameKind::Data, FrameKind::Welcome]
+    );
+    let w: Welcome = postcard::from_bytes(&frames[2].1).unwrap();
+    assert_eq!(w.next, Some(0), "a new session, welcomed from its start");
+    // Proc 1's data on the same connection reaches node 0; node 0's acknowledgement of it
+    // and proc 1's of node 0's message travel on it too.
+    let env = Envelope::new(actor(1, "x"), target(0), Bytes::from_static(b"answer"));
+    let (me, peer) = (pid(0), pid(1));
+    let link = Link {
+        sender: &peer,
+        receiver: &me,
+    };
+    let mut out = BytesMut::new();
+    append_envelope(&env, Some(link), 1 << 20, &mut out).unwrap();
+    out.extend_from_slice(&framed(
+        FrameKind::Ack,
+        &postcard::to_allocvec(&1u64).unwrap(),
+    ));
+    out.extend_from_slice(&framed(FrameKind::Ping, &[]));
+    p.raw_write(raw, &out);
+    p.run_for(Duration::from_millis(5));
+    assert_eq!(p.payloads(0), ["answer"]);
+    assert_eq!(p.nodes[0].proc.queued(&pid(1)), (0, 0), "acknowledged");
+    let kinds: Vec<FrameKind> = raw_frames(&p, raw)[3..].iter().map(|f| f.0).collect();
+    assert_eq!(
+        kinds,
+        [FrameKind::Ack, FrameKind::Pong],
+        "a ping is answered at once"
+    );
+    assert!(p.failures(0).is_empty() && !p.raw_closed[raw]);
+    assert_eq!(p.nodes[0].proc.inbound_sessions(), 1);
+}
+
+#[test]
+fn only_the_dialed_proc_may_open_a_session_on_the_dialers_connection() {
+    let other = ProcId::new(ChannelAddr::Local(1), Name::new("p2").unwrap());
+    let cases = [
+        // Another proc than the one dialed.
+        hello_bytes(&other, pid(0), 77, None),
+        // With a nonce: the connection is authenticated already, or not at all.
+        hello_bytes(&pid(1), pid(0), 77, Some([7; NONCE_LEN])),
+        // Not a hello.
+        b"\xff\xff".to_vec(),
+    ];
+    for body in cases {
+        let mut p = Pair::new(1, quick());
+        let raw = accept_as_raw(&mut p, &framed(FrameKind::Hello, &body));
+        let v = Violation::UnexpectedFrame {
+            kind: FrameKind::Hello,
+            dialed: true,
+        };
+        assert_eq!(p.failures(0), [ConnError::Protocol(v)]);
+        assert!(p.raw_closed[raw]);
+        assert_eq!(p.nodes[0].proc.inbound_sessions(), 0);
+    }
+}
+
+#[test]
+fn frames_of_a_session_that_is_not_there_close_the_connection() {
+    // Data on a dialed connection before any session of the peer's was opened on it, and
+    // an acknowledgement on an accepted one that carries no session of this proc's.
+    let mut p = Pair::new(1, quick());
+    let raw = accept_as_raw(&mut p, &framed(FrameKind::Close, &[]));
+    let v = Violation::UnexpectedFrame {
+        kind: FrameKind::Close,
+        dialed: true,
+    };
+    assert_eq!(p.failures(0), [ConnError::Protocol(v)]);
+    assert!(p.raw_closed[raw]);
+    let mut p = Pair::new(1, quick());
+    let raw = raw_session(&mut p, 0, &pid(5));
+    let ack = framed(FrameKind::Ack, &postcard::to_allocvec(&0u64).unwrap());
+    p.raw_write(raw, &ack);
+    let v = Violation::UnexpectedFrame {
+        kind: FrameKind::Ack,
+        dialed: false,
+    };
+    assert_eq!(p.failures(0), [ConnError::Protocol(v)]);
+    assert!(p.raw_closed[raw]);
+}
+
+#[test]
+fn with_a_cookie_the_answer_still_rides_the_dialers_connection() {
+    two_way_round(with_cookie(b"secret"));
 }
