@@ -582,11 +582,15 @@ impl Proc {
     ///
     /// The length was checked against `Config::max_frame_len` when the header arrived.
     pub fn large_body(&self, conn: ConnId) -> Option<(usize, &[u8])> {
-        let Some(&Role::In { inb: slot, .. }) = self.conns.get(&conn) else {
-            return None;
-        };
-        let s = self.inbound.get(slot).and_then(Option::as_ref)?;
-        s.session.large_body(conn)
+        match self.conns.get(&conn) {
+            Some(&Role::In { inb: slot, .. }) => {
+                let s = self.inbound.get(slot).and_then(Option::as_ref)?;
+                s.session.large_body(conn)
+            }
+            // The peer's data on a connection this proc dialed (a two-way link).
+            Some(&Role::Out { out, inb: Some(_) }) => self.outbound[out].large_body(conn),
+            _ => None,
+        }
     }
 
     /// The whole body of the large frame `conn` is in (see [`Proc::large_body`]): its first
@@ -594,8 +598,15 @@ impl Proc {
     /// does not fit the frame is taken as bytes read (those after `have`), as by
     /// [`Proc::handle_bytes`].
     pub fn handle_body(&mut self, now: Instant, conn: ConnId, body: Bytes, have: usize) {
-        let Some(&Role::In { inb: slot, .. }) = self.conns.get(&conn) else {
-            return self.handle_bytes(now, conn, body.get(have..).unwrap_or_default());
+        let slot = match self.conns.get(&conn) {
+            Some(&Role::In { inb: slot, .. }) => slot,
+            Some(&Role::Out { out, inb: Some(_) }) => {
+                self.now = now;
+                self.outbound[out].on_body(now, &mut self.cx, conn, body, have);
+                self.touch(Owner::Out(out));
+                return self.settle(now);
+            }
+            _ => return self.handle_bytes(now, conn, body.get(have..).unwrap_or_default()),
         };
         self.now = now;
         if let Some(s) = self.inbound.get_mut(slot).and_then(Option::as_mut) {

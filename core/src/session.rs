@@ -477,6 +477,44 @@ impl Outbound {
         }
     }
 
+    /// For `conn` in the middle of a large frame's body (the peer's session's data on a
+    /// two-way connection; see `Proc::large_body`): its length and the bytes held.
+    pub(crate) fn large_body(&self, conn: ConnId) -> Option<(usize, &[u8])> {
+        match &self.conn {
+            Conn::Open(c, Rx::Own(d)) if *c == conn => d.large_body(),
+            _ => None,
+        }
+    }
+
+    /// The whole body of the large frame `conn` is in, read by the driver after the `have`
+    /// bytes [`Outbound::large_body`] gave: taken without a copy (and handed over when it
+    /// is the peer's session's). A `body` that does not fit the frame is taken as bytes
+    /// read, those after `have`.
+    pub(crate) fn on_body(
+        &mut self,
+        now: Instant,
+        cx: &mut Ctx,
+        conn: ConnId,
+        body: Bytes,
+        have: usize,
+    ) {
+        let dec = match &mut self.conn {
+            Conn::Open(c, Rx::Own(d)) if *c == conn => d,
+            _ => return,
+        };
+        match dec.adopt_body(body) {
+            Ok((header, body)) if !header.kind.for_sender() => {
+                self.heard = now;
+                cx.hand_over(conn, header.kind, body);
+            }
+            Ok((header, body)) => {
+                self.heard = now;
+                self.on_frame(now, cx, conn, header.kind, true, &body);
+            }
+            Err(body) => self.on_bytes(now, cx, conn, body.get(have..).unwrap_or_default()),
+        }
+    }
+
     /// A frame of this session on the peer's connection `conn`, handed over by the
     /// inbound session that owns it.
     pub(crate) fn on_shared_frame(

@@ -1027,9 +1027,11 @@ fn large_payloads_cut_mid_frame_come_back_whole_when_the_peer_restarts() {
 
 /// Node 0 sends `payload` to node 1; returns what node 0 wrote for it, and the connection
 /// on node 1's side, without delivering anything.
-fn written_for(p: &mut Pair, payload: &Bytes) -> (Vec<u8>, ConnId) {
-    let env = Envelope::new(actor(0, "a"), target(1), payload.clone());
-    written_by(p, |proc, now| proc.handle_send(now, env))
+/// The bytes node `from` writes for one message with `payload` to node `to`, and on
+/// which connection of `to` they arrive.
+fn written_between(p: &mut Pair, from: usize, to: usize, payload: &Bytes) -> (Vec<u8>, ConnId) {
+    let env = Envelope::new(actor(from, "a"), target(to), payload.clone());
+    written_from(p, from, to, |proc, now| proc.handle_send(now, env))
 }
 
 /// The bytes node 0 writes, and on which connection of node 1 they arrive, for one
@@ -1038,37 +1040,59 @@ fn written_by(
     p: &mut Pair,
     send: impl FnOnce(&mut Proc, Instant) -> Result<(), SendError>,
 ) -> (Vec<u8>, ConnId) {
+    written_from(p, 0, 1, send)
+}
+
+fn written_from(
+    p: &mut Pair,
+    from: usize,
+    to: usize,
+    send: impl FnOnce(&mut Proc, Instant) -> Result<(), SendError>,
+) -> (Vec<u8>, ConnId) {
     let now = p.now;
-    send(&mut p.nodes[0].proc, now).unwrap();
+    send(&mut p.nodes[from].proc, now).unwrap();
     let mut wire = Vec::new();
-    let mut to = None;
-    while let Some(o) = p.nodes[0].proc.poll_output() {
+    let mut end = None;
+    while let Some(o) = p.nodes[from].proc.poll_output() {
         match o {
             Output::Transmit { conn, data } => {
-                to = p.wires.get(&End::Node(0, conn)).copied();
+                end = p.wires.get(&End::Node(from, conn)).copied();
                 wire.extend_from_slice(&data);
             }
-            other => p.carry_out(0, other),
+            other => p.carry_out(from, other),
         }
     }
-    match to {
-        Some(End::Node(1, conn)) => (wire, conn),
+    match end {
+        Some(End::Node(n, conn)) if n == to => (wire, conn),
         other => panic!("written to {other:?}"),
     }
 }
 
 #[test]
 fn a_large_body_read_by_the_driver_is_delivered_from_its_buffer() {
-    let mut p = Pair::new(2, quick());
-    p.send(0, target(1), b"warm").unwrap();
-    p.run_for(Duration::from_millis(50));
+    // On the connection node 0 dialed: node 0's data to node 1, then node 1's to node 0
+    // (the answering session of a two-way link).
+    for (from, to) in [(0, 1), (1, 0)] {
+        let mut p = Pair::new(2, quick());
+        p.send(0, target(1), b"warm").unwrap();
+        p.run_for(Duration::from_millis(50));
+        if from == 1 {
+            p.send(1, target(0), b"warm").unwrap();
+            p.run_for(Duration::from_millis(50));
+            assert_eq!(p.nodes[1].proc.stats().shared_opens, 1);
+        }
+        large_body_round(&mut p, from, to);
+    }
+}
+
+fn large_body_round(p: &mut Pair, from: usize, to: usize) {
     let big = Bytes::from(
         (0..200_000u32)
             .map(|i| (i % 251) as u8)
             .collect::<Vec<u8>>(),
     );
-    let (wire, conn) = written_for(&mut p, &big);
-    let node = &mut p.nodes[1].proc;
+    let (wire, conn) = written_between(p, from, to, &big);
+    let node = &mut p.nodes[to].proc;
     node.handle_bytes(p.now, conn, &wire[..1000]);
     let (len, held) = node.large_body(conn).expect("in a large body");
     let held = held.to_vec();
@@ -1081,7 +1105,7 @@ fn a_large_body_read_by_the_driver_is_delivered_from_its_buffer() {
     node.handle_body(p.now, conn, body.clone(), held.len());
     assert!(node.large_body(conn).is_none());
     p.drive();
-    let got = p.payloads(1);
+    let got = p.payloads(to);
     assert_eq!(got.len(), 2, "delivered once");
     assert!(got[1] == big, "whole");
     let range = body.as_ptr_range();
@@ -1091,16 +1115,16 @@ fn a_large_body_read_by_the_driver_is_delivered_from_its_buffer() {
     );
     // A buffer that does not start with the bytes held is not the body: what follows
     // them is taken as bytes read, in order (copied).
-    let (wire, conn) = written_for(&mut p, &big);
-    let node = &mut p.nodes[1].proc;
+    let (wire, conn) = written_between(p, from, to, &big);
+    let node = &mut p.nodes[to].proc;
     node.handle_bytes(p.now, conn, &wire[..1000]);
     let mut wrong = vec![0u8; 1000 - HEADER_LEN];
     wrong.extend_from_slice(&wire[1000..]);
     let wrong = Bytes::from(wrong);
     node.handle_body(p.now, conn, wrong.clone(), 1000 - HEADER_LEN);
     p.drive();
-    assert!(p.failures(1).is_empty(), "{:?}", p.failures(1));
-    let got = p.payloads(1);
+    assert!(p.failures(to).is_empty(), "{:?}", p.failures(to));
+    let got = p.payloads(to);
     assert_eq!(got.len(), 3);
     assert!(got[2] == big, "delivered whole");
     assert!(!wrong.as_ptr_range().contains(&got[2].as_ptr()));
