@@ -296,6 +296,11 @@ impl Ctx {
 
     /// Reports `error` on `conn` and closes it.
     pub(crate) fn fail_conn(&mut self, conn: ConnId, error: ConnError) {
+        if self.out.is_closing(conn) {
+            // Failed and closed already in this input (by the other session of a two-way
+            // connection): reported once.
+            return;
+        }
         if error.is_peer_fault() {
             self.stats.conn_errors += 1;
         }

@@ -437,6 +437,9 @@ impl Outputs {
 
     pub(crate) fn push(&mut self, o: Output) {
         if let Output::Close { conn } = o {
+            if self.is_closing(conn) {
+                return;
+            }
             self.close_open(conn);
             self.closed.push(conn);
         }
@@ -482,6 +485,15 @@ impl Outputs {
         !self.closed.is_empty()
     }
 
+    /// Whether `conn` was closed since the last `take_closed`. Until the proc takes the
+    /// close, a second close of it, and writes and pulls for it, are dropped: the two
+    /// sessions of a two-way connection may both end it in one input, and nothing is
+    /// written after a close.
+    #[inline]
+    pub(crate) fn is_closing(&self, conn: ConnId) -> bool {
+        !self.closed.is_empty() && self.closed.contains(&conn)
+    }
+
     /// The next closed connection since the last call.
     pub(crate) fn take_closed(&mut self) -> Option<ConnId> {
         self.closed.pop()
@@ -493,6 +505,9 @@ impl Outputs {
 
     /// Queues the concatenation of `parts` for `conn`, coalescing with earlier writes.
     pub(crate) fn write(&mut self, conn: ConnId, parts: &[&[u8]]) {
+        if self.is_closing(conn) {
+            return;
+        }
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let coalesce = self.coalesce;
         if let Some(buf) = self.open_buf(conn) {
@@ -534,7 +549,7 @@ impl Outputs {
     /// Data for `conn` is waiting in its session: queue a pull marker unless one is queued.
     #[inline]
     pub(crate) fn pull(&mut self, conn: ConnId) {
-        if self.pulls.contains(&conn) {
+        if self.pulls.contains(&conn) || self.is_closing(conn) {
             return;
         }
         self.pulls.push(conn);
@@ -659,6 +674,28 @@ mod tests {
         q.deliver(port, env(4));
         q.write(c, &[b"y"]);
         assert_eq!(transmit(q.pop()), (c, Bytes::from_static(b"xy")));
+    }
+
+    #[test]
+    fn a_connection_is_closed_once_and_nothing_is_written_after() {
+        let mut q = Outputs::new(64 * 1024, 2);
+        let (a, b) = (ConnId(1), ConnId(2));
+        q.write(a, &[b"before"]);
+        q.push(Output::Close { conn: a });
+        q.push(Output::Close { conn: a });
+        q.write(a, &[b"after"]);
+        q.pull(a);
+        q.write(b, &[b"other"]);
+        assert_eq!(transmit(q.pop()).1, Bytes::from_static(b"before"));
+        let Some(Popped::Output(close)) = q.pop() else {
+            panic!("expected the close");
+        };
+        assert!(matches!(close.into_output(), Output::Close { conn } if conn == a));
+        assert_eq!(transmit(q.pop()), (b, Bytes::from_static(b"other")));
+        assert!(q.pop().is_none());
+        // Once the proc took the close, the connection id is forgotten here.
+        assert_eq!(q.take_closed(), Some(a));
+        assert!(!q.is_closing(a));
     }
 
     #[test]

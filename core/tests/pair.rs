@@ -48,6 +48,8 @@ struct Pair {
     /// Dials to the address of node `k` (`pid(k)`) reach a raw end instead, whose id is
     /// the value (a raw acceptor: the test plays the accepting proc).
     raw_acceptors: BTreeMap<usize, usize>,
+    /// Connections a node closed: each is closed once, and nothing is written to it after.
+    closed_here: BTreeSet<(usize, ConnId)>,
 }
 
 fn pid(i: usize) -> ProcId {
@@ -76,6 +78,7 @@ impl Pair {
             incarnation: 100,
             hold_deliveries: false,
             raw_acceptors: BTreeMap::new(),
+            closed_here: BTreeSet::new(),
         };
         for i in 0..n {
             let node = pair.fresh(i);
@@ -99,6 +102,8 @@ impl Pair {
     }
 
     fn restart(&mut self, i: usize) {
+        // The new incarnation numbers its connections afresh.
+        self.closed_here.retain(|(n, _)| *n != i);
         let ends: Vec<End> = self
             .wires
             .keys()
@@ -258,6 +263,10 @@ impl Pair {
                 self.nodes[i].proc.handle_connected(now, conn);
             }
             Output::Transmit { conn, data } => {
+                assert!(
+                    !self.closed_here.contains(&(i, conn)),
+                    "node {i} wrote to {conn:?} after closing it"
+                );
                 if self.silent.contains(&i) {
                     return;
                 }
@@ -266,6 +275,10 @@ impl Pair {
                 }
             }
             Output::Close { conn } => {
+                assert!(
+                    self.closed_here.insert((i, conn)),
+                    "node {i} closed {conn:?} twice"
+                );
                 if let Some(to) = self.wires.remove(&End::Node(i, conn)) {
                     self.wires.remove(&to);
                     self.pending.push_back((to, None));
@@ -1537,18 +1550,7 @@ fn an_acceptor_that_skips_the_challenge_is_not_trusted() {
     let now = p.now;
     p.nodes[0].proc.handle_connected(now, conn);
     while p.nodes[0].proc.poll_output().is_some() {}
-    let welcome = Welcome {
-        incarnation: 5,
-        next: Some(0),
-        max_frame_len: 1 << 20,
-        id_cache: 16,
-    };
-    let mut bytes = BytesMut::from(&preamble()[..]);
-    bytes.extend_from_slice(&framed(
-        FrameKind::Welcome,
-        &postcard::to_allocvec(&welcome).unwrap(),
-    ));
-    p.nodes[0].proc.handle_bytes(now, conn, &bytes);
+    p.nodes[0].proc.handle_bytes(now, conn, &welcomed(5));
     let mut saw = Vec::new();
     while let Some(o) = p.nodes[0].proc.poll_output() {
         saw.push(o);
@@ -1933,15 +1935,11 @@ fn a_refused_answering_session_leaves_the_dialers_link_up() {
     assert_eq!(conns_of(&p, 0).len(), 1);
 }
 
-/// The test plays proc 1, accepting node 0's dial: it welcomes node 0's session and
-/// writes `then` on the same connection. Returns the raw end.
-fn accept_as_raw(p: &mut Pair, then: &[u8]) -> usize {
-    let raw = p.raw_acceptor(1);
-    p.send(0, target(1), b"ask").unwrap();
-    p.run_for(Duration::from_millis(1));
-    assert_eq!(raw_frames(p, raw)[0].0, FrameKind::Hello);
+/// What an acceptor of `incarnation` writes to open a new session: its preamble and a
+/// welcome from sequence number 0.
+fn welcomed(incarnation: u64) -> BytesMut {
     let welcome = Welcome {
-        incarnation: 9,
+        incarnation,
         next: Some(0),
         max_frame_len: 1 << 20,
         id_cache: 16,
@@ -1951,6 +1949,17 @@ fn accept_as_raw(p: &mut Pair, then: &[u8]) -> usize {
         FrameKind::Welcome,
         &postcard::to_allocvec(&welcome).unwrap(),
     ));
+    bytes
+}
+
+/// The test plays proc 1, accepting node 0's dial: it welcomes node 0's session and
+/// writes `then` on the same connection. Returns the raw end.
+fn accept_as_raw(p: &mut Pair, then: &[u8]) -> usize {
+    let raw = p.raw_acceptor(1);
+    p.send(0, target(1), b"ask").unwrap();
+    p.run_for(Duration::from_millis(1));
+    assert_eq!(raw_frames(p, raw)[0].0, FrameKind::Hello);
+    let mut bytes = welcomed(9);
     bytes.extend_from_slice(then);
     p.raw_write(raw, &bytes);
     p.run_for(Duration::from_millis(1));

@@ -24,6 +24,20 @@ async fn next(ev: &mut LinkEvents, secs: u64, what: &str) -> LinkEvent {
     .expect("the proc is running")
 }
 
+/// The next event is the loss of the link to `peer`, which was killed.
+async fn expect_lost(ev: &mut LinkEvents, peer: &ProcId) {
+    match next(ev, 10, "lost").await {
+        LinkEvent::Lost { peer: p, error } => {
+            assert_eq!(&p, peer);
+            assert!(
+                matches!(error, LinkError::ClosedByPeer | LinkError::Io { .. }),
+                "{error}"
+            );
+        }
+        other => panic!("expected lost, got {other}"),
+    }
+}
+
 /// Sends one `u64` from a fresh instance of `a` to port 1000 of `receiver` in `to`.
 async fn poke<P: TestProc>(a: &P, name: &str, to: &ProcId) {
     let (inst, _) = a.instance(name).expect("instance");
@@ -56,16 +70,7 @@ pub async fn peer_going_away_and_coming_back<A: Adapter, B: Adapter>(
 
     within(10, "kill b", b.kill()).await;
     drop(b);
-    match next(&mut ev, 10, "lost").await {
-        LinkEvent::Lost { peer, error } => {
-            assert_eq!(peer, b_id);
-            assert!(
-                matches!(error, LinkError::ClosedByPeer | LinkError::Io { .. }),
-                "{error}"
-            );
-        }
-        other => panic!("expected lost, got {other}"),
-    }
+    expect_lost(&mut ev, &b_id).await;
 
     // Something to send makes core dial the dead address.
     poke(&a, "second", &b_id).await;
@@ -275,16 +280,7 @@ pub async fn a_link_over_the_peers_connection_is_reported<A: Adapter, B: Adapter
     drop((rx, receiver));
     within(10, "kill a", a.kill()).await;
     drop(a);
-    match next(&mut ev, 10, "lost").await {
-        LinkEvent::Lost { peer, error } => {
-            assert_eq!(peer, a_id);
-            assert!(
-                matches!(error, LinkError::ClosedByPeer | LinkError::Io { .. }),
-                "{error}"
-            );
-        }
-        other => panic!("expected lost, got {other}"),
-    }
+    expect_lost(&mut ev, &a_id).await;
     poke(&b, "again", &a_id).await;
     match next(&mut ev, 10, "unreachable").await {
         LinkEvent::Unreachable { peer, .. } => assert_eq!(peer, Some(a_id)),
