@@ -1,5 +1,7 @@
-//! The inbound half of a reliable link: what one proc receives from one dialing peer in
-//! one session.
+//! The inbound half of a reliable link: what one proc receives from one peer in one
+//! session, over connections the peer dialed or, on a two-way link, over a connection
+//! this proc dialed (then [`Rx::Shared`]: the outbound session that dialed it decodes the
+//! frames and hands this session its own).
 //!
 //! It counts received messages (the next sequence number expected), acknowledges them
 //! cumulatively and coalesced (after `ack_every_msgs` messages or `ack_every_bytes` bytes,

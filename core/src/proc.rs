@@ -105,6 +105,19 @@
 //! reuses one envelope touches no reference count; deliveries name their port by a
 //! [`LocalPort`] handle, so the driver finds the receiver by index.
 //!
+//! # Two-way links
+//!
+//! A connection carries at most one session each way. The session that opened it (the
+//! outbound session that dialed it, or on the accepting side the dialer's inbound session)
+//! decodes its bytes and hands the frames of the other session on it to the proc, which
+//! routes them by kind after the input (`Ctx::hand_over`). An accepted connection whose
+//! dialer's session is open becomes *shareable*: this proc's outbound session to that
+//! dialer, when it needs a connection, sends its hello on it instead of dialing
+//! (`Config::two_way`). A hello arriving on a connection this proc dialed is that: it may
+//! only come from the proc dialed, without a nonce. Either session may close the
+//! connection (the other is told when the proc forgets it), and within one input a
+//! connection is closed and reported failed once, and nothing is written to it after.
+//!
 //! # Data is pulled
 //!
 //! Data frames are encoded once into their session's chunks (see `session`). While a
@@ -1571,6 +1584,13 @@ impl Proc {
         let Some(mut s) = self.inbound.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        // The dialer's accepted connection bound to this session (it may have let go of
+        // it already, on the dialer's close) is no longer one to answer over.
+        if let Some(&c) = self.cx.shareable.get(&s.key.0) {
+            if matches!(self.conns.get(&c), Some(Role::In { inb, .. }) if *inb == slot) {
+                self.cx.shareable.remove(&s.key.0);
+            }
+        }
         if let Some(conn) = s.session.conn() {
             // An accepted connection closes (and is forgotten when the proc takes the
             // close); on one this proc dialed, only the peer's session over it ends.

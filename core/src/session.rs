@@ -13,7 +13,12 @@
 //!
 //! States of the current connection: `Idle` (none; a send dials) → `Dialing` (driver is
 //! connecting) → `Handshake` (hello sent) → `Open` (data flows) → on loss `Backoff` (a
-//! pure function of attempt number and injected jitter) → `Dialing` again. With messages
+//! pure function of attempt number and injected jitter) → `Dialing` again. When the peer
+//! has a connection to this proc whose session is open, the session skips `Dialing` and
+//! sends its hello on that connection (a two-way link, `Config::two_way`): it is then
+//! [`Rx::Shared`], handed its frames by the peer's inbound session that decodes them, and
+//! it never closes that connection itself (a refusal or a new session leaves it to the
+//! peer's session; a protocol violation or a silent peer closes it for both). With messages
 //! waiting and no connection for `unreachable_timeout`, everything is returned and the
 //! session starts afresh: what was never transmitted as `Unreachable` (certainly not
 //! delivered), what was transmitted but not acknowledged as `Unconfirmed` (delivery

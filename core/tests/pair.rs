@@ -2060,3 +2060,29 @@ fn frames_of_a_session_that_is_not_there_close_the_connection() {
 fn with_a_cookie_the_answer_still_rides_the_dialers_connection() {
     two_way_round(with_cookie(b"secret"));
 }
+
+#[test]
+fn once_the_dialer_ends_its_session_the_answering_proc_dials_for_itself() {
+    let mut p = Pair::new(2, quick());
+    p.send(0, target(1), b"ask").unwrap();
+    p.run_for(Duration::from_millis(10));
+    p.send(1, target(0), b"answer").unwrap();
+    p.run_for(Duration::from_millis(10));
+    assert_eq!(p.payloads(0), ["answer"]);
+    // Node 0 shuts down: its session ends with a close, and the connection with it.
+    p.nodes[0].proc.handle_shutdown(p.now);
+    p.run_for(Duration::from_millis(50));
+    assert!(conns_of(&p, 1).is_empty());
+    // Node 1 has something for node 0 again: no connection to answer over, so it dials
+    // (and node 0, shut down, refuses).
+    p.send(1, target(0), b"late").unwrap();
+    p.run_for(Duration::from_secs(1));
+    assert_eq!(p.nodes[1].dials.len(), 1);
+    assert_eq!(
+        p.returns(1),
+        [(
+            Bytes::from("late"),
+            Undeliverable::Refused(RefuseReason::ShuttingDown)
+        )]
+    );
+}

@@ -126,6 +126,8 @@ struct Sim {
     links: Vec<Link>,
     /// (node, gen, conn) -> (link, side)
     conn_link: BTreeMap<(usize, u32, ConnId), (usize, usize)>,
+    /// Connections a proc closed: each is closed once and never written to again.
+    closed_here: BTreeSet<(usize, u32, ConnId)>,
     chunks: Vec<Option<Bytes>>,
     partitioned: BTreeSet<(usize, usize)>,
     faults: bool,
@@ -213,6 +215,7 @@ impl Sim {
             seq: 0,
             links: Vec::new(),
             conn_link: BTreeMap::new(),
+            closed_here: BTreeSet::new(),
             chunks: Vec::new(),
             partitioned: BTreeSet::new(),
             faults: true,
@@ -343,6 +346,10 @@ impl Sim {
                 );
             }
             Output::Transmit { conn, data } => {
+                assert!(
+                    !self.closed_here.contains(&(p, gen, conn)),
+                    "node {p} wrote to {conn:?} after closing it"
+                );
                 let Some(&(link, side)) = self.conn_link.get(&(p, gen, conn)) else {
                     return;
                 };
@@ -373,6 +380,10 @@ impl Sim {
                 }
             }
             Output::Close { conn } => {
+                assert!(
+                    self.closed_here.insert((p, gen, conn)),
+                    "node {p} closed {conn:?} twice"
+                );
                 let Some((link, side)) = self.conn_link.remove(&(p, gen, conn)) else {
                     return;
                 };
