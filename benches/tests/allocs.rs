@@ -23,11 +23,20 @@ const MESSAGES: u64 = 10_000;
 #[test]
 fn steady_state_messages_allocate_nothing() {
     assert!(is_counting(), "the counting allocator is installed");
-    let mut pipe = CorePipe::new(SMALL);
-    pipe.run(MESSAGES);
-    let (_, allocs) = count(|| pipe.run(MESSAGES));
-    println!("{allocs} allocations for {MESSAGES} messages");
-    assert_eq!(allocs, 0, "allocations in {MESSAGES} steady-state messages");
+    // Also the other way round on one connection: the answering session of a two-way
+    // link, whose frames the dialer's session decodes and hands over.
+    for (name, mut pipe) in [
+        ("dialed", CorePipe::new(SMALL)),
+        ("answering", CorePipe::answering(SMALL)),
+    ] {
+        pipe.run(MESSAGES);
+        let (_, allocs) = count(|| pipe.run(MESSAGES));
+        println!("{name}: {allocs} allocations for {MESSAGES} messages");
+        assert_eq!(
+            allocs, 0,
+            "{name}: allocations in {MESSAGES} steady-state messages"
+        );
+    }
 }
 
 /// The per-thread heap figures follow what is allocated and freed, and the peak stays.

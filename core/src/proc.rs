@@ -1330,11 +1330,7 @@ impl Proc {
         let Some(hello) =
             hello.filter(|h| h.auth.is_none() && h.from == *self.outbound[out].peer())
         else {
-            let v = Violation::UnexpectedFrame {
-                kind: FrameKind::Hello,
-                dialed: true,
-            };
-            return self.cx.fail_conn(conn, ConnError::Protocol(v));
+            return self.unexpected(conn, FrameKind::Hello, true);
         };
         self.on_hello(now, conn, hello, Rx::Shared);
     }

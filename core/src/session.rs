@@ -464,6 +464,24 @@ impl Outbound {
                 Conn::Open(c, Rx::Own(d)) if *c == conn => (d, true),
                 _ => return,
             };
+            if open {
+                // Runs of whole frames in one copy, as the inbound side takes them (the
+                // peer's session's data on a two-way connection comes this way).
+                if let Some((n, frames)) = dec.whole_frames(bytes) {
+                    bytes = &bytes[n..];
+                    for (kind, body) in frames {
+                        if !kind.for_sender() {
+                            cx.hand_over(conn, kind, body);
+                            continue;
+                        }
+                        self.on_frame(now, cx, conn, kind, true, &body);
+                        if !matches!(self.conn, Conn::Open(c, _) if c == conn) {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            }
             let progress = match dec.decode(bytes) {
                 Ok(p) => p,
                 Err(e) => return self.fail_conn(now, cx, ConnError::Frame(e)),

@@ -12,6 +12,10 @@
 //! `core_callgrind <messages> <k>` runs the same busy link beside `k` idle sessions at the
 //! receiver ([`IdleNet`]), for instructions per message with `k` idle sessions.
 //!
+//! `core_callgrind <messages> answering` runs the link the other way round on the same
+//! connection: B dialed A, and A's messages to B ride B's connection (a two-way link,
+//! [`CorePipe::answering`]).
+//!
 //! `core_callgrind timeouts <rounds> <k>` runs `rounds` timeout rounds of the receiver with
 //! `k` idle sessions ([`IdleNet::timeout_rounds`]): differencing two round counts at the
 //! same `k` gives the instructions of one round (every node's work in it, untimed parts
@@ -24,6 +28,7 @@ use procwire_benches::SMALL;
 fn arg(i: usize) -> Option<u64> {
     match std::env::args().nth(i).map(|a| a.parse()) {
         None => None,
+        Some(Err(_)) if std::env::args().nth(i).as_deref() == Some("answering") => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
             eprintln!("usage: core_callgrind <messages> [idle sessions]");
@@ -40,10 +45,14 @@ fn main() {
         eprintln!("usage: core_callgrind <messages> [idle sessions]");
         std::process::exit(2);
     };
-    let took = match arg(2) {
+    let answering = std::env::args().nth(2).as_deref() == Some("answering");
+    let took = match arg(2).filter(|_| !answering) {
         Some(k) => IdleNet::new(k as usize, SMALL).run(n),
         None => {
-            let mut pipe = CorePipe::new(SMALL);
+            let mut pipe = match answering {
+                true => CorePipe::answering(SMALL),
+                false => CorePipe::new(SMALL),
+            };
             let (sent0, bytes0) = (pipe.sent(), pipe.wire_bytes());
             let took = pipe.run(n);
             let wire = (pipe.wire_bytes() - bytes0) as f64 / (pipe.sent() - sent0) as f64;

@@ -132,6 +132,23 @@ impl CorePipe {
         pipe
     }
 
+    /// Nodes A and B, where B dialed A first (one message B→A), so A's messages to B ride
+    /// B's connection (a two-way link: A's session is the answering one, its frames decoded
+    /// by B's outbound session and handed over); warmed up.
+    pub fn answering(payload: usize) -> CorePipe {
+        let mut pipe = CorePipe::bare(2, payload);
+        let first = Pool::new(B, payload).get(0);
+        assert!(pipe.net.send(B, &Node::dest(A), first).is_ok());
+        let mut to_a = 0;
+        while to_a == 0 {
+            let mut deliver = |at: usize, _: Bytes| to_a += usize::from(at == A);
+            pipe.net.drive(&mut deliver);
+            pipe.net.advance(STEP_MICROS, &mut deliver);
+        }
+        pipe.warm_up();
+        pipe
+    }
+
     /// `nodes` nodes (A, B, then others), nothing sent yet.
     pub(crate) fn bare(nodes: usize, payload: usize) -> CorePipe {
         CorePipe {
