@@ -1316,9 +1316,25 @@ impl Proc {
                     out: None,
                 },
             );
+            self.converge(now, &hello.from, conn);
             self.cx.shareable.insert(hello.from, conn);
         } else if let Some(Role::Out { inb, .. }) = self.conns.get_mut(&conn) {
             *inb = Some(slot);
+        }
+    }
+
+    /// Simultaneous dials: `peer` dialed this proc (its session is open on `conn`) while
+    /// this proc's session to it is still dialing or in its handshake. Of the two procs,
+    /// the one with the larger id gives its own connection up and opens over the other's,
+    /// so both sessions end up on one connection (the other proc keeps its dial; its
+    /// session's hello reaches this one over it).
+    fn converge(&mut self, now: Instant, peer: &ProcId, conn: ConnId) {
+        if !self.cx.config.two_way || self.cx.id <= *peer {
+            return;
+        }
+        if let Some(&slot) = self.peers.get(peer) {
+            self.outbound[slot].converge(now, &mut self.cx, conn);
+            self.touch(Owner::Out(slot));
         }
     }
 

@@ -370,6 +370,20 @@ impl Outbound {
         self.conn = Conn::Handshake(conn, Rx::Shared);
     }
 
+    /// Both procs dialed each other at once: the peer's connection `conn` now carries its
+    /// open session while this session's own connection is still dialing or in its
+    /// handshake. The session gives its own up and opens over the peer's (the proc decides
+    /// which side yields), so the link converges on one connection. Only the hello went
+    /// out on the abandoned one.
+    pub(crate) fn converge(&mut self, now: Instant, cx: &mut Ctx, conn: ConnId) {
+        let own = match self.conn {
+            Conn::Dialing(c) | Conn::Handshake(c, Rx::Own(_)) => c,
+            _ => return,
+        };
+        cx.close(own);
+        self.share(now, cx, conn);
+    }
+
     /// Whether the current connection is the peer's (see [`Outbound::share`]).
     fn is_shared(&self) -> bool {
         matches!(
@@ -378,10 +392,19 @@ impl Outbound {
         )
     }
 
-    /// Ends this session's use of its connection: closes it, unless it is the peer's.
+    /// Ends this session's use of its connection: closes it, unless it is the peer's. A
+    /// hello left unanswered on the peer's connection may still be answered there (a
+    /// welcome or refusal cannot tell which hello it answers), so that connection takes no
+    /// further hello of this proc: the next one is dialed.
     fn close_conn(&mut self, cx: &mut Ctx, conn: ConnId) {
-        if !self.is_shared() {
-            cx.close(conn);
+        match self.conn {
+            Conn::Handshake(_, Rx::Shared) => {
+                if cx.shareable.get(&self.peer) == Some(&conn) {
+                    cx.shareable.remove(&self.peer);
+                }
+            }
+            Conn::Open(_, Rx::Shared) => {}
+            _ => cx.close(conn),
         }
     }
 

@@ -2086,3 +2086,76 @@ fn once_the_dialer_ends_its_session_the_answering_proc_dials_for_itself() {
         )]
     );
 }
+
+#[test]
+fn procs_that_dial_each_other_at_once_end_up_on_one_connection() {
+    let mut p = Pair::new(2, quick());
+    // Both send before either has run: both dial.
+    p.send(0, target(1), b"from 0").unwrap();
+    p.send(1, target(0), b"from 1").unwrap();
+    p.run_for(Duration::from_millis(20));
+    assert_eq!(p.payloads(1), ["from 0"]);
+    assert_eq!(p.payloads(0), ["from 1"]);
+    assert_eq!(p.nodes[0].dials.len() + p.nodes[1].dials.len(), 2);
+    // The proc with the larger id gave its dial up and answers over the other's.
+    assert!(pid(1) > pid(0));
+    assert_eq!(p.nodes[1].proc.stats().shared_opens, 1);
+    assert_eq!(p.nodes[0].proc.stats().shared_opens, 0);
+    assert_eq!(conns_of(&p, 0).len(), 1, "one connection for both ways");
+    for m in [&b"a"[..], b"b", b"c"] {
+        p.send(0, target(1), m).unwrap();
+        p.send(1, target(0), m).unwrap();
+    }
+    p.run_for(Duration::from_millis(20));
+    assert_eq!(p.payloads(1), ["from 0", "a", "b", "c"]);
+    assert_eq!(p.payloads(0), ["from 1", "a", "b", "c"]);
+    assert!(p.returns(0).is_empty() && p.returns(1).is_empty());
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+}
+
+#[test]
+fn after_an_unanswered_hello_on_the_peers_connection_the_next_one_is_dialed() {
+    let config = Config {
+        connect_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        unreachable_timeout: Duration::from_secs(1),
+        ..quick()
+    };
+    let mut p = Pair::new(2, config);
+    // Node 0 cannot reach proc 1 at first: its dial fails and the give-up clock runs.
+    p.unreachable.insert(1);
+    p.send(0, target(1), b"first").unwrap();
+    p.run_for(Duration::from_millis(1));
+    // Then "proc 1" dials node 0 (the test plays it), and node 0's session answers over
+    // that connection: its hello goes there and is not answered in time.
+    let raw = raw_session(&mut p, 0, &pid(1));
+    p.run_for(Duration::from_secs(2));
+    assert_eq!(
+        p.returns(0),
+        [(Bytes::from("first"), Undeliverable::Unreachable)]
+    );
+    let mut d = FrameDecoder::frames_only(1024, BytesMut::new());
+    let step = d.decode(&p.raw_rx[raw]).unwrap();
+    assert!(matches!(step.item, Some(Item::Frame(h)) if h.kind == FrameKind::Hello));
+    // The answer comes late; node 0 must not take it for a later hello's.
+    let late = Welcome {
+        incarnation: 9,
+        next: Some(0),
+        max_frame_len: 1 << 20,
+        id_cache: 16,
+    };
+    p.raw_write(
+        raw,
+        &framed(FrameKind::Welcome, &postcard::to_allocvec(&late).unwrap()),
+    );
+    p.unreachable.remove(&1);
+    p.send(0, target(1), b"second").unwrap();
+    p.run_for(Duration::from_millis(100));
+    assert_eq!(p.payloads(1), ["second"], "dialed to proc 1 itself");
+    assert_eq!(p.nodes[0].dials.len(), 2);
+    assert!(
+        p.failures(0).iter().all(|e| !e.is_peer_fault()),
+        "{:?}",
+        p.failures(0)
+    );
+}
