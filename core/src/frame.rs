@@ -50,7 +50,10 @@
 //! ([`FrameKind::for_sender`]), hello, proof, data, ping and close for the receiving half.
 //! A hello from the acceptor that names another proc than the one dialed, or carries a
 //! nonce, is a protocol violation. Only the acceptor sends such a hello; the dialer's
-//! side of a link never needs one.
+//! side of a link never needs one. When two procs dial each other at once, the one with
+//! the larger id gives up its own connection while that is still in its handshake and
+//! sends its hello on the other's instead; a hello left unanswered on a connection is never
+//! followed by another on it (a welcome does not say which hello it answers).
 //!
 //! Until the handshake is over, each side accepts frame bodies of at most
 //! [`MAX_HANDSHAKE_FRAME_LEN`] bytes (the largest valid hello), whatever its message limit.

@@ -114,7 +114,9 @@
 //! dialer's session is open becomes *shareable*: this proc's outbound session to that
 //! dialer, when it needs a connection, sends its hello on it instead of dialing
 //! (`Config::two_way`). A hello arriving on a connection this proc dialed is that: it may
-//! only come from the proc dialed, without a nonce. Either session may close the
+//! only come from the proc dialed, without a nonce. Two procs that dial each other at once
+//! converge on one connection: the one with the larger id abandons its own while it is
+//! still in its handshake (`Proc::converge`). Either session may close the
 //! connection (the other is told when the proc forgets it), and within one input a
 //! connection is closed and reported failed once, and nothing is written to it after.
 //!
