@@ -152,7 +152,7 @@ pub(crate) struct Ctx {
     handed: Vec<(ConnId, FrameKind, Bytes)>,
     /// Accepted connections whose dialer's session is open, by dialer: an outbound
     /// session to that proc opens over one of them instead of dialing (`Config::two_way`).
-    pub(crate) shareable: BTreeMap<ProcId, ConnId>,
+    shareable: BTreeMap<ProcId, ConnId>,
     next_conn: u64,
     /// Nonces drawn so far (part of each nonce's input, so none repeats).
     nonces: u64,
@@ -217,6 +217,23 @@ impl Ctx {
         if !self.config.two_way {
             return None;
         }
+        self.shared_with(peer)
+    }
+
+    /// `conn`, accepted from `peer`, carries `peer`'s open session: answer over it.
+    pub(crate) fn make_shareable(&mut self, peer: ProcId, conn: ConnId) {
+        self.shareable.insert(peer, conn);
+    }
+
+    /// `conn` is no longer one to answer `peer` over (if it was).
+    pub(crate) fn unshare(&mut self, peer: &ProcId, conn: ConnId) {
+        if self.shareable.get(peer) == Some(&conn) {
+            self.shareable.remove(peer);
+        }
+    }
+
+    /// The accepted connection listed for `peer`, whatever `Config::two_way` says.
+    pub(crate) fn shared_with(&self, peer: &ProcId) -> Option<ConnId> {
         self.shareable.get(peer).copied()
     }
 

@@ -1075,9 +1075,7 @@ impl Proc {
             Some(Role::Out { out, inb }) => (Some(out), inb),
             Some(Role::In { inb, out }) => {
                 if let Some(s) = self.inbound.get(inb).and_then(Option::as_ref) {
-                    if self.cx.shareable.get(&s.key.0) == Some(&conn) {
-                        self.cx.shareable.remove(&s.key.0);
-                    }
+                    self.cx.unshare(&s.key.0, conn);
                 }
                 (out, Some(inb))
             }
@@ -1319,7 +1317,7 @@ impl Proc {
                 },
             );
             self.converge(now, &hello.from, conn);
-            self.cx.shareable.insert(hello.from, conn);
+            self.cx.make_shareable(hello.from, conn);
         } else if let Some(Role::Out { inb, .. }) = self.conns.get_mut(&conn) {
             *inb = Some(slot);
         }
@@ -1600,9 +1598,9 @@ impl Proc {
         };
         // The dialer's accepted connection bound to this session (it may have let go of
         // it already, on the dialer's close) is no longer one to answer over.
-        if let Some(&c) = self.cx.shareable.get(&s.key.0) {
+        if let Some(c) = self.cx.shared_with(&s.key.0) {
             if matches!(self.conns.get(&c), Some(Role::In { inb, .. }) if *inb == slot) {
-                self.cx.shareable.remove(&s.key.0);
+                self.cx.unshare(&s.key.0, c);
             }
         }
         if let Some(conn) = s.session.conn() {

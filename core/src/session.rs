@@ -398,11 +398,7 @@ impl Outbound {
     /// further hello of this proc: the next one is dialed.
     fn close_conn(&mut self, cx: &mut Ctx, conn: ConnId) {
         match self.conn {
-            Conn::Handshake(_, Rx::Shared) => {
-                if cx.shareable.get(&self.peer) == Some(&conn) {
-                    cx.shareable.remove(&self.peer);
-                }
-            }
+            Conn::Handshake(_, Rx::Shared) => cx.unshare(&self.peer, conn),
             Conn::Open(_, Rx::Shared) => {}
             _ => cx.close(conn),
         }

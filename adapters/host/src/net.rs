@@ -41,7 +41,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::engine::{ConnCtl, Engine, WriteCmd};
 use crate::links::{LinkError, Links};
 use crate::local::LocalListener;
-use crate::runtime::{Reader, StdListener, Writer};
+use crate::runtime::{Connection, Reader, StdListener, Writer};
 use crate::sync::{PopError, Queue};
 
 /// Size of a read buffer.
@@ -438,11 +438,33 @@ async fn body_step(
     }
 }
 
+/// The reader and the writer task of `conn`, dialed or accepted, to spawn or run.
+pub(crate) fn conn_tasks(
+    engine: &Arc<Engine>,
+    conn: ConnId,
+    stream: Connection,
+    ctl: Arc<ConnCtl>,
+    links: Arc<Links>,
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let reader = reader_task(
+        engine.clone(),
+        conn,
+        stream.reader,
+        ctl.clone(),
+        links.clone(),
+    );
+    let writer = writer_task(engine.clone(), conn, stream.writer, ctl, links);
+    (reader, writer)
+}
+
 /// Feeds what `conn` reads to the engine until EOF, an error, or the engine stops it. How
 /// the connection ended is told to `links` before the engine hears of it. The rest of
 /// a large frame's body is read straight into the buffer its payload stays in (see
 /// `Proc::large_body`), not through the read buffer.
-pub(crate) async fn reader_task(
+async fn reader_task(
     engine: Arc<Engine>,
     conn: ConnId,
     mut r: Reader,
@@ -894,7 +916,7 @@ async fn serve(ctl: &ConnCtl, w: Writer) -> End {
 /// block, a write failed or was partial, or the connection closes. Gathers queued buffers
 /// into vectored writes. How the connection ended is told to `links` before the engine
 /// hears of it.
-pub(crate) async fn writer_task(
+async fn writer_task(
     engine: Arc<Engine>,
     conn: ConnId,
     w: Writer,

@@ -335,17 +335,11 @@ async fn dial_conn<R: Runtime>(
                 return;
             }
             tracing::debug!("connected");
-            let reader = net::reader_task(
-                engine.clone(),
-                conn,
-                stream.reader,
-                ctl.clone(),
-                links.clone(),
-            );
+            let (reader, writer) = net::conn_tasks(&engine, conn, stream, ctl, links);
             engine
                 .runtime()
                 .spawn(Box::pin(reader.instrument(Span::current())));
-            net::writer_task(engine, conn, stream.writer, ctl, links).await;
+            writer.await;
             return;
         }
         Some(Err(e)) => {
@@ -761,15 +755,8 @@ async fn listen<R: Runtime>(
                 // An accepted connection can carry this proc's own session to its dialer
                 // (a two-way link): how it ends is told to the link tracker as well.
                 let links = driver.svc.links.clone();
-                let reader = net::reader_task(
-                    engine.clone(),
-                    conn,
-                    stream.reader,
-                    ctl.clone(),
-                    links.clone(),
-                );
+                let (reader, writer) = net::conn_tasks(&engine, conn, stream, ctl, links);
                 driver.spawn_in(&driver.tasks, Box::pin(reader.instrument(span.clone())));
-                let writer = net::writer_task(engine.clone(), conn, stream.writer, ctl, links);
                 driver.spawn_in(&driver.tasks, Box::pin(writer.instrument(span)));
             }
             Err(e) => {
