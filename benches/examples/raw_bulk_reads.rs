@@ -20,8 +20,8 @@ async fn run(first: Option<usize>) -> Result<(), Error> {
     let addr = l.local_addr()?;
     let (w, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
     let (mut w, mut r) = (w?, accepted?.0);
-    w.set_nodelay(true)?;
-    r.set_nodelay(true)?;
+    procwire_benches::tcp_setup().apply(&w)?;
+    procwire_benches::tcp_setup().apply(&r)?;
     let payload = vec![7u8; BULK];
     let mut body = vec![0u8; BULK];
     let mut scratch = vec![0u8; first.unwrap_or(0).min(BULK)];

@@ -49,8 +49,8 @@ async fn pair(net: Net) -> Result<(Stream, Stream), Error> {
             let addr = l.local_addr()?;
             let (a, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
             let (a, b) = (a?, accepted?.0);
-            a.set_nodelay(true)?;
-            b.set_nodelay(true)?;
+            procwire_benches::tcp_setup().apply(&a)?;
+            procwire_benches::tcp_setup().apply(&b)?;
             Ok((Box::new(a), Box::new(b)))
         }
     }

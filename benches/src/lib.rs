@@ -62,7 +62,8 @@ pub type Error = Box<dyn std::error::Error>;
 pub enum Net {
     /// Unix stream sockets (an abstract name for procwire, `UnixStream::pair` for raw).
     Unix,
-    /// TCP over 127.0.0.1 with `TCP_NODELAY`.
+    /// TCP over 127.0.0.1, set up on both sides as procwire's default options set up a
+    /// connection to this host ([`tcp_setup`]).
     Tcp,
 }
 
@@ -94,6 +95,15 @@ pub fn smol_block_on<T>(
     fut: impl std::future::Future<Output = T>,
 ) -> T {
     async_io::block_on(executor.run(fut))
+}
+
+/// How the raw baselines set their TCP streams up: as a procwire proc with default options
+/// sets up its own (`TCP_NODELAY`, and the congestion control of
+/// `ProcOptions::same_host_tcp_congestion`, since every benchmark connection is on this
+/// host), so both sides of a comparison run the same kernel path.
+pub fn tcp_setup() -> procwire_tokio::TcpSetup {
+    let options = procwire_tokio::ProcOptions::default();
+    procwire_tokio::TcpSetup::new(options.same_host_tcp_congestion.as_deref())
 }
 
 /// The runtime every tokio transport scenario runs on: tokio's current-thread runtime, so one

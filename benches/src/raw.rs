@@ -46,8 +46,8 @@ async fn stream_pair(net: Net) -> io::Result<((Reader, Writer), (Reader, Writer)
             let addr = l.local_addr()?;
             let (a, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
             let (a, (b, _)) = (a?, accepted?);
-            a.set_nodelay(true)?;
-            b.set_nodelay(true)?;
+            crate::tcp_setup().apply(&a)?;
+            crate::tcp_setup().apply(&b)?;
             let (ar, aw) = a.into_split();
             let (br, bw) = b.into_split();
             Ok((halves(ar, aw), halves(br, bw)))

@@ -4,7 +4,8 @@
 //!
 //! Framing, buffering and connections are as in [`crate::raw`]: a 4-byte little-endian
 //! length, 64 KiB buffered reads, a 64 KiB buffered writer for the one-way patterns, an
-//! echo task (spawned on the executor) for round trips, `TCP_NODELAY` on TCP.
+//! echo task (spawned on the executor) for round trips, TCP streams set up by
+//! [`crate::tcp_setup`].
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -90,8 +91,8 @@ async fn stream_pair(net: Net) -> io::Result<((Reader, Writer), (Reader, Writer)
             let (a, accepted) =
                 futures_lite::future::zip(Async::<TcpStream>::connect(addr), l.accept()).await;
             let (a, (b, _)) = (a?, accepted?);
-            a.get_ref().set_nodelay(true)?;
-            b.get_ref().set_nodelay(true)?;
+            crate::tcp_setup().apply(a.get_ref())?;
+            crate::tcp_setup().apply(b.get_ref())?;
             Ok((halves(a), halves(b)))
         }
     }

@@ -6,6 +6,9 @@ use procwire_smol::{AdvertiseError, ChannelAddr, PortRef, ProcError, ProcId, ACT
 use crate::scenarios::shutdown_both;
 use crate::{init_logging, options, within, Adapter, Echo, EchoMsg, Pong, TestProc};
 
+mod congestion;
+pub use congestion::same_host_tcp_gets_the_congestion_control_asked_for;
+
 fn addr(s: &str) -> ChannelAddr {
     s.parse().expect("valid address")
 }
@@ -25,6 +28,15 @@ async fn echo_through_id<A: Adapter, B: Adapter>(
     let mut o = options();
     o.advertise = advertise.map(addr);
     let b = ba.start(addr(bind), "b", o).await.expect("b");
+    echo_rounds(&a, &b).await;
+    let id = b.proc_id().clone();
+    assert_eq!(b.addr().tcp_port(), id.addr().tcp_port(), "same port");
+    shutdown_both(&a, &b).await;
+    id
+}
+
+/// A few round trips from `a` to an echo actor spawned on `b`, through `b`'s id.
+async fn echo_rounds<P: TestProc, Q: TestProc>(a: &P, b: &Q) {
     let (_, echo) = b.spawn("echo", Echo).expect("echo");
     let echo_ref = PortRef::<EchoMsg>::attest(echo.actor_id().port(ACTOR_PORT));
     let (client, _) = a.instance("client").expect("client");
@@ -41,11 +53,6 @@ async fn echo_through_id<A: Adapter, B: Adapter>(
         }
     })
     .await;
-    let id = b.proc_id().clone();
-    assert_eq!(b.addr().tcp_port(), id.addr().tcp_port(), "same port");
-    drop((pongs, client));
-    shutdown_both(&a, &b).await;
-    id
 }
 
 /// `b` binds every interface on a free port (`tcp:0.0.0.0:0`) and advertises

@@ -314,6 +314,14 @@ macro_rules! suite {
             }
 
             #[test]
+            fn same_host_tcp_gets_the_congestion_control_asked_for() {
+                $run(|x| async move {
+                    $crate::addresses::same_host_tcp_gets_the_congestion_control_asked_for(&x, &x)
+                        .await
+                });
+            }
+
+            #[test]
             fn unusable_advertised_addresses_are_refused() {
                 $run(|x| async move {
                     $crate::addresses::unusable_advertised_addresses_are_refused(&x).await

@@ -100,6 +100,8 @@ async fn advertised_and_host_name_addresses_across_adapters() {
     addresses::bind_any_advertise_loopback(&s, &t).await;
     addresses::host_names_are_resolved_when_dialing(&t, &s).await;
     addresses::host_names_are_resolved_when_dialing(&s, &t).await;
+    addresses::same_host_tcp_gets_the_congestion_control_asked_for(&t, &s).await;
+    addresses::same_host_tcp_gets_the_congestion_control_asked_for(&s, &t).await;
 }
 
 both_ways! {

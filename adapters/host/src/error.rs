@@ -33,6 +33,15 @@ pub enum ProcError {
         /// What is wrong with it.
         error: AdvertiseError,
     },
+    /// The kernel refused
+    /// [`ProcOptions::same_host_tcp_congestion`](crate::ProcOptions::same_host_tcp_congestion).
+    TcpCongestion {
+        /// The congestion control asked for.
+        name: String,
+        /// What the operating system said (not found: the kernel has no such algorithm;
+        /// permission denied: it is not in `net.ipv4.tcp_allowed_congestion_control`).
+        source: io::Error,
+    },
 }
 
 /// Why an address cannot be advertised (see
@@ -69,6 +78,9 @@ impl fmt::Display for ProcError {
             ProcError::Registry(e) => write!(f, "{e}"),
             ProcError::ShuttingDown => f.write_str("the proc is shutting down"),
             ProcError::Advertise { addr, error } => write!(f, "cannot advertise {addr}: {error}"),
+            ProcError::TcpCongestion { name, source } => {
+                write!(f, "cannot use TCP congestion control {name:?}: {source}")
+            }
         }
     }
 }
@@ -76,7 +88,9 @@ impl fmt::Display for ProcError {
 impl std::error::Error for ProcError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProcError::Bind { source, .. } => Some(source),
+            ProcError::Bind { source, .. } | ProcError::TcpCongestion { source, .. } => {
+                Some(source)
+            }
             ProcError::Registry(e) => Some(e),
             ProcError::Advertise { error, .. } => Some(error),
             _ => None,

@@ -218,7 +218,7 @@ pub use monitor::{DownReason, Monitor, MonitorMsg, MONITOR_SERVICE, RECENT_EXITS
 pub use net::unix_socket_path;
 pub use proc::{random_u64, sleep, timeout, HostedProc, ProcOptions, ShutdownReport};
 pub use refusals::{RefusalReason, Refusals};
-pub use runtime::{BoxFuture, Connection, Reader, Runtime, StdListener, Timer, Writer};
+pub use runtime::{BoxFuture, Connection, Reader, Runtime, StdListener, TcpSetup, Timer, Writer};
 pub use typed::{
     decode, decode_envelope, encode, OncePortHandle, OncePortReceiver, OncePortRef, PortHandle,
     PortReceiver, PortRef, Returned, TypeFingerprint,
@@ -249,7 +249,7 @@ pub mod api {
         LinkError, LinkEvent, LinkEvents, Mailbox, Monitor, OncePortHandle, OncePortReceiver,
         OncePortRef, PortHandle, PortReceiver, PortRef, ProcError, ProcOptions, RecvError,
         RefusalReason, Refusals, Returned, SendError, ShutdownReport, SupervisionError, Takes,
-        TryRecvError, TypeFingerprint, ACTOR_PORT, MONITOR_SERVICE,
+        TcpSetup, TryRecvError, TypeFingerprint, ACTOR_PORT, MONITOR_SERVICE,
     };
 
     pub use procwire_core;

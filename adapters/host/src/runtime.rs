@@ -11,7 +11,8 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -47,11 +48,94 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// How a runtime sets up each TCP stream it dials or accepts for a proc
+/// ([`Runtime::connect`], [`Runtime::accept`]): `TCP_NODELAY` on every stream, and on a
+/// stream whose two ends are on this host, the congestion control named by
+/// [`ProcOptions::same_host_tcp_congestion`](crate::ProcOptions::same_host_tcp_congestion)
+/// (Linux only). Made from a proc's options; cheap to clone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpSetup {
+    congestion: Option<std::sync::Arc<str>>,
+}
+
+impl TcpSetup {
+    /// `TCP_NODELAY` on every stream, and congestion control `congestion` (if any) on
+    /// streams to this host.
+    pub fn new(congestion: Option<&str>) -> Self {
+        TcpSetup {
+            congestion: congestion.map(Into::into),
+        }
+    }
+
+    /// The congestion control set on streams to this host, if any.
+    pub fn congestion(&self) -> Option<&str> {
+        self.congestion.as_deref()
+    }
+
+    /// Sets `stream` up: `TCP_NODELAY` (an error if the OS refuses it), then, if both its
+    /// ends are on this host, the congestion control. A congestion control the OS refuses
+    /// leaves the stream with the system's and is logged at `debug` (procs check the name
+    /// when they start: [`TcpSetup::check`]).
+    pub fn apply(&self, stream: &impl AsFd) -> io::Result<()> {
+        let s = socket2::SockRef::from(stream);
+        s.set_tcp_nodelay(true)?;
+        let Some(name) = &self.congestion else {
+            return Ok(());
+        };
+        let ends = s
+            .local_addr()
+            .ok()
+            .and_then(|l| Some((l.as_socket()?, s.peer_addr().ok()?.as_socket()?)));
+        if let Some((local, peer)) = ends {
+            if same_host(local, peer) {
+                if let Err(e) = set_congestion(&s, name) {
+                    tracing::debug!(error = %e, congestion = %name, "congestion control refused");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the OS accepts this setup's congestion control, tried on a fresh TCP socket
+    /// (nothing to check without one, or where the OS has no such setting). `Err` is what the
+    /// OS said: say, not found (`ENOENT`) for an algorithm the kernel does not have, or
+    /// permission denied (`EPERM`) for one not in `net.ipv4.tcp_allowed_congestion_control`.
+    pub fn check(&self) -> io::Result<()> {
+        let Some(name) = &self.congestion else {
+            return Ok(());
+        };
+        let Ok(probe) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        else {
+            return Ok(());
+        };
+        set_congestion(&probe, name)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_congestion(s: &socket2::Socket, name: &str) -> io::Result<()> {
+    s.set_tcp_congestion(name.as_bytes())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_congestion(_: &socket2::Socket, _: &str) -> io::Result<()> {
+    Ok(())
+}
+
+/// Whether a TCP stream from `local` to `peer` stays on this host: the peer is a loopback
+/// address, or this end's own address (a connection to one of this host's interface
+/// addresses goes over loopback too).
+pub(crate) fn same_host(local: SocketAddr, peer: SocketAddr) -> bool {
+    let canon = |ip: IpAddr| ip.to_canonical();
+    let peer_ip = canon(peer.ip());
+    peer_ip.is_loopback() || peer_ip == canon(local.ip())
+}
+
 /// A bound, listening OS socket (blocking mode, as std makes it), for
 /// [`Runtime::listen`] to register with the runtime's reactor.
 #[derive(Debug)]
 pub enum StdListener {
-    /// A TCP listener. Accepted streams must get `TCP_NODELAY`.
+    /// A TCP listener. Accepted streams are set up with [`TcpSetup::apply`].
     Tcp(std::net::TcpListener),
     /// A Unix stream listener (a socket file or a Linux abstract name).
     Unix(StdUnixListener),
@@ -95,19 +179,26 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// mode as the runtime requires).
     fn listen(&self, listener: StdListener) -> io::Result<Self::Listener>;
 
-    /// The next inbound connection on `listener`. TCP streams get `TCP_NODELAY`.
+    /// The next inbound connection on `listener`. TCP streams are set up with
+    /// [`TcpSetup::apply`].
     fn accept(
         &self,
         listener: &mut Self::Listener,
+        tcp: &TcpSetup,
     ) -> impl Future<Output = io::Result<Connection>> + Send;
 
     /// Connects to a TCP address by IP (`ChannelAddr::Tcp`) or a Unix address (never
     /// `local`, never a host name, never an `any()` address). For a Unix address,
     /// [`unix_socket_path`](crate::unix_socket_path) gives the path to connect to, with a
-    /// leading NUL byte for a Linux abstract name. TCP streams get `TCP_NODELAY`.
+    /// leading NUL byte for a Linux abstract name. TCP streams are set up with
+    /// [`TcpSetup::apply`].
     /// procwire-host bounds the attempt with core's `connect_timeout`, resolves host names
     /// first with [`Runtime::resolve`], and tries each resolved address in turn.
-    fn connect(&self, addr: &ChannelAddr) -> impl Future<Output = io::Result<Connection>> + Send;
+    fn connect(
+        &self,
+        addr: &ChannelAddr,
+        tcp: &TcpSetup,
+    ) -> impl Future<Output = io::Result<Connection>> + Send;
 
     /// Resolves `host` (a validated RFC 1123 name such as `localhost` or
     /// `node7.example`) to the socket addresses for `port`, in the resolver's order of
@@ -119,4 +210,88 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    #[test]
+    fn same_host_means_loopback_or_this_ends_own_address() {
+        assert!(same_host(addr("127.0.0.1:1"), addr("127.0.0.1:2")));
+        assert!(same_host(addr("10.1.2.3:1"), addr("127.0.0.9:2")));
+        assert!(same_host(addr("[::1]:1"), addr("[::1]:2")));
+        assert!(same_host(addr("10.1.2.3:1"), addr("10.1.2.3:2")));
+        assert!(same_host(addr("[::ffff:10.1.2.3]:1"), addr("10.1.2.3:2")));
+        assert!(same_host(
+            addr("[::ffff:127.0.0.1]:1"),
+            addr("[::ffff:127.0.0.1]:2")
+        ));
+        assert!(!same_host(addr("10.1.2.3:1"), addr("10.1.2.4:2")));
+        assert!(!same_host(addr("127.0.0.1:1"), addr("10.1.2.4:2")));
+        assert!(!same_host(addr("[fd00::1]:1"), addr("[fd00::2]:2")));
+    }
+
+    /// A connected loopback pair: (dialed, accepted).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (a, _) = l.accept().expect("accept");
+        (c, a)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn congestion_of(s: &TcpStream) -> String {
+        let name = socket2::SockRef::from(s)
+            .tcp_congestion()
+            .expect("TCP_CONGESTION");
+        String::from_utf8_lossy(&name)
+            .trim_end_matches('\0')
+            .to_string()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_loopback_stream_gets_nodelay_and_the_congestion_control_asked_for() {
+        let (c, a) = pair();
+        let system = congestion_of(&c);
+        // Whatever the system's default, switch to the other of two every kernel allows.
+        let want = if system == "reno" { "cubic" } else { "reno" };
+        let setup = TcpSetup::new(Some(want));
+        if setup.check().is_err() {
+            // cubic is not always allowed to unprivileged users; reno always is.
+            assert_eq!(want, "cubic", "reno is always allowed");
+            return;
+        }
+        setup.apply(&c).expect("apply");
+        setup.apply(&a).expect("apply");
+        assert_eq!(congestion_of(&c), want);
+        assert_eq!(congestion_of(&a), want);
+        assert!(c.nodelay().expect("nodelay") && a.nodelay().expect("nodelay"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn without_a_congestion_control_or_with_a_refused_one_the_systems_stays() {
+        let (c, a) = pair();
+        let system = congestion_of(&c);
+        TcpSetup::new(None).apply(&c).expect("apply");
+        assert_eq!(congestion_of(&c), system);
+        assert!(c.nodelay().expect("nodelay"));
+        let unknown = TcpSetup::new(Some("no-such-cc"));
+        let refused = unknown
+            .check()
+            .expect_err("an unknown algorithm is refused");
+        assert_eq!(refused.kind(), io::ErrorKind::NotFound, "{refused}");
+        unknown
+            .apply(&a)
+            .expect("a refused congestion control is not an error here");
+        assert_eq!(congestion_of(&a), system);
+        assert!(a.nodelay().expect("nodelay"));
+    }
 }

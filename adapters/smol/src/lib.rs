@@ -136,9 +136,9 @@
 //! only takes over when the socket would block, a write is partial or fails, or a producer
 //! queues in a row (it then gathers up to 64 buffers into one vectored write). Sends
 //! therefore report `TooLarge`/`WouldBlock` at once, and no message pays for an extra task
-//! hop. TCP
-//! connections use `TCP_NODELAY`. Logs go through `tracing`, with a `proc` span around every
-//! task of a proc, `conn` spans per connection, and `actor` spans per actor.
+//! hop. TCP connections use `TCP_NODELAY`, and those to this host the congestion control of
+//! `ProcOptions::same_host_tcp_congestion` (`reno` unless told otherwise; see
+//! [`TcpSetup`]). Logs go through `tracing`, with a `proc` span around every task of a proc, `conn` spans per connection, and `actor` spans per actor.
 //!
 //! ## Addresses
 //!

@@ -17,7 +17,9 @@ use async_io::{Async, Timer as IoTimer};
 use futures_io::{AsyncRead, AsyncWrite};
 use procwire_core::id::ChannelAddr;
 use procwire_core::time::Instant;
-use procwire_host::{unix_socket_path, BoxFuture, Connection, Runtime, StdListener, Timer};
+use procwire_host::{
+    unix_socket_path, BoxFuture, Connection, Runtime, StdListener, TcpSetup, Timer,
+};
 
 /// Where a proc's tasks run.
 #[derive(Clone)]
@@ -139,11 +141,11 @@ impl Runtime for SmolRuntime {
         }
     }
 
-    async fn accept(&self, listener: &mut SmolListener) -> io::Result<Connection> {
+    async fn accept(&self, listener: &mut SmolListener, tcp: &TcpSetup) -> io::Result<Connection> {
         match listener {
             SmolListener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
-                s.get_ref().set_nodelay(true)?;
+                tcp.apply(s.get_ref())?;
                 Ok(connection(s, peer.to_string()))
             }
             SmolListener::Unix(l) => {
@@ -153,11 +155,11 @@ impl Runtime for SmolRuntime {
         }
     }
 
-    async fn connect(&self, addr: &ChannelAddr) -> io::Result<Connection> {
+    async fn connect(&self, addr: &ChannelAddr, tcp: &TcpSetup) -> io::Result<Connection> {
         match addr {
             ChannelAddr::Tcp(sa) => {
                 let s = Async::<TcpStream>::connect(*sa).await?;
-                s.get_ref().set_nodelay(true)?;
+                tcp.apply(s.get_ref())?;
                 Ok(connection(s, sa.to_string()))
             }
             ChannelAddr::Unix(u) => {

@@ -103,8 +103,9 @@
 //! vectored write). Sends therefore report `TooLarge`/`WouldBlock` at once, and neither a
 //! request nor its reply pays for an extra task hop: in one thread a 64 B round trip
 //! between two procs takes 3 task polls (reader, echo actor, reader) where it took 5.
-//! TCP connections use `TCP_NODELAY`. Logs go through `tracing`, with a `proc` span around
-//! every task of a proc, `conn` spans per connection, and `actor` spans per actor.
+//! TCP connections use `TCP_NODELAY`, and those to this host the congestion control of
+//! `ProcOptions::same_host_tcp_congestion` (`reno` unless told otherwise; see
+//! [`TcpSetup`]). Logs go through `tracing`, with a `proc` span around every task of a proc, `conn` spans per connection, and `actor` spans per actor.
 //!
 //! Tasks (listener, timer, connection readers and writers, actor loops) are spawned on the
 //! tokio runtime that called [`Proc::direct`]; the clock and timers are tokio's, so a paused

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use procwire_core::id::ChannelAddr;
 use procwire_core::time::Instant;
-use procwire_host::{unix_socket_path, BoxFuture, Connection, Runtime, StdListener, Timer};
+use procwire_host::{
+    unix_socket_path, BoxFuture, Connection, Runtime, StdListener, TcpSetup, Timer,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -104,11 +106,11 @@ impl Runtime for TokioRuntime {
         }
     }
 
-    async fn accept(&self, listener: &mut TokioListener) -> io::Result<Connection> {
+    async fn accept(&self, listener: &mut TokioListener, tcp: &TcpSetup) -> io::Result<Connection> {
         match listener {
             TokioListener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
-                s.set_nodelay(true)?;
+                tcp.apply(&s)?;
                 Ok(tcp_connection(s, peer.to_string()))
             }
             TokioListener::Unix(l) => {
@@ -118,11 +120,11 @@ impl Runtime for TokioRuntime {
         }
     }
 
-    async fn connect(&self, addr: &ChannelAddr) -> io::Result<Connection> {
+    async fn connect(&self, addr: &ChannelAddr, tcp: &TcpSetup) -> io::Result<Connection> {
         match addr {
             ChannelAddr::Tcp(sa) => {
                 let s = TcpStream::connect(sa).await?;
-                s.set_nodelay(true)?;
+                tcp.apply(&s)?;
                 Ok(tcp_connection(s, sa.to_string()))
             }
             ChannelAddr::Unix(u) => Ok(unix_connection(

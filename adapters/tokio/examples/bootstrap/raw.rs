@@ -3,16 +3,23 @@
 //! this binary again with `--raw-peer <address>`, and the peer echoes: each request is a
 //! 4-byte little-endian length and that many bytes, each answer an 8-byte sequence number
 //! (what the echo actor answers too). Both processes run tokio's current-thread runtime,
-//! as the procwire side does.
+//! as the procwire side does, and set TCP streams up as procwire's default options do
+//! ([`tcp_setup`]).
 
 use std::os::linux::net::SocketAddrExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use procwire_tokio::ChannelTransport;
+use procwire_tokio::{ChannelTransport, ProcOptions, TcpSetup};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::BoxError;
+
+/// `TCP_NODELAY` and the congestion control procwire's default options give a stream to
+/// this host, as on the procwire side.
+fn tcp_setup() -> TcpSetup {
+    TcpSetup::new(ProcOptions::default().same_host_tcp_congestion.as_deref())
+}
 
 /// A connected stream of either transport.
 trait Stream: AsyncRead + AsyncWrite + Unpin {}
@@ -30,7 +37,7 @@ pub async fn round_trips(
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let child = spawn_peer(&format!("tcp:{}", l.local_addr()?))?;
             let (s, _) = l.accept().await?;
-            s.set_nodelay(true)?;
+            tcp_setup().apply(&s)?;
             (Box::new(s) as Box<dyn Stream>, child)
         }
         _ => {
@@ -83,7 +90,7 @@ fn spawn_peer(addr: &str) -> Result<tokio::process::Child, BoxError> {
 pub async fn peer(addr: &str) -> Result<(), BoxError> {
     let mut stream: Box<dyn Stream> = if let Some(tcp) = addr.strip_prefix("tcp:") {
         let s = tokio::net::TcpStream::connect(tcp).await?;
-        s.set_nodelay(true)?;
+        tcp_setup().apply(&s)?;
         Box::new(s)
     } else if let Some(name) = addr.strip_prefix("unix:@") {
         let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
