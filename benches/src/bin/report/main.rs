@@ -257,7 +257,9 @@ fn main() -> Result<(), Error> {
         "- TCP on both sides: `TCP_NODELAY`, congestion control {} (procwire's default for \
          connections to this host, `ProcOptions::same_host_tcp_congestion`); the system's \
          default is {}.",
-        procwire_benches::tcp_setup().congestion().unwrap_or("the system's"),
+        procwire_benches::tcp_setup()
+            .congestion()
+            .unwrap_or("the system's"),
         read_trimmed("/proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_else(|| "?".into()),
     );
     if !idle.is_empty() {
