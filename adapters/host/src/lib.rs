@@ -30,8 +30,9 @@
 //!   [`ProcOptions::unix_mode`], stale ones replaced and removed at the end), the listener
 //!   loop, dial-on-demand bounded by core's `connect_timeout`, TCP streams set up by
 //!   [`TcpSetup`] (`TCP_NODELAY`; between procs on one host the congestion control of
-//!   [`ProcOptions::same_host_tcp_congestion`], `reno` unless told otherwise, because BBR's
-//!   pacing, a common system default, halves loopback throughput), per-connection reader and
+//!   [`ProcOptions::same_host_tcp_congestion`], `reno` unless told otherwise: BBR, a common
+//!   system default, paces each connection, which over loopback halved bulk throughput in
+//!   the benches), per-connection reader and
 //!   writer tasks (a turn writes the bytes it queued itself, after releasing the engine lock,
 //!   when the connection is idle and nobody else is writing on it; the writer task takes
 //!   over when the socket would block, a write fails or the connection closes, and gathers
