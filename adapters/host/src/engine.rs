@@ -59,6 +59,7 @@ use procwire_core::time::Instant;
 
 use crate::error::SendError;
 use crate::fasthash::FastMap;
+use crate::links::{LinkError, Links};
 use crate::ports::{PortEntry, PortTable};
 use crate::runtime::BoxFuture;
 use crate::sync::{lock, PushError, Queue, Watch};
@@ -966,9 +967,12 @@ impl Engine {
         });
     }
 
-    /// `conn` failed, hit EOF, or could not be dialed.
-    pub(crate) fn closed(self: &Arc<Self>, conn: ConnId) {
+    /// `conn` failed or hit EOF: `links` hears how (`error`) before core does, in one turn.
+    pub(crate) fn closed(self: &Arc<Self>, conn: ConnId, links: &Links, error: LinkError) {
         self.turn(|st, now| {
+            // In the same turn as core hears of it: no turn in between can report a session
+            // opening on `conn` (a welcome its reader took) after the tracker forgot it.
+            links.ended(conn, error);
             if let Some(ctl) = st.conns.remove(&conn) {
                 ctl.abandon();
                 st.core.handle_closed(now, conn);

@@ -480,8 +480,7 @@ async fn reader_task(
                 ReadStep::More => continue,
                 ReadStep::Stop => break,
                 ReadStep::End(end) => {
-                    links.ended(conn, end);
-                    engine.closed(conn);
+                    engine.closed(conn, &links, end);
                     break;
                 }
             }
@@ -505,8 +504,7 @@ async fn reader_task(
                 LinkError::io(&e)
             }
         };
-        links.ended(conn, end);
-        engine.closed(conn);
+        engine.closed(conn, &links, end);
         break;
     }
     if let Some(b) = held.take() {
@@ -934,8 +932,7 @@ async fn writer_task(
             } else {
                 tracing::debug!(error = %e, "write failed");
             }
-            ended(LinkError::io(&e));
-            engine.closed(conn);
+            engine.closed(conn, &links, LinkError::io(&e));
             return;
         }
     };
