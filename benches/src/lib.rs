@@ -102,8 +102,7 @@ pub fn smol_block_on<T>(
 /// `ProcOptions::same_host_tcp_congestion`, since every benchmark connection is on this
 /// host), so both sides of a comparison run the same kernel path.
 pub fn tcp_setup() -> procwire_tokio::TcpSetup {
-    let options = procwire_tokio::ProcOptions::default();
-    procwire_tokio::TcpSetup::new(options.same_host_tcp_congestion.as_deref())
+    procwire_tokio::ProcOptions::default().tcp_setup()
 }
 
 /// The runtime every tokio transport scenario runs on: tokio's current-thread runtime, so one

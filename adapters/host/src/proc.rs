@@ -130,6 +130,13 @@ impl Default for ProcOptions {
 }
 
 impl ProcOptions {
+    /// How this proc sets up its TCP streams (see
+    /// [`ProcOptions::same_host_tcp_congestion`]); a program that opens its own sockets
+    /// beside a proc's can set them up alike.
+    pub fn tcp_setup(&self) -> TcpSetup {
+        TcpSetup::new(self.same_host_tcp_congestion.as_deref())
+    }
+
     /// These options with `cookie` as the shared secret of every link (`core.cookie`): only
     /// procs holding the same cookie can open sessions with this one, or be sent to by it.
     /// It authenticates links; it does not encrypt them (see `procwire_core::auth`). The
@@ -515,7 +522,7 @@ impl<R: Runtime> HostedProc<R> {
         options: ProcOptions,
     ) -> Result<Self, ProcError> {
         let name = Name::new(&name).map_err(ProcError::BadName)?;
-        let tcp = TcpSetup::new(options.same_host_tcp_congestion.as_deref());
+        let tcp = options.tcp_setup();
         tcp.check().map_err(|source| ProcError::TcpCongestion {
             name: options.same_host_tcp_congestion.clone().unwrap_or_default(),
             source,

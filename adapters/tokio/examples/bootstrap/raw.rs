@@ -18,7 +18,7 @@ use crate::BoxError;
 /// `TCP_NODELAY` and the congestion control procwire's default options give a stream to
 /// this host, as on the procwire side.
 fn tcp_setup() -> TcpSetup {
-    TcpSetup::new(ProcOptions::default().same_host_tcp_congestion.as_deref())
+    ProcOptions::default().tcp_setup()
 }
 
 /// A connected stream of either transport.
