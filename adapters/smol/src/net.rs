@@ -217,11 +217,17 @@ struct Half<T> {
     io: Arc<Async<T>>,
     /// The last read came back short of the buffer: the socket is most likely empty.
     drained: bool,
+    /// The last write took less than it was given: the socket is most likely full.
+    full: bool,
 }
 
 impl<T> Half<T> {
     fn new(io: Arc<Async<T>>) -> Self {
-        Half { io, drained: false }
+        Half {
+            io,
+            drained: false,
+            full: false,
+        }
     }
 }
 
@@ -259,24 +265,56 @@ where
     }
 }
 
+impl<T> Half<T>
+where
+    for<'a> &'a T: Write,
+{
+    /// Writes as async-io does, except that after a write that took less than it was given
+    /// the next one waits for writability first, as tokio does: the socket is full, and
+    /// asking the kernel again would only be told so (the reads' `drained`, for writes).
+    fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+        op: impl FnOnce(&mut &Async<T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if self.full {
+            ready!(self.io.poll_writable(cx))?;
+            self.full = false;
+        }
+        let res = ready!(op(&mut &*self.io, cx));
+        if let Ok(n) = res {
+            if n > 0 && n < len {
+                self.full = true;
+                // As for reads: take the event that led here, so the next wait registers.
+                let _ = self.io.poll_writable(cx);
+            }
+        }
+        Poll::Ready(res)
+    }
+}
+
 impl<T: Socket> AsyncWrite for Half<T>
 where
     for<'a> &'a T: Write,
 {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        this.write(cx, buf.len(), |io, cx| Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let len = bufs.iter().map(|b| b.len()).sum();
+        this.write(cx, len, |io, cx| Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -375,6 +413,53 @@ mod tests {
                 .await
                 .expect("eof");
             assert_eq!(n, 0, "end of stream");
+        });
+    }
+
+    #[test]
+    fn a_short_write_waits_for_writability_and_loses_no_bytes() {
+        async_io::block_on(async {
+            let (a, b) = UnixStream::pair().expect("pair");
+            let conn = connection(Async::new(a).expect("async a"), "test".to_string());
+            let mut w = conn.writer;
+            let mut b = Async::new(b).expect("async b");
+            // Write until the socket takes less than it is given.
+            let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+            let mut sent = Vec::new();
+            loop {
+                let n = poll_fn(|cx| Pin::new(&mut w).poll_write(cx, &chunk))
+                    .await
+                    .expect("write");
+                sent.extend_from_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    break;
+                }
+            }
+            // Room again, but the write after a short one waits for writability first.
+            let mut got = vec![0u8; sent.len()];
+            let mut at = 0;
+            while at < 64 * 1024 {
+                at += b.read(&mut got[at..]).await.expect("read");
+            }
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(Pin::new(&mut w).poll_write(&mut cx, b"tail").is_pending());
+            // The writer is woken for the room and writes; nothing is lost or repeated.
+            let write =
+                async { Some(poll_fn(|cx| Pin::new(&mut w).poll_write(cx, b"tail")).await) };
+            let late = async {
+                IoTimer::after(Duration::from_secs(5)).await;
+                None
+            };
+            let n = future::or(write, late)
+                .await
+                .expect("the writer is woken for the room")
+                .expect("write");
+            assert_eq!(n, 4);
+            sent.extend_from_slice(b"tail");
+            drop(w);
+            got.resize(sent.len(), 0);
+            b.read_exact(&mut got[at..]).await.expect("read the rest");
+            assert!(got == sent, "the bytes arrive as written");
         });
     }
 
