@@ -340,10 +340,8 @@ mod tests {
     #[test]
     fn halves_write_vectored_and_shut_down() {
         future::block_on(async {
-            let (a, b) = UnixStream::pair().expect("pair");
-            let conn = connection(Async::new(a).expect("async a"), "test".to_string());
+            let (conn, mut b) = wired();
             let mut w = conn.writer;
-            let mut b = Async::new(b).expect("async b");
             let mut sent = 0;
             while sent < 11 {
                 let rest: Vec<IoSlice<'_>> = if sent < 6 {
@@ -364,6 +362,13 @@ mod tests {
         });
     }
 
+    /// A connection's halves over one end of a Unix socket pair, and the other end.
+    fn wired() -> (Connection, Async<UnixStream>) {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let conn = connection(Async::new(a).expect("async a"), "test".to_string());
+        (conn, Async::new(b).expect("async b"))
+    }
+
     /// `f`'s output, or `None` if it takes more than 5 s.
     async fn in_time<T>(f: impl Future<Output = T>) -> Option<T> {
         let done = async { Some(f.await) };
@@ -377,10 +382,8 @@ mod tests {
     #[test]
     fn a_short_read_waits_for_readiness_and_loses_no_bytes() {
         async_io::block_on(async {
-            let (a, b) = UnixStream::pair().expect("pair");
-            let conn = connection(Async::new(a).expect("async a"), "test".to_string());
+            let (conn, mut b) = wired();
             let mut r = conn.reader;
-            let mut b = Async::new(b).expect("async b");
             let mut buf = [0u8; 64];
             futures_lite::AsyncWriteExt::write_all(&mut b, b"abc")
                 .await
@@ -424,10 +427,8 @@ mod tests {
     #[test]
     fn after_a_short_write_the_writer_is_woken_for_room_and_loses_no_bytes() {
         async_io::block_on(async {
-            let (a, b) = UnixStream::pair().expect("pair");
-            let conn = connection(Async::new(a).expect("async a"), "test".to_string());
+            let (conn, mut b) = wired();
             let mut w = conn.writer;
-            let mut b = Async::new(b).expect("async b");
             // Write until the socket takes less than it is given.
             let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
             let mut sent = Vec::new();
