@@ -7,7 +7,7 @@ use procwire_smol::{
     ChannelTransport, LinkError, LinkEvent, LinkEvents, Name, ProcId, RefuseReason,
 };
 
-use crate::scenarios::shutdown_clean;
+use crate::scenarios::{pair, shutdown_clean};
 use crate::{fixed_addr, init_logging, options, sleep, within, Adapter, TestProc};
 
 /// The next event about a link this proc dialed, within `secs` seconds.
@@ -147,9 +147,7 @@ pub async fn dead_addresses_and_refusals_are_reported<A: Adapter, B: Adapter>(
     ba: &B,
     t: ChannelTransport,
 ) {
-    init_logging();
-    let a = aa.start(t.any(), "a", options()).await.expect("a");
-    let b = ba.start(t.any(), "b", options()).await.expect("b");
+    let (a, b) = pair(aa, ba, t).await;
     let (watcher, _) = a.instance("watcher").expect("watcher");
     let mut ev = watcher.link_events();
 
@@ -256,9 +254,7 @@ pub async fn a_link_over_the_peers_connection_is_reported<A: Adapter, B: Adapter
     ba: &B,
     t: ChannelTransport,
 ) {
-    init_logging();
-    let a = aa.start(t.any(), "a", options()).await.expect("a");
-    let b = ba.start(t.any(), "b", options()).await.expect("b");
+    let (a, b) = pair(aa, ba, t).await;
     let a_id = a.proc_id().clone();
     let mut ev = b.link_events();
     let (receiver, _) = a.instance("receiver").expect("receiver");
